@@ -1,0 +1,174 @@
+"""The exceptions of `recoverable`: one root, one tree.
+
+Every error the library raises derives from `RecoverableError`, so `except RecoverableError` catches
+all of them. Errors of a backend (OSError, httpx, redis, SQLAlchemy) never leak raw: they are wrapped
+in `StorageBackendError` with the store, the key and the cause in the message, the original error
+kept as `__cause__`.
+
+```
+RecoverableError
+├── ConfigurationError              a setting or an argument combination is wrong
+├── MissingDependencyError          an optional backend's package is not installed
+├── StorageError                    anything a key-value store refused or failed to do
+│   ├── InvalidStoreNameError       a store name breaks the naming rules (also a ValueError)
+│   ├── InvalidKeyError             a record key is empty, too long or not a str (also a ValueError)
+│   ├── StoreNotFoundError          no store has the id that was asked for
+│   ├── RecordNotFoundError         a conditional operation found no record to compare against
+│   ├── VersionConflictError        a conditional write lost: someone else wrote in between
+│   ├── SerializationError          a value cannot be turned into bytes (also a TypeError)
+│   ├── DeserializationError        stored bytes cannot be read back as their content type
+│   └── StorageBackendError         the backend failed (disk, network, database); cause attached
+└── StateError                      RecoverableState was misused or its record is unusable
+    ├── StateNotInitializedError    persist/read before initialize()
+    ├── StateValidationError        the saved record does not fit the model, or is not JSON
+    ├── StateTimeoutError           a load or a save took longer than its timeout
+    └── StateOwnershipError         another process owns the state (its lease is alive)
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DeserializationError",
+    "InvalidKeyError",
+    "InvalidStoreNameError",
+    "MissingDependencyError",
+    "RecordNotFoundError",
+    "RecoverableError",
+    "SerializationError",
+    "StateError",
+    "StateNotInitializedError",
+    "StateOwnershipError",
+    "StateTimeoutError",
+    "StateValidationError",
+    "StorageBackendError",
+    "StorageError",
+    "StoreNotFoundError",
+    "VersionConflictError",
+]
+
+
+class RecoverableError(Exception):
+    """The root of every exception raised by `recoverable`."""
+
+
+class ConfigurationError(RecoverableError):
+    """A setting (argument or RECOVERABLE_* environment variable) is invalid or contradicts another."""
+
+
+class MissingDependencyError(RecoverableError, ImportError):
+    """An optional dependency is not installed; the message gives the `pip install` command to run."""
+
+
+class StorageError(RecoverableError):
+    """A key-value store refused or failed an operation.
+
+    Attributes:
+        store: The id or name of the store involved, when known.
+        key: The record key involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, store: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.store = store
+        self.key = key
+
+
+class InvalidStoreNameError(StorageError, ValueError):
+    """A store name or alias breaks the naming rules."""
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """A record key is not a non-empty str within the length limit."""
+
+
+class StoreNotFoundError(StorageError):
+    """No key-value store has the requested id."""
+
+
+class RecordNotFoundError(StorageError):
+    """A conditional operation needed an existing record and found none."""
+
+
+class VersionConflictError(StorageError):
+    """A conditional write or delete lost: the record's version is not the one the caller expected.
+
+    Attributes:
+        expected: The version the caller passed (`None` when the caller required the record to be absent).
+        actual: The version found in the store (`None` when the record does not exist).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        store: str | None = None,
+        key: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message, store=store, key=key)
+        self.expected = expected
+        self.actual = actual
+
+
+class SerializationError(StorageError, TypeError):
+    """A value cannot be serialised to bytes for its content type; nothing was written."""
+
+
+class DeserializationError(StorageError):
+    """The bytes of a stored record cannot be decoded as its content type says they should."""
+
+
+class StorageBackendError(StorageError):
+    """The storage backend failed (file system, network, database). The cause is `__cause__`."""
+
+
+class StateError(RecoverableError):
+    """RecoverableState was used wrongly or cannot use its saved record."""
+
+
+class StateNotInitializedError(StateError):
+    """The state was used before `initialize()` (or after `teardown()`)."""
+
+
+class StateValidationError(StateError):
+    """The saved record exists but cannot become the model: invalid JSON or failed validation.
+
+    The record is left untouched in the store. Attributes name where it is and what is wrong.
+
+    Attributes:
+        store: The id or name of the store holding the record.
+        key: The key of the record.
+        errors: Pydantic's error list (`loc`, `msg`, `type` for each failing field), empty for invalid JSON.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        store: str,
+        key: str,
+        errors: list[dict[str, object]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.store = store
+        self.key = key
+        self.errors = errors or []
+
+
+class StateTimeoutError(StateError, TimeoutError):
+    """Loading or saving the state took longer than its timeout."""
+
+
+class StateOwnershipError(StateError):
+    """Another process holds the lease on this state.
+
+    Attributes:
+        owner: A description of the current owner (process id, host, lease expiry), when known.
+    """
+
+    def __init__(self, message: str, *, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner

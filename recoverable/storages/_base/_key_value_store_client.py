@@ -1,0 +1,122 @@
+"""The interface of one open key-value store of a storage client."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
+
+__all__ = ["KeyValueStoreClient"]
+
+
+class KeyValueStoreClient(ABC):
+    """One open store of a storage client: bytes in, bytes out, each record with a content type and a version.
+
+    A client knows nothing of Python values, models or events; `KeyValueStore` does the encoding. Every
+    implementation keeps the contracts of DESIGN.md: writes are all-or-nothing and durable when they return,
+    every write gives the record a new version, keys are data (never paths), and backend errors are raised
+    as `StorageBackendError` naming the store, the key and the cause.
+
+    Keys reaching a client were already checked by `validate_key`.
+    """
+
+    @abstractmethod
+    async def get_metadata(self) -> KeyValueStoreMetadata:
+        """Return the store's id, name and timestamps.
+
+        Raises:
+            StoreNotFoundError: The store was dropped.
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    async def get_record(self, *, key: str) -> StoredRecord | None:
+        """Return the record stored under `key`, or None when there is none.
+
+        Raises:
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    async def record_exists(self, *, key: str) -> bool:
+        """Tell whether a record is stored under `key`, without reading its value.
+
+        Raises:
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    async def set_record(
+        self,
+        *,
+        key: str,
+        value: bytes,
+        content_type: str,
+        if_version: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        """Store `value` under `key`, all or nothing, and return the record's new version.
+
+        Args:
+            key: The record key.
+            value: The bytes to store.
+            content_type: The MIME type to store with the bytes.
+            if_version: Write only when the record's current version is this one.
+            if_absent: Write only when no record is stored under `key`.
+
+        Raises:
+            VersionConflictError: A condition did not hold; nothing was written.
+            StorageBackendError: The backend failed; the previous record is intact.
+        """
+
+    @abstractmethod
+    async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        """Delete the record under `key`; return whether there was one.
+
+        Args:
+            key: The record key.
+            if_version: Delete only when the record's current version is this one.
+
+        Raises:
+            VersionConflictError: `if_version` was given and the record has another version or none.
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    def iterate_keys(
+        self,
+        *,
+        exclusive_start_key: str | None = None,
+        limit: int | None = None,
+        prefix: str | None = None,
+    ) -> AsyncIterator[KeyInfo]:
+        """Yield the store's keys in ascending order (UTF-8 byte order, the same as code point order).
+
+        Args:
+            exclusive_start_key: Yield only keys greater than this one.
+            limit: Yield at most this many keys.
+            prefix: Yield only keys starting with this string.
+
+        Raises:
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    async def drop(self) -> None:
+        """Delete the store with all its records. The client must not be used afterwards.
+
+        Raises:
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    async def purge(self) -> None:
+        """Delete every record of the store, keeping the store itself.
+
+        Raises:
+            StorageBackendError: The backend failed.
+        """

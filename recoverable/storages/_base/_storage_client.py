@@ -1,0 +1,65 @@
+"""The interface of a storage backend: it opens stores."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from recoverable.storages._base._key_value_store_client import KeyValueStoreClient
+    from recoverable.storages._models import KeyValueStoreMetadata
+
+__all__ = ["StorageClient"]
+
+
+class StorageClient(ABC):
+    """A storage backend (memory, file system, HTTP, Redis, SQL) that opens key-value stores.
+
+    A store is opened by exactly one of: `id` (it must exist), `name` (created when missing, visible to
+    every process using the backend), or `alias` (an unnamed store the program refers to by a local
+    label; created when missing). With none of them the default store opens, which is the alias
+    `"default"`.
+
+    Use it as an async context manager, or call `aclose()` when done, to release connections.
+    """
+
+    @abstractmethod
+    async def open_key_value_store_client(
+        self,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        alias: str | None = None,
+    ) -> KeyValueStoreClient:
+        """Open a store, creating it when it is opened by name or alias and does not exist yet.
+
+        Callers pass at most one of `id`, `name` and `alias`, already validated.
+
+        Raises:
+            StoreNotFoundError: No store has the given id.
+            StorageBackendError: The backend failed.
+        """
+
+    @abstractmethod
+    async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
+        """Return the metadata of every store of the backend, oldest first.
+
+        Raises:
+            StorageBackendError: The backend failed.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - a backend without connections has nothing to release
+        """Release the backend's connections; the client must not be used afterwards."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

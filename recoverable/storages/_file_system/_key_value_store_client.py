@@ -1,0 +1,153 @@
+"""One key-value store kept in a folder on local disk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from aiofiles.os import wrap
+from typing_extensions import override
+
+from recoverable.errors import StoreNotFoundError
+from recoverable.storages._base import KeyValueStoreClient
+from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine
+
+    from recoverable.storages._file_system._store_dir import StoreDir
+
+__all__ = ["FileSystemKeyValueStoreClient"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _off_loop(func: Callable[_P, _T]) -> Callable[_P, Coroutine[None, None, _T]]:
+    """Run a blocking function in the default executor, one hop per operation."""
+    return wrap(func)  # type: ignore[no-any-return]
+
+
+class FileSystemKeyValueStoreClient(KeyValueStoreClient):
+    """A store in one folder: a file per record, each write one durable all-or-nothing replace.
+
+    The folder layout is documented in `recoverable.storages._file_system._layout`.
+    """
+
+    def __init__(self, *, metadata: KeyValueStoreMetadata, store_dir: StoreDir) -> None:
+        self._metadata = metadata
+        self._dir = store_dir
+        self._accessed_at = metadata.accessed_at
+
+    @property
+    def path(self) -> str:
+        """The folder holding the store."""
+        return str(self._dir.path)
+
+    def _check_alive(self) -> None:
+        if self._dir.dropped or not self._dir.path.is_dir():
+            raise StoreNotFoundError(
+                f"key-value store {self._dir.label!r} no longer exists in {self._dir.path} (it was dropped)",
+                store=self._dir.label,
+            )
+
+    @override
+    async def get_metadata(self) -> KeyValueStoreMetadata:
+        self._check_alive()
+        try:
+            modified_ns = self._dir.path.stat().st_mtime_ns
+        except OSError as exc:
+            raise self._dir.backend_error("read the metadata of", exc) from exc
+        modified = max(datetime.fromtimestamp(modified_ns / 1e9, tz=UTC), self._metadata.created_at)
+        return self._metadata.model_copy(
+            update={"modified_at": modified, "accessed_at": max(self._accessed_at, modified)}
+        )
+
+    @override
+    async def get_record(self, *, key: str) -> StoredRecord | None:
+        self._check_alive()
+        try:
+            record = await _off_loop(self._dir.read)(key)
+        except OSError as exc:
+            raise self._dir.backend_error("read", exc, key) from exc
+        self._accessed_at = datetime.now(UTC)
+        return record
+
+    @override
+    async def record_exists(self, *, key: str) -> bool:
+        self._check_alive()
+        try:
+            return await _off_loop(self._dir.exists)(key)
+        except OSError as exc:
+            raise self._dir.backend_error("check", exc, key) from exc
+
+    @override
+    async def set_record(
+        self,
+        *,
+        key: str,
+        value: bytes,
+        content_type: str,
+        if_version: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        self._check_alive()
+        try:
+            return await _off_loop(self._dir.write)(
+                key, value, content_type, if_version=if_version, if_absent=if_absent
+            )
+        except OSError as exc:
+            raise self._dir.backend_error("write", exc, key) from exc
+
+    @override
+    async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        self._check_alive()
+        try:
+            return await _off_loop(self._dir.delete)(key, if_version=if_version)
+        except OSError as exc:
+            raise self._dir.backend_error("delete", exc, key) from exc
+
+    @override
+    async def iterate_keys(
+        self,
+        *,
+        exclusive_start_key: str | None = None,
+        limit: int | None = None,
+        prefix: str | None = None,
+    ) -> AsyncIterator[KeyInfo]:
+        self._check_alive()
+        try:
+            keys = await _off_loop(self._dir.keys)()
+        except OSError as exc:
+            raise self._dir.backend_error("list the keys of", exc) from exc
+        yielded = 0
+        for info in keys:
+            if limit is not None and yielded >= limit:
+                return
+            if exclusive_start_key is not None and info.key <= exclusive_start_key:
+                continue
+            if prefix and not info.key.startswith(prefix):
+                if info.key > prefix:
+                    return
+                continue
+            yield info
+            yielded += 1
+
+    @override
+    async def drop(self) -> None:
+        if self._dir.dropped:
+            return
+        try:
+            await _off_loop(self._dir.drop)()
+        except FileNotFoundError:
+            self._dir.dropped = True
+        except OSError as exc:
+            raise self._dir.backend_error("drop", exc) from exc
+
+    @override
+    async def purge(self) -> None:
+        self._check_alive()
+        try:
+            await _off_loop(self._dir.purge)()
+        except OSError as exc:
+            raise self._dir.backend_error("purge", exc) from exc

@@ -1,0 +1,416 @@
+"""Blocking operations on one store folder: the record index, durable writes and the writers' lock.
+
+Everything here runs in a worker thread; `FileSystemKeyValueStoreClient` calls it off the event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recoverable.errors import StorageBackendError, VersionConflictError
+from recoverable.storages._file_system._layout import (
+    CRAWLEE_SIDECAR_SUFFIX,
+    KEYS_DIR,
+    LOCK_FILE,
+    METADATA_FILE,
+    TEMP_PREFIX,
+    decode_stem,
+    encode_key,
+    extension_for,
+    key_hash,
+    split_record_name,
+)
+from recoverable.storages._models import KeyInfo, StoredRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["StoreDir", "create_exclusive", "durable_write", "fsync_dir", "store_dir_for"]
+
+_registry_lock = threading.Lock()
+_registry: dict[str, StoreDir] = {}
+
+
+def store_dir_for(path: Path, *, label: str, case_insensitive: bool) -> StoreDir:
+    """Return the one `StoreDir` of this process for the folder `path`."""
+    resolved = str(path.resolve())
+    with _registry_lock:
+        store = _registry.get(resolved)
+        if store is None or store.dropped:
+            store = StoreDir(Path(resolved), label=label, case_insensitive=case_insensitive)
+            _registry[resolved] = store
+        return store
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a new, renamed or removed file) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(folder: Path, name: str, data: bytes | memoryview) -> os.stat_result:
+    """Write `folder/name` all or nothing: temp file, fsync, rename, fsync of the folder.
+
+    Returns the stat of the written file (taken before the rename, which keeps it).
+    """
+    temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, folder / name)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(folder)
+    return stat
+
+
+def create_exclusive(folder: Path, name: str, data: bytes) -> bool:
+    """Create `folder/name` durably unless it exists; return whether this call created it."""
+    temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    temp.write_bytes(data)
+    try:
+        fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, folder / name)
+        except FileExistsError:
+            return False
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_dir(folder)
+    return True
+
+
+def version_of(stat: os.stat_result) -> str:
+    """The version of a record file: its modification time, inode and size, like an HTTP server's ETag."""
+    return f"{stat.st_mtime_ns:x}-{stat.st_ino:x}-{stat.st_size:x}"
+
+
+@dataclass(slots=True)
+class _Entry:
+    """Where a key's record lives, as the last scan or write of this process saw it."""
+
+    name: str
+    content_type: str
+    size: int
+    mtime_ns: int
+    crawlee_sidecar: str | None = None
+
+
+class StoreDir:
+    """One store folder of this process: its index of keys to files, and the locks its writers take.
+
+    The index is rebuilt from a scan of the folder whenever the folder changed since the last scan
+    (another process wrote) and a key is not found where the index says.
+    """
+
+    def __init__(self, path: Path, *, label: str, case_insensitive: bool) -> None:
+        self.path = path
+        self.label = label
+        self.case_insensitive = case_insensitive
+        self.dropped = False
+        self._lock = threading.RLock()
+        self._index: dict[str, _Entry] | None = None
+        self._scanned_mtime_ns = -1
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    def backend_error(self, action: str, exc: OSError, key: str | None = None) -> StorageBackendError:
+        """Wrap an OSError with the store, the key and what to check."""
+        what = f"record {key!r} of " if key is not None else ""
+        hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder exists and is writable"
+        return StorageBackendError(
+            f"could not {action} {what}key-value store {self.label!r} in {self.path}: {exc.strerror or exc} ({hint})",
+            store=self.label,
+            key=key,
+        )
+
+    # --- locking ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the lock of writers: threads of this process, then processes (flock on `.lock`)."""
+        with self._lock:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    # --- the index --------------------------------------------------------------------------------
+
+    def _folder_mtime_ns(self) -> int:
+        return os.stat(self.path).st_mtime_ns
+
+    def _scan(self) -> dict[str, _Entry]:
+        mtime_ns = self._folder_mtime_ns()
+        index: dict[str, _Entry] = {}
+        names: dict[str, os.DirEntry[str]] = {}
+        with os.scandir(self.path) as it:
+            for entry in it:
+                names[entry.name] = entry
+        claimed: set[str] = set()
+        for name, dir_entry in names.items():
+            if name.endswith(CRAWLEE_SIDECAR_SUFFIX) and name != METADATA_FILE:
+                record_name = name[: -len(CRAWLEE_SIDECAR_SUFFIX)]
+                record = names.get(record_name)
+                if record is None:
+                    continue
+                parsed = self._read_crawlee_sidecar(dir_entry.path)
+                if parsed is None:
+                    continue
+                key, content_type = parsed
+                claimed.add(record_name)
+                st = record.stat()
+                self._keep_newest(index, key, _Entry(record_name, content_type, st.st_size, st.st_mtime_ns, name))
+        for name, dir_entry in names.items():
+            if name in claimed or name == METADATA_FILE or name.endswith(CRAWLEE_SIDECAR_SUFFIX):
+                continue
+            split = split_record_name(name)
+            if split is None or not dir_entry.is_file(follow_symlinks=False):
+                continue
+            stem, content_type = split
+            key, hashed = decode_stem(stem)
+            if hashed is not None:
+                key = self._read_long_key(hashed)
+            if key is None:
+                continue
+            st = dir_entry.stat(follow_symlinks=False)
+            self._keep_newest(index, key, _Entry(name, content_type, st.st_size, st.st_mtime_ns))
+        self._index = index
+        self._scanned_mtime_ns = mtime_ns
+        return index
+
+    @staticmethod
+    def _keep_newest(index: dict[str, _Entry], key: str, entry: _Entry) -> None:
+        # After a crash between writing a key's new file and removing its old one (a changed content
+        # type, or a record brought from Crawlee), both exist: the newer one is the record.
+        current = index.get(key)
+        if current is None or (entry.mtime_ns, entry.crawlee_sidecar is None) > (
+            current.mtime_ns,
+            current.crawlee_sidecar is None,
+        ):
+            index[key] = entry
+
+    @staticmethod
+    def _read_crawlee_sidecar(path: str) -> tuple[str, str] | None:
+        try:
+            with open(path, "rb") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        key = data.get("key")
+        content_type = data.get("content_type", data.get("contentType"))
+        if not isinstance(key, str) or not isinstance(content_type, str):
+            return None
+        return key, content_type
+
+    def _read_long_key(self, hashed: str) -> str | None:
+        try:
+            return (self.path / KEYS_DIR / hashed).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _fresh_index(self) -> dict[str, _Entry]:
+        """The index, rescanned when the folder changed since the last scan."""
+        if self._index is None or self._folder_mtime_ns() != self._scanned_mtime_ns:
+            return self._scan()
+        return self._index
+
+    def _lookup(self, key: str) -> _Entry | None:
+        index = self._index
+        if index is None:
+            with self._lock:
+                index = self._scan()
+        entry = index.get(key)
+        if entry is None and self._folder_mtime_ns() != self._scanned_mtime_ns:
+            with self._lock:
+                entry = self._scan().get(key)
+        return entry
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def read(self, key: str) -> StoredRecord | None:
+        """Read the record of `key`, or None."""
+        for attempt in range(3):
+            entry = self._lookup(key)
+            if entry is None:
+                return None
+            try:
+                fd = os.open(self.path / entry.name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                # Another process replaced or removed it since we looked: look again.
+                if attempt < 2:  # noqa: PLR2004
+                    with self._lock:
+                        self._scan()
+                continue
+            try:
+                stat = os.fstat(fd)
+                data = _read_all(fd, stat.st_size)
+            finally:
+                os.close(fd)
+            return StoredRecord(key=key, value=data, content_type=entry.content_type, version=version_of(stat))
+        return None
+
+    def exists(self, key: str) -> bool:
+        """Tell whether `key` has a record."""
+        entry = self._lookup(key)
+        if entry is None:
+            return False
+        if (self.path / entry.name).exists():
+            return True
+        with self._lock:
+            return key in self._scan()
+
+    def keys(self) -> list[KeyInfo]:
+        """All keys with their sizes, sorted."""
+        with self._lock:
+            index = self._fresh_index()
+            return [KeyInfo(key=k, size=index[k].size) for k in sorted(index)]
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def _check(self, key: str, entry: _Entry | None, if_version: str | None, *, if_absent: bool) -> None:
+        actual: str | None = None
+        if entry is not None:
+            try:
+                actual = version_of(os.stat(self.path / entry.name))
+            except FileNotFoundError:
+                entry = None
+        if if_absent and actual is not None:
+            raise VersionConflictError(
+                f"record {key!r} of key-value store {self.label!r} already exists (version {actual}); "
+                "it was required to be absent",
+                store=self.label,
+                key=key,
+                expected=None,
+                actual=actual,
+            )
+        if if_version is not None and actual != if_version:
+            raise VersionConflictError(
+                f"record {key!r} of key-value store {self.label!r} has version {actual}, not {if_version}: "
+                "someone else wrote it in between; read it again and retry",
+                store=self.label,
+                key=key,
+                expected=if_version,
+                actual=actual,
+            )
+
+    def write(
+        self,
+        key: str,
+        value: bytes,
+        content_type: str,
+        *,
+        if_version: str | None,
+        if_absent: bool,
+    ) -> str:
+        """Write the record of `key` durably and return its version."""
+        stem, hashed = encode_key(key, case_insensitive=self.case_insensitive)
+        name = f"{stem}.{extension_for(content_type)}"
+        with self.write_lock():
+            index = self._fresh_index()
+            old = index.get(key)
+            self._check(key, old, if_version, if_absent=if_absent)
+            if hashed:
+                self._remember_long_key(key)
+            stat = durable_write(self.path, name, value)
+            if old is not None and old.name != name:
+                self._remove_files(old)
+                fsync_dir(self.path)
+            index[key] = _Entry(name, content_type, stat.st_size, stat.st_mtime_ns)
+            # We hold the writers' lock, so the folder changed only by our hand since the last scan.
+            self._scanned_mtime_ns = self._folder_mtime_ns()
+        return version_of(stat)
+
+    def _remember_long_key(self, key: str) -> None:
+        keys_dir = self.path / KEYS_DIR
+        hashed = key_hash(key)
+        if (keys_dir / hashed).exists():
+            return
+        if not keys_dir.exists():
+            keys_dir.mkdir(exist_ok=True)
+            fsync_dir(self.path)
+        durable_write(keys_dir, hashed, key.encode("utf-8"))
+
+    def _remove_files(self, entry: _Entry) -> None:
+        (self.path / entry.name).unlink(missing_ok=True)
+        if entry.crawlee_sidecar is not None:
+            (self.path / entry.crawlee_sidecar).unlink(missing_ok=True)
+
+    def delete(self, key: str, *, if_version: str | None) -> bool:
+        """Delete the record of `key`; return whether there was one."""
+        with self.write_lock():
+            index = self._fresh_index()
+            entry = index.get(key)
+            self._check(key, entry, if_version, if_absent=False)
+            if entry is None:
+                return False
+            self._remove_files(entry)
+            fsync_dir(self.path)
+            del index[key]
+            self._scanned_mtime_ns = self._folder_mtime_ns()
+        return True
+
+    def purge(self) -> None:
+        """Delete every record, keeping the store's metadata."""
+        with self.write_lock():
+            for entry in self._fresh_index().values():
+                self._remove_files(entry)
+            shutil.rmtree(self.path / KEYS_DIR, ignore_errors=True)
+            fsync_dir(self.path)
+            self._scan()
+
+    def drop(self) -> None:
+        """Delete the whole store folder: first renamed away in one step, then removed."""
+        with self.write_lock():
+            graveyard = self.path.parent / f"{TEMP_PREFIX}dropped.{secrets.token_hex(8)}"
+            os.replace(self.path, graveyard)
+            fsync_dir(self.path.parent)
+            self.dropped = True
+            self._index = {}
+        shutil.rmtree(graveyard, ignore_errors=True)
+
+
+def _read_all(fd: int, size_hint: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size_hint
+    # One read for the common case, a loop for files that grew or short reads.
+    while True:
+        chunk = os.read(fd, max(remaining, 1 << 16))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
