@@ -16,14 +16,16 @@ their setting.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recoverable.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["Configuration"]
 
@@ -69,11 +71,7 @@ class Configuration(BaseModel):
         if dir_ := env.get("RECOVERABLE_STORAGE_DIR"):
             values["storage_dir"] = Path(dir_)
         if client := env.get("RECOVERABLE_STORAGE_CLIENT"):
-            if client not in ("file_system", "memory"):
-                raise ConfigurationError(
-                    f"RECOVERABLE_STORAGE_CLIENT={client!r} is not a storage client: use 'file_system' or 'memory'"
-                )
-            values["storage_client"] = client
+            values["storage_client"] = _storage_client_name(client)
         for var in (
             "RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS",
             "CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS",
@@ -97,6 +95,27 @@ class Configuration(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:  # pragma: no cover - every field is checked above
             raise ConfigurationError(f"invalid configuration from the environment: {exc}") from exc
+
+
+def _storage_client_name(raw: str) -> StorageClientName:
+    if raw == "file_system":
+        return "file_system"
+    if raw == "memory":
+        return "memory"
+    raise ConfigurationError(
+        f"RECOVERABLE_STORAGE_CLIENT={raw!r} is not a storage client: use 'file_system' or 'memory'"
+    )
+
+
+def _positive_secs(env: Mapping[str, str], var: str) -> timedelta:
+    raw = env[var]
+    try:
+        secs = float(raw)
+    except ValueError:
+        secs = -1.0
+    if not secs > 0 or secs == float("inf"):
+        raise ConfigurationError(f"{var}={raw!r} is not a positive number of seconds")
+    return timedelta(seconds=secs)
 
 
 def _positive_millis(env: Mapping[str, str], var: str) -> timedelta:

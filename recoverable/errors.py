@@ -129,8 +129,8 @@ class StateError(RecoverableError):
     """RecoverableState was used wrongly or cannot use its saved record."""
 
 
-class StateNotInitializedError(StateError):
-    """The state was used before `initialize()` (or after `teardown()`)."""
+class StateNotInitializedError(StateError, RuntimeError):
+    """The state was used before `initialize()`; a RuntimeError too, as Crawlee raises."""
 
 
 class StateValidationError(StateError):

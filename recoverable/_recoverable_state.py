@@ -1,0 +1,435 @@
+"""`RecoverableState`: a Pydantic model that is saved on every PERSIST_STATE event and loaded on start."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from recoverable.configuration import Configuration
+from recoverable.errors import (
+    ConfigurationError,
+    StateNotInitializedError,
+    StateTimeoutError,
+    StateValidationError,
+)
+from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager
+from recoverable.storages import KeyValueStore
+from recoverable.storages._serialization import JSON
+from recoverable.storages._validation import validate_key
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+    from types import TracebackType
+
+__all__ = ["RecoverableState"]
+
+TStateModel = TypeVar("TStateModel")
+_T = TypeVar("_T")
+
+_default_logger = logging.getLogger("recoverable.state")
+
+
+class _SharedEventManager:
+    """The event manager of states that were given none: one per event loop, running while any state uses it.
+
+    States share it so that only one set of signal handlers is installed, whichever state came first.
+    """
+
+    _by_loop: dict[asyncio.AbstractEventLoop, _SharedEventManager] = {}  # noqa: RUF012
+
+    def __init__(self, manager: EventManager) -> None:
+        self.manager = manager
+        self.users = 0
+
+    @classmethod
+    async def acquire(cls, configuration: Configuration) -> EventManager:
+        loop = asyncio.get_running_loop()
+        shared = cls._by_loop.get(loop)
+        if shared is None:
+            shared = cls(LocalEventManager(configuration=configuration))
+            cls._by_loop[loop] = shared
+        if shared.users == 0:
+            await shared.manager.__aenter__()
+        shared.users += 1
+        return shared.manager
+
+    @classmethod
+    async def release(cls, manager: EventManager) -> None:
+        loop = asyncio.get_running_loop()
+        shared = cls._by_loop.get(loop)
+        if shared is None or shared.manager is not manager:
+            return
+        shared.users -= 1
+        if shared.users == 0:
+            del cls._by_loop[loop]
+            await manager.__aexit__(None, None, None)
+
+
+class RecoverableState(Generic[TStateModel]):
+    """State kept in a Pydantic model (or dataclass), saved to a key-value store and loaded on the next start.
+
+    `initialize()` loads the last saved copy (or starts from a deep copy of `default_state`) and, with
+    `persistence_enabled=True`, saves on every PERSIST_STATE event of the event manager; `teardown()`
+    saves one last time. `async with state:` does both.
+
+    The constructor keywords and methods are those of Crawlee's `RecoverableState`, so switching is a
+    change of import. Where behaviour differs, it is on purpose:
+
+    - `persistence_enabled` defaults to True (Crawlee: False): a state that is never saved is not recoverable.
+    - A saved record that is not valid JSON or no longer fits the model raises `StateValidationError`
+      naming the store, key and fields; it is never silently replaced by the default. With
+      `on_invalid="reset"` the state starts from the default instead, after copying the bad record to
+      `<key>.invalid-<UTC timestamp>` in the same store.
+    - `reset()` deletes the saved record, so `has_persisted_state()` is False afterwards.
+    - Without an `event_manager`, the state uses a shared `LocalEventManager` (one per event loop,
+      configured from the environment, handling SIGTERM/SIGINT) that starts with the first state that
+      needs it and stops with the last, so periodic saves really happen.
+    - A save that fails on an event is logged with its cause and retried on the next event; it never
+      crashes the program. An explicit `persist_state()` raises instead.
+    - A save of a state whose JSON did not change since the last save writes nothing.
+    - Loads and saves time out after `timeout` (default `RECOVERABLE_STATE_TIMEOUT_SECS`, 60 s).
+
+    Args:
+        default_state: The state to start from when nothing is saved; deep-copied, never modified.
+        persist_state_key: The key of the record holding the state.
+        persistence_enabled: True to load and save automatically, 'explicit_only' to load and save only
+            on `persist_state()` and `teardown()`, False to keep the state in memory only.
+        persist_state_kvs_name: Name of the store to use.
+        persist_state_kvs_id: Id of the store to use.
+        persist_state_kvs_factory: An async callable returning the store to use.
+        logger: Where to log; `logging.getLogger("recoverable.state")` when omitted.
+        key_value_store: The store to use, already open.
+        event_manager: The event manager whose PERSIST_STATE events trigger saves.
+        on_invalid: What to do when the saved record cannot be loaded: "raise" or "reset".
+        timeout: Longest a single load or save may take.
+        configuration: Settings for the defaults (store, event manager, timeout); from the environment
+            when omitted.
+
+    Raises:
+        ConfigurationError: More than one store was specified, or an argument is invalid.
+        InvalidKeyError: `persist_state_key` is not a valid key.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_state: TStateModel,
+        persist_state_key: str,
+        persistence_enabled: Literal[True, False, "explicit_only"] = True,
+        persist_state_kvs_name: str | None = None,
+        persist_state_kvs_id: str | None = None,
+        persist_state_kvs_factory: Callable[[], Coroutine[None, None, KeyValueStore]] | None = None,
+        logger: logging.Logger | None = None,
+        key_value_store: KeyValueStore | None = None,
+        event_manager: EventManager | None = None,
+        on_invalid: Literal["raise", "reset"] = "raise",
+        timeout: timedelta | None = None,
+        configuration: Configuration | None = None,
+    ) -> None:
+        given = [
+            name
+            for name, value in (
+                ("persist_state_kvs_name", persist_state_kvs_name),
+                ("persist_state_kvs_id", persist_state_kvs_id),
+                ("persist_state_kvs_factory", persist_state_kvs_factory),
+                ("key_value_store", key_value_store),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ConfigurationError(f"pass at most one way to find the store, not {' and '.join(given)}")
+        if persistence_enabled not in (True, False, "explicit_only"):
+            raise ConfigurationError(
+                f"persistence_enabled must be True, False or 'explicit_only', not {persistence_enabled!r}"
+            )
+        if on_invalid not in ("raise", "reset"):
+            raise ConfigurationError(f"on_invalid must be 'raise' or 'reset', not {on_invalid!r}")
+        if timeout is not None and timeout <= timedelta(0):
+            raise ConfigurationError(f"timeout must be positive, not {timeout}")
+        self._state_type: type[TStateModel] = type(default_state)
+        try:
+            self._adapter: TypeAdapter[TStateModel] = TypeAdapter(self._state_type)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"default_state must be a Pydantic model or a dataclass, not {self._state_type.__name__}: {exc}"
+            ) from exc
+        self._default_state = self._copy(default_state)
+        self._key = validate_key(persist_state_key)
+        self._persistence_enabled = persistence_enabled
+        self._log = logger or _default_logger
+        self._configuration = configuration
+        self._on_invalid = on_invalid
+        self._timeout = timeout
+        self._kvs_name = persist_state_kvs_name
+        self._kvs_id = persist_state_kvs_id
+        self._kvs_factory = persist_state_kvs_factory
+        self._key_value_store = key_value_store
+        self._event_manager = event_manager
+        self._shared_event_manager: EventManager | None = None
+        self._state: TStateModel | None = None
+        self._initialized = False
+        self._last_persisted: bytes | None = None
+        self._persist_lock = asyncio.Lock()
+
+    # --- properties -------------------------------------------------------------------------------
+
+    @property
+    def current_value(self) -> TStateModel:
+        """The state; mutate it in place, it is what gets saved.
+
+        Raises:
+            StateNotInitializedError: `initialize()` has not been called yet.
+        """
+        if self._state is None:
+            raise StateNotInitializedError(
+                f"state {self._key!r} has not been initialized: "
+                "call `await state.initialize()` or use `async with state`"
+            )
+        return self._state
+
+    @property
+    def is_initialized(self) -> bool:
+        """Whether `initialize()` ran and `teardown()` did not yet."""
+        return self._initialized
+
+    @property
+    def persist_state_key(self) -> str:
+        """The key of the record holding the state."""
+        return self._key
+
+    @property
+    def key_value_store(self) -> KeyValueStore | None:
+        """The store the state is saved in; None before `initialize()` or without persistence."""
+        return self._key_value_store
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def initialize(self) -> TStateModel:
+        """Load the saved state (or a copy of the default) and start saving on PERSIST_STATE events.
+
+        Calling it again while initialized returns the current value and registers nothing twice.
+
+        Returns:
+            The current state.
+
+        Raises:
+            StateValidationError: The saved record is not valid JSON or does not fit the model.
+            StateTimeoutError: Loading took longer than the timeout.
+            StorageError: The store could not be opened or read.
+        """
+        if self._initialized:
+            return self.current_value
+        if self._persistence_enabled is False:
+            self._state = self._copy(self._default_state)
+            self._initialized = True
+            return self._state
+        kvs = await self._open_store()
+        state = await self._with_timeout("load", self._load(kvs))
+        if self._persistence_enabled is True:
+            if self._event_manager is None:
+                self._shared_event_manager = await _SharedEventManager.acquire(self._config())
+            self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+        self._state = state
+        self._initialized = True
+        return state
+
+    async def teardown(self) -> None:
+        """Stop listening for events and save the state one last time.
+
+        Raises:
+            StorageError: The last save failed; the state is still in `current_value`.
+            StateTimeoutError: The last save took longer than the timeout.
+        """
+        if not self._initialized:
+            return
+        self._initialized = False
+        try:
+            if self._persistence_enabled is True:
+                self._events().off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+            if self._persistence_enabled:
+                await self._persist()
+        finally:
+            shared, self._shared_event_manager = self._shared_event_manager, None
+            if shared is not None:
+                await _SharedEventManager.release(shared)
+
+    async def __aenter__(self) -> Self:
+        await self.initialize()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.teardown()
+
+    # --- operations -------------------------------------------------------------------------------
+
+    async def persist_state(self, event_data: EventPersistStateData | None = None) -> None:
+        """Save the state now (nothing is written when its JSON did not change since the last save).
+
+        Args:
+            event_data: The PERSIST_STATE payload, when called for an event; only logged.
+
+        Raises:
+            StateNotInitializedError: `initialize()` has not been called.
+            StorageError: The save failed; the state is still in memory and the old record intact.
+            StateTimeoutError: The save took longer than the timeout.
+        """
+        if not self._initialized:
+            raise StateNotInitializedError(
+                f"cannot persist state {self._key!r} before `initialize()` (or after `teardown()`)"
+            )
+        if not self._persistence_enabled:
+            self._log.debug("persistence of state %r is disabled; not saving", self._key)
+            return
+        if event_data is not None and event_data.is_migrating:
+            self._log.info("saving state %r before a migration", self._key)
+        await self._persist()
+
+    async def reset(self) -> None:
+        """Go back to a copy of the default state and delete the saved record.
+
+        Raises:
+            StateNotInitializedError: Persistence is enabled and `initialize()` has not been called.
+            StorageError: The record could not be deleted.
+        """
+        if self._persistence_enabled and not self._initialized:
+            raise StateNotInitializedError(f"cannot reset state {self._key!r} before `initialize()`")
+        self._state = self._copy(self._default_state)
+        if self._persistence_enabled:
+            async with self._persist_lock:
+                await self._with_timeout("reset", self._store().delete_value(self._key))
+                self._last_persisted = None
+
+    async def has_persisted_state(self) -> bool:
+        """Whether the store holds a saved record of this state.
+
+        Raises:
+            StateNotInitializedError: Persistence is enabled and `initialize()` has not been called.
+        """
+        if not self._persistence_enabled:
+            return False
+        if self._key_value_store is None:
+            raise StateNotInitializedError(f"state {self._key!r} has not been initialized")
+        return await self._key_value_store.record_exists(self._key)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _config(self) -> Configuration:
+        if self._configuration is None:
+            self._configuration = Configuration.from_env()
+        return self._configuration
+
+    def _copy(self, value: TStateModel) -> TStateModel:
+        if isinstance(value, BaseModel):
+            return value.model_copy(deep=True)
+        return copy.deepcopy(value)
+
+    def _events(self) -> EventManager:
+        manager = self._event_manager or self._shared_event_manager
+        assert manager is not None  # noqa: S101 - set whenever persistence_enabled is True and initialized
+        return manager
+
+    def _store(self) -> KeyValueStore:
+        if self._key_value_store is None:
+            raise StateNotInitializedError(f"state {self._key!r} has not been initialized")
+        return self._key_value_store
+
+    async def _open_store(self) -> KeyValueStore:
+        if self._key_value_store is None:
+            if self._kvs_factory is not None:
+                self._key_value_store = await self._kvs_factory()
+            else:
+                self._key_value_store = await KeyValueStore.open(
+                    id=self._kvs_id, name=self._kvs_name, configuration=self._configuration
+                )
+        return self._key_value_store
+
+    async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
+        timeout = self._timeout or self._config().state_timeout
+        try:
+            async with asyncio.timeout(timeout.total_seconds()):
+                return await work
+        except TimeoutError:
+            store = self._key_value_store.label if self._key_value_store else "?"
+            raise StateTimeoutError(
+                f"{action} of state {self._key!r} in store {store!r} took longer than {timeout.total_seconds():g} s; "
+                "check the storage backend, or raise the timeout (timeout= or RECOVERABLE_STATE_TIMEOUT_SECS)"
+            ) from None
+
+    async def _load(self, kvs: KeyValueStore) -> TStateModel:
+        stored = await kvs.client.get_record(key=self._key)
+        if stored is None or stored.value.strip() in (b"", b"null"):
+            # Nothing saved, or a record Crawlee's reset() left behind (JSON null / application/x-none).
+            self._last_persisted = None
+            return self._copy(self._default_state)
+        try:
+            state = self._adapter.validate_json(stored.value)
+        except ValidationError as exc:
+            return await self._invalid(kvs, stored.value, stored.content_type, exc)
+        self._last_persisted = stored.value
+        return state
+
+    async def _invalid(self, kvs: KeyValueStore, raw: bytes, content_type: str, exc: ValidationError) -> TStateModel:
+        errors: list[dict[str, Any]] = [
+            {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
+        ]
+        not_json = any(e["type"] == "json_invalid" for e in errors)
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(root)" for e in errors[:10])
+        problem = (
+            f"is not valid JSON ({errors[0]['msg']})"
+            if not_json
+            else f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
+        )
+        if self._on_invalid == "reset":
+            backup = f"{self._key}.invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            await kvs.client.set_record(key=backup, value=raw, content_type=content_type)
+            self._log.warning(
+                "saved state %r in store %r %s; starting from the default state, the bad record is kept as %r",
+                self._key,
+                kvs.label,
+                problem,
+                backup,
+            )
+            self._last_persisted = None
+            return self._copy(self._default_state)
+        raise StateValidationError(
+            f"saved state {self._key!r} in store {kvs.label!r} {problem}. It was left untouched: fix or delete the "
+            "record, migrate it to the model, or pass on_invalid='reset' to start over (a backup copy is kept)",
+            store=kvs.label,
+            key=self._key,
+            errors=[dict(e) for e in errors],
+        )
+
+    def _serialize(self, state: TStateModel) -> bytes:
+        if isinstance(state, BaseModel):
+            return state.__pydantic_serializer__.to_json(state, by_alias=True)
+        return self._adapter.dump_json(state, by_alias=True)
+
+    async def _persist(self) -> None:
+        kvs = self._store()
+        async with self._persist_lock:
+            data = self._serialize(self.current_value)
+            if data == self._last_persisted:
+                return
+            await self._with_timeout("save", kvs.client.set_record(key=self._key, value=data, content_type=JSON))
+            self._last_persisted = data
+
+    async def _on_persist_state_event(self, event_data: EventPersistStateData) -> None:
+        try:
+            await self.persist_state(event_data)
+        except StateNotInitializedError:
+            pass
+        except Exception:  # noqa: BLE001 - a failed periodic save must never crash the program
+            self._log.exception(
+                "saving state %r failed; it stays in memory and the save is retried on the next PERSIST_STATE",
+                self._key,
+            )
