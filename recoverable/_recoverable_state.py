@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
@@ -143,15 +144,23 @@ class RecoverableState(Generic[TStateModel]):
         ]
         if len(given) > 1:
             raise ConfigurationError(f"pass at most one way to find the store, not {' and '.join(given)}")
-        if persistence_enabled not in (True, False, "explicit_only"):
+        # Identity, not equality: 1 == True and 0 == False, and neither is an accepted value.
+        if not (persistence_enabled is True or persistence_enabled is False or persistence_enabled == "explicit_only"):
             raise ConfigurationError(
                 f"persistence_enabled must be True, False or 'explicit_only', not {persistence_enabled!r}"
             )
         if on_invalid not in ("raise", "reset"):
             raise ConfigurationError(f"on_invalid must be 'raise' or 'reset', not {on_invalid!r}")
-        if timeout is not None and timeout <= timedelta(0):
-            raise ConfigurationError(f"timeout must be positive, not {timeout}")
+        if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
+            raise ConfigurationError(f"timeout must be a positive timedelta, not {timeout!r}")
         self._state_type: type[TStateModel] = type(default_state)
+        # TypeAdapter accepts plain types too (int, dict, object), so the kind of state is checked first.
+        if not isinstance(default_state, BaseModel) and not (
+            dataclasses.is_dataclass(default_state) and not isinstance(default_state, type)
+        ):
+            raise ConfigurationError(
+                f"default_state must be an instance of a Pydantic model or a dataclass, not {self._state_type.__name__}"
+            )
         try:
             self._adapter: TypeAdapter[TStateModel] = TypeAdapter(self._state_type)
         except Exception as exc:
@@ -175,6 +184,7 @@ class RecoverableState(Generic[TStateModel]):
         self._initialized = False
         self._last_persisted: bytes | None = None
         self._persist_lock = asyncio.Lock()
+        self._initialize_lock = asyncio.Lock()
 
     # --- properties -------------------------------------------------------------------------------
 
@@ -222,6 +232,12 @@ class RecoverableState(Generic[TStateModel]):
             StateTimeoutError: Loading took longer than the timeout.
             StorageError: The store could not be opened or read.
         """
+        # Concurrent calls must not load twice (replacing the value a caller already holds) nor acquire
+        # the shared event manager twice (it would outlive the last teardown).
+        async with self._initialize_lock:
+            return await self._initialize()
+
+    async def _initialize(self) -> TStateModel:
         if self._initialized:
             return self.current_value
         if self._persistence_enabled is False:

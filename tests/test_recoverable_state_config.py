@@ -1,0 +1,240 @@
+"""RecoverableState: which store it uses, which arguments it refuses, which kinds of state it takes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pydantic import TypeAdapter
+from test_recoverable_state_support import (
+    KEY,
+    STORAGE_KINDS,
+    STORE_NAME,
+    DataclassProgress,
+    Progress,
+    emit_persist_state,
+    make_storage_client,
+    quiet_event_manager,
+    reopened_storage_client,
+)
+
+from recoverable import RecoverableState
+from recoverable.configuration import Configuration
+from recoverable.errors import ConfigurationError, InvalidKeyError
+from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient, StorageClient
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+SAVED = {"pagesDone": 6, "seen": ["x"], "tags": {}}
+
+
+@pytest.fixture(params=STORAGE_KINDS)
+def storage_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def storage_client(storage_kind: str, tmp_path: Path) -> AsyncIterator[StorageClient]:
+    async with make_storage_client(storage_kind, tmp_path) as client:
+        yield client
+
+
+@pytest.fixture
+def configuration(storage_kind: str, tmp_path: Path) -> Configuration:
+    """Settings whose default storage client is of the kind under test, in this test's folder."""
+    return Configuration.model_validate({"storage_dir": tmp_path / "configured", "storage_client": storage_kind})
+
+
+async def save_and_teardown(state: RecoverableState[Progress]) -> None:
+    await state.initialize()
+    state.current_value.pages_done = 6
+    state.current_value.seen.append("x")
+    await state.teardown()
+
+
+# --- choosing the store -----------------------------------------------------------------------------------
+
+
+async def test_store_chosen_by_name(configuration: Configuration) -> None:
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        persist_state_kvs_name="by-name",
+        configuration=configuration,
+        event_manager=quiet_event_manager(),
+    )
+    await save_and_teardown(state)
+    named = await KeyValueStore.open(name="by-name", configuration=configuration)
+    assert state.key_value_store is named
+    assert await named.get_value(KEY) == SAVED
+    default = await KeyValueStore.open(configuration=configuration)
+    assert not await default.record_exists(KEY)
+
+
+async def test_store_chosen_by_id(configuration: Configuration) -> None:
+    target = await KeyValueStore.open(name="target", configuration=configuration)
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        persist_state_kvs_id=target.id,
+        configuration=configuration,
+        event_manager=quiet_event_manager(),
+    )
+    await save_and_teardown(state)
+    assert state.key_value_store is not None
+    assert state.key_value_store.id == target.id
+    assert await target.get_value(KEY) == SAVED
+
+
+async def test_store_chosen_by_factory(storage_client: StorageClient) -> None:
+    opened: list[KeyValueStore] = []
+
+    async def factory() -> KeyValueStore:
+        kvs = await KeyValueStore.open(name="from-factory", storage_client=storage_client)
+        opened.append(kvs)
+        return kvs
+
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        persist_state_kvs_factory=factory,
+        event_manager=quiet_event_manager(),
+    )
+    assert opened == []  # not before initialize()
+    await save_and_teardown(state)
+    assert len(opened) == 1
+    assert state.key_value_store is opened[0]
+    assert await opened[0].get_value(KEY) == SAVED
+
+
+async def test_store_chosen_by_key_value_store(storage_client: StorageClient) -> None:
+    kvs = await KeyValueStore.open(name="given", storage_client=storage_client)
+    state = RecoverableState(
+        default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    await save_and_teardown(state)
+    assert state.key_value_store is kvs
+    assert await kvs.get_value(KEY) == SAVED
+
+
+async def test_default_store_comes_from_the_environment(tmp_path: Path) -> None:
+    # conftest points RECOVERABLE_STORAGE_DIR at tmp_path/default-storage; the file system client is the default.
+    state = RecoverableState(default_state=Progress(), persist_state_key=KEY, event_manager=quiet_event_manager())
+    await save_and_teardown(state)
+    reader = FileSystemStorageClient(storage_dir=tmp_path / "default-storage")
+    assert await (await KeyValueStore.open(storage_client=reader)).get_value(KEY) == SAVED
+
+
+async def _factory() -> KeyValueStore:
+    raise AssertionError("never called")
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"persist_state_kvs_name": "a", "persist_state_kvs_id": "b"},
+        {"persist_state_kvs_name": "a", "persist_state_kvs_factory": _factory},
+        {"persist_state_kvs_name": "a", "key_value_store": "KVS"},
+        {"persist_state_kvs_id": "b", "persist_state_kvs_factory": _factory},
+        {"persist_state_kvs_id": "b", "key_value_store": "KVS"},
+        {"persist_state_kvs_factory": _factory, "key_value_store": "KVS"},
+        {"persist_state_kvs_name": "a", "persist_state_kvs_id": "b", "key_value_store": "KVS"},
+    ],
+    ids="+".join,
+)
+async def test_more_than_one_store_is_refused(given: dict[str, Any]) -> None:
+    kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=MemoryStorageClient())
+    arguments: dict[str, Any] = {name: kvs if value == "KVS" else value for name, value in given.items()}
+    with pytest.raises(ConfigurationError) as caught:
+        RecoverableState(default_state=Progress(), persist_state_key=KEY, **arguments)
+    for name in given:
+        assert name in str(caught.value)
+
+
+# --- arguments refused ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["", "a" * 1025, "nul\x00inside", "\ud800", 123, None])
+def test_invalid_persist_state_key_is_refused(key: object) -> None:
+    with pytest.raises(InvalidKeyError) as caught:
+        RecoverableState(default_state=Progress(), persist_state_key=key)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)
+
+
+def test_unusual_but_valid_keys_are_accepted() -> None:
+    for key in ("a", "../../etc/passwd", "with space/and slash", "ü" * 1024):
+        assert RecoverableState(default_state=Progress(), persist_state_key=key).persist_state_key == key
+
+
+@pytest.mark.parametrize("value", ["yes", "True", "explicit", 1, 0, None, 2.0])
+def test_bad_persistence_enabled_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="persistence_enabled"):
+        RecoverableState(default_state=Progress(), persist_state_key=KEY, persistence_enabled=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["ignore", "RAISE", None, True])
+def test_bad_on_invalid_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="on_invalid"):
+        RecoverableState(default_state=Progress(), persist_state_key=KEY, on_invalid=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [timedelta(0), timedelta(seconds=-1), 5, 0.5, "60"])
+def test_bad_timeout_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        RecoverableState(default_state=Progress(), persist_state_key=KEY, timeout=value)  # type: ignore[arg-type]
+
+
+class NotAModel:
+    pass
+
+
+@pytest.mark.parametrize(
+    "default",
+    [5, "text", object(), {"pagesDone": 1}, [1, 2], None, NotAModel(), Progress, DataclassProgress],
+    ids=["int", "str", "object", "dict", "list", "None", "plain-class-instance", "model-class", "dataclass-class"],
+)
+def test_default_state_that_is_not_a_model_is_refused(default: object) -> None:
+    with pytest.raises(ConfigurationError, match="default_state"):
+        RecoverableState(default_state=default, persist_state_key=KEY)
+
+
+# --- dataclass states -------------------------------------------------------------------------------------
+
+
+async def test_dataclass_state_is_saved_and_loaded(
+    storage_kind: str, storage_client: StorageClient, tmp_path: Path
+) -> None:
+    default = DataclassProgress(items=["seed"])
+    manager = quiet_event_manager()
+    kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=storage_client)
+    state = RecoverableState(default_state=default, persist_state_key=KEY, key_value_store=kvs, event_manager=manager)
+    value = await state.initialize()
+    value.count = 2
+    value.items.append("more")
+    assert default == DataclassProgress(items=["seed"])
+
+    await emit_persist_state(manager)
+    stored = await kvs.client.get_record(key=KEY)
+    assert stored is not None
+    assert stored.content_type == "application/json"
+    assert stored.value == TypeAdapter(DataclassProgress).dump_json(value, by_alias=True)
+    await state.teardown()
+
+    restarted = reopened_storage_client(storage_kind, storage_client, tmp_path)
+    again = RecoverableState(
+        default_state=DataclassProgress(),
+        persist_state_key=KEY,
+        key_value_store=await KeyValueStore.open(name=STORE_NAME, storage_client=restarted),
+        persistence_enabled="explicit_only",
+    )
+    loaded = await again.initialize()
+    assert isinstance(loaded, DataclassProgress)
+    assert loaded == DataclassProgress(count=2, items=["seed", "more"])
+    await again.reset()
+    assert again.current_value == DataclassProgress()
+    assert dataclasses.asdict(again.current_value) == {"count": 0, "items": []}

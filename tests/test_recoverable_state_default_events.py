@@ -1,0 +1,111 @@
+"""RecoverableState without an event manager: the shared default `LocalEventManager` really saves periodically."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from test_recoverable_state_support import KEY, STORE_NAME, Progress, quiet_event_manager, until
+
+from recoverable import RecoverableState
+from recoverable._recoverable_state import _SharedEventManager
+from recoverable.events import LocalEventManager
+from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def _fast_persist_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS", "50")
+
+
+def shared_manager_of_this_loop() -> object:
+    shared = _SharedEventManager._by_loop.get(asyncio.get_running_loop())
+    return None if shared is None else shared.manager
+
+
+async def test_periodic_saves_into_the_default_store_without_an_event_manager(tmp_path: Path) -> None:
+    # Nothing but the state's own arguments: store and event manager come from the environment.
+    state = RecoverableState(default_state=Progress(), persist_state_key=KEY)
+    await state.initialize()
+    manager = state._shared_event_manager
+    assert isinstance(manager, LocalEventManager)
+    assert manager.active
+    assert manager.persist_state_interval.total_seconds() == 0.05
+
+    state.current_value.pages_done = 21
+    state.current_value.seen.append("periodic")
+    # Read the disk through a client of its own, as another program would.
+    reader = FileSystemStorageClient(storage_dir=tmp_path / "default-storage")
+
+    async def saved_on_disk() -> bool:
+        stored = await (await KeyValueStore.open(storage_client=reader)).get_value(KEY)
+        return bool(stored == {"pagesDone": 21, "seen": ["periodic"], "tags": {}})
+
+    await until(saved_on_disk)
+    assert state.is_initialized  # saved by the timer, not by teardown
+
+    await state.teardown()
+    assert not manager.active
+    assert shared_manager_of_this_loop() is None
+
+
+async def test_two_states_share_one_manager_that_stops_after_the_last_teardown() -> None:
+    kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=MemoryStorageClient())
+    first = RecoverableState(default_state=Progress(), persist_state_key="FIRST", key_value_store=kvs)
+    second = RecoverableState(default_state=Progress(), persist_state_key="SECOND", key_value_store=kvs)
+    await first.initialize()
+    await second.initialize()
+    manager = first._shared_event_manager
+    assert manager is not None
+    assert second._shared_event_manager is manager
+    assert shared_manager_of_this_loop() is manager
+
+    await first.teardown()
+    assert manager.active  # the second state still needs it
+
+    second.current_value.pages_done = 2
+
+    async def second_saved() -> bool:
+        return bool(await kvs.get_value("SECOND") == {"pagesDone": 2, "seen": [], "tags": {}})
+
+    await until(second_saved)
+
+    await second.teardown()
+    assert not manager.active
+    assert shared_manager_of_this_loop() is None
+
+
+async def test_a_new_shared_manager_starts_after_the_last_one_stopped() -> None:
+    kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=MemoryStorageClient())
+    state = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
+    async with state:
+        old = state._shared_event_manager
+    assert old is not None
+    assert not old.active
+
+    async with state:
+        new = state._shared_event_manager
+        assert new is not None
+        assert new is not old
+        assert new.active
+        state.current_value.pages_done = 3
+
+        async def saved() -> bool:
+            return bool(await kvs.get_value(KEY) == {"pagesDone": 3, "seen": [], "tags": {}})
+
+        await until(saved)
+    assert not new.active
+
+
+async def test_a_given_event_manager_is_used_instead_of_the_shared_one() -> None:
+    kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=MemoryStorageClient())
+    state = RecoverableState(
+        default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    async with state:
+        assert state._shared_event_manager is None
+        assert shared_manager_of_this_loop() is None

@@ -1,0 +1,181 @@
+"""RecoverableState: saved records that cannot be loaded, `on_invalid`, and records Crawlee's reset leaves."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Literal
+
+import pytest
+from test_recoverable_state_support import (
+    KEY,
+    STORAGE_KINDS,
+    STORE_NAME,
+    Progress,
+    emit_persist_state,
+    make_storage_client,
+    open_instrumented_store,
+    quiet_event_manager,
+)
+
+from recoverable import RecoverableState
+from recoverable.errors import StateValidationError
+from recoverable.storages import KeyValueStore, StorageClient
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+JSON = "application/json"
+NO_LONGER_VALID = b'{"pagesDone": "many", "seen": "not a list", "tags": {}}'
+NOT_JSON = [b'{"pagesDone": 3, "seen": [', b"\xff\xfe not utf-8", b"{'single': 'quotes'}"]
+BACKUP_KEY = re.compile(re.escape(KEY) + r"\.invalid-\d{8}T\d{12}Z")
+
+
+@pytest.fixture(params=STORAGE_KINDS)
+async def storage_client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageClient]:
+    async with make_storage_client(request.param, tmp_path) as client:
+        yield client
+
+
+@pytest.fixture
+async def kvs(storage_client: StorageClient) -> KeyValueStore:
+    return await KeyValueStore.open(name=STORE_NAME, storage_client=storage_client)
+
+
+def make_state(kvs: KeyValueStore, on_invalid: Literal["raise", "reset"] = "raise") -> RecoverableState[Progress]:
+    return RecoverableState(
+        default_state=Progress(seen=["default"]),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=quiet_event_manager(),
+        on_invalid=on_invalid,
+    )
+
+
+# --- raise (the default) ----------------------------------------------------------------------------------
+
+
+async def test_record_that_no_longer_validates_raises(storage_client: StorageClient) -> None:
+    kvs, client = await open_instrumented_store(storage_client)
+    await kvs.client.set_record(key=KEY, value=NO_LONGER_VALID, content_type=JSON)
+    before = await kvs.client.get_record(key=KEY)
+    writes = client.set_calls
+
+    state = make_state(kvs)
+    with pytest.raises(StateValidationError) as caught:
+        await state.initialize()
+
+    error = caught.value
+    assert error.key == KEY
+    assert error.store == STORE_NAME
+    assert sorted(e["loc"] for e in error.errors) == [("pagesDone",), ("seen",)]  # type: ignore[type-var]
+    assert all({"loc", "msg", "type"} <= set(e) for e in error.errors)
+    message = str(error)
+    for part in (KEY, STORE_NAME, "Progress", "pagesDone", "seen", "on_invalid"):
+        assert part in message
+
+    # Left exactly as it was, and nothing else written (no backup in raise mode).
+    after = await kvs.client.get_record(key=KEY)
+    assert after == before
+    assert client.set_calls == writes
+    assert [info.key for info in await kvs.list_keys()] == [KEY]
+
+    # Not initialized: events and teardown write nothing over the record.
+    assert not state.is_initialized
+    await state.teardown()
+    assert await kvs.client.get_record(key=KEY) == before
+
+
+async def test_nested_failing_field_is_named(kvs: KeyValueStore) -> None:
+    await kvs.client.set_record(key=KEY, value=b'{"pagesDone": 1, "seen": [], "tags": {"a": "x"}}', content_type=JSON)
+    with pytest.raises(StateValidationError, match=r"tags\.a") as caught:
+        await make_state(kvs).initialize()
+    assert [e["loc"] for e in caught.value.errors] == [("tags", "a")]
+
+
+@pytest.mark.parametrize("raw", NOT_JSON)
+async def test_invalid_json_raises(kvs: KeyValueStore, raw: bytes) -> None:
+    await kvs.client.set_record(key=KEY, value=raw, content_type=JSON)
+    before = await kvs.client.get_record(key=KEY)
+    with pytest.raises(StateValidationError, match="not valid JSON") as caught:
+        await make_state(kvs).initialize()
+    assert caught.value.key == KEY
+    assert caught.value.store == STORE_NAME
+    assert KEY in str(caught.value)
+    assert await kvs.client.get_record(key=KEY) == before
+
+
+async def test_json_of_another_shape_raises(kvs: KeyValueStore) -> None:
+    await kvs.client.set_record(key=KEY, value=b"[1, 2, 3]", content_type=JSON)
+    with pytest.raises(StateValidationError, match="does not fit the model"):
+        await make_state(kvs).initialize()
+
+
+# --- reset --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [NO_LONGER_VALID, *NOT_JSON])
+async def test_on_invalid_reset_starts_from_default_and_keeps_a_backup(
+    kvs: KeyValueStore, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    await kvs.client.set_record(key=KEY, value=raw, content_type=JSON)
+    manager = quiet_event_manager()
+    state = RecoverableState(
+        default_state=Progress(seen=["default"]),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=manager,
+        on_invalid="reset",
+    )
+    with caplog.at_level(logging.WARNING, logger="recoverable.state"):
+        value = await state.initialize()
+    assert value == Progress(seen=["default"])
+
+    keys = [info.key for info in await kvs.list_keys()]
+    backups = [key for key in keys if key != KEY]
+    assert len(backups) == 1
+    assert BACKUP_KEY.fullmatch(backups[0])
+    backup = await kvs.client.get_record(key=backups[0])
+    assert backup is not None
+    assert backup.value == raw
+    assert backup.content_type == JSON
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(backups[0] in message and KEY in message for message in warnings)
+
+    # The main record is replaced by the next save, even though the state is still the default.
+    await emit_persist_state(manager)
+    main = await kvs.client.get_record(key=KEY)
+    assert main is not None
+    assert main.value == Progress.__pydantic_serializer__.to_json(Progress(seen=["default"]), by_alias=True)
+    assert (await kvs.client.get_record(key=backups[0])) == backup
+    await state.teardown()
+
+
+async def test_on_invalid_reset_with_a_valid_record_loads_it(kvs: KeyValueStore) -> None:
+    await kvs.set_value(KEY, {"pagesDone": 2, "seen": [], "tags": {}})
+    state = make_state(kvs, on_invalid="reset")
+    assert (await state.initialize()).pages_done == 2
+    assert [info.key for info in await kvs.list_keys()] == [KEY]
+    await state.teardown()
+
+
+# --- records of Crawlee's reset ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [(b"null", JSON), (b" null\n", JSON), (b"", "application/x-none"), (b"", JSON)],
+    ids=["json-null", "json-null-padded", "x-none", "empty"],
+)
+async def test_null_record_loads_as_default(kvs: KeyValueStore, raw: bytes, content_type: str) -> None:
+    await kvs.client.set_record(key=KEY, value=raw, content_type=content_type)
+    manager = quiet_event_manager()
+    state = RecoverableState(
+        default_state=Progress(seen=["default"]), persist_state_key=KEY, key_value_store=kvs, event_manager=manager
+    )
+    assert await state.initialize() == Progress(seen=["default"])
+    assert [info.key for info in await kvs.list_keys()] == [KEY]  # no backup: nothing was wrong
+    await emit_persist_state(manager)
+    assert await kvs.get_value(KEY) == {"pagesDone": 0, "seen": ["default"], "tags": {}}
+    await state.teardown()
