@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic_core
-from pydantic import BaseModel
+from pydantic_core import SchemaSerializer, core_schema
 
 from recoverable.errors import DeserializationError, SerializationError
 
@@ -36,6 +36,7 @@ JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
 _CRAWLEE_NONE = "application/x-none"
+_ANY = SchemaSerializer(core_schema.any_schema())
 
 
 def normalize_content_type(content_type: str) -> str:
@@ -80,9 +81,11 @@ def _charset(content_type: str) -> str:
 
 def _to_json(value: Any, *, key: str, store: str | None, indent: int | None) -> bytes:
     try:
-        if isinstance(value, BaseModel):
-            return value.__pydantic_serializer__.to_json(value, indent=indent, inf_nan_mode="constants")
-        return pydantic_core.to_json(value, indent=indent, inf_nan_mode="constants")
+        # A model serialises to JSON with its own config, which turns NaN and infinities into null whatever
+        # `inf_nan_mode` says, also when nested in a dict: models become Python values first (field aliases
+        # as declared), and only then JSON.
+        plain = _ANY.to_python(value, by_alias=True)
+        return pydantic_core.to_json(plain, indent=indent, inf_nan_mode="constants")
     except pydantic_core.PydanticSerializationError as exc:
         raise SerializationError(
             f"value for key {key!r} ({type(value).__name__}) cannot be stored as JSON: {exc}. Store JSON types, "

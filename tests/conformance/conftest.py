@@ -1,22 +1,38 @@
 """The storage clients every conformance test runs against.
 
-Adding a backend means adding one entry to `STORAGE_CLIENTS` (a name and an async factory).
+Adding a backend means adding one entry to `STORAGE_CLIENTS` (a name and an async factory). A factory
+called again with the same `tmp_path` must reach the same storage, so that `reopen_storage_client` can
+check what survives a new client: a new instance for backends that keep data outside the process, the
+same instance for the memory backend (its data lives in that object).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from recoverable.storages import FileSystemStorageClient, MemoryStorageClient, StorageClient
+from recoverable.storages import (
+    FileSystemStorageClient,
+    KeyValueStore,
+    KeyValueStoreClient,
+    MemoryStorageClient,
+    StorageClient,
+)
 
 Factory = Callable[[Path], Awaitable[StorageClient]]
+Reopen = Callable[[], Awaitable[StorageClient]]
+
+_memory_clients: weakref.WeakValueDictionary[Path, MemoryStorageClient] = weakref.WeakValueDictionary()
 
 
 async def _memory(tmp_path: Path) -> StorageClient:
-    return MemoryStorageClient()
+    client = _memory_clients.get(tmp_path)
+    if client is None:
+        client = _memory_clients[tmp_path] = MemoryStorageClient()
+    return client
 
 
 async def _file_system(tmp_path: Path) -> StorageClient:
@@ -30,8 +46,45 @@ STORAGE_CLIENTS: dict[str, Factory] = {
 
 
 @pytest.fixture(params=list(STORAGE_CLIENTS))
-async def storage_client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageClient]:
+def storage_client_kind(request: pytest.FixtureRequest) -> str:
+    """The name of the storage client under test, a key of `STORAGE_CLIENTS`."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def storage_client(storage_client_kind: str, tmp_path: Path) -> AsyncIterator[StorageClient]:
     """A fresh storage client of each kind; closed after the test."""
-    client = await STORAGE_CLIENTS[request.param](tmp_path)
+    client = await STORAGE_CLIENTS[storage_client_kind](tmp_path)
     async with client:
         yield client
+
+
+@pytest.fixture
+async def reopen_storage_client(
+    storage_client: StorageClient, storage_client_kind: str, tmp_path: Path
+) -> AsyncIterator[Reopen]:
+    """A function returning another client on the storage of `storage_client`, as after a restart."""
+    opened: list[StorageClient] = []
+
+    async def reopen() -> StorageClient:
+        client = await STORAGE_CLIENTS[storage_client_kind](tmp_path)
+        if client is not storage_client and all(client is not other for other in opened):
+            opened.append(client)
+        return client
+
+    yield reopen
+    for client in opened:
+        await client.aclose()
+
+
+@pytest.fixture
+async def store(storage_client: StorageClient) -> KeyValueStoreClient:
+    """A named store of `storage_client`, opened through the storage client ABC."""
+    return await storage_client.open_key_value_store_client(name="conformance")
+
+
+@pytest.fixture
+async def kvs(storage_client: StorageClient) -> KeyValueStore:
+    """A named store of `storage_client`, opened through the `KeyValueStore` facade."""
+    return await KeyValueStore.open(name="conformance-facade", storage_client=storage_client)

@@ -142,11 +142,6 @@ async def test_sigkill_never_corrupts_loses_or_skips_a_persisted_state(rounds: l
     assert expected_start >= ROUNDS
 
 
-@pytest.mark.xfail(
-    reason="FileSystemStorageClient never removes the temp file (.~tmp.*) of a write interrupted by SIGKILL, "
-    "so each kill during a write leaves one behind; remove this marker once stale temp files are swept",
-    strict=False,
-)
 async def test_temp_files_of_interrupted_writes_do_not_pile_up(rounds: list[Round]) -> None:
     for round_, seen in enumerate(rounds):
         assert len(seen.temp_files) <= MAX_TEMP_FILES, f"round {round_}: temp files pile up: {seen.temp_files}"

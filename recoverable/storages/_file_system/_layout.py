@@ -1,4 +1,4 @@
-"""How keys, content types and store names become file names, and back.
+r"""How keys, content types and store names become file names, and back.
 
 The layout of a storage folder (`RECOVERABLE_STORAGE_DIR`, default `./storage`):
 
@@ -17,7 +17,7 @@ key_value_stores/
 ```
 
 A key is percent-encoded: letters, digits and `-_.!'()` stay as they are, every other byte of its
-UTF-8 form becomes `%XX`, so no key can name a path outside its store (`/`, `\\`, NUL and leading
+UTF-8 form becomes `%XX`, so no key can name a path outside its store (`/`, `\`, NUL and leading
 dots are never a problem: a record file always ends with an extension the library chose). On a
 case-insensitive file system upper-case letters are encoded too, so `State` and `state` stay two keys.
 A key whose encoded form would make a file name longer than 240 bytes is stored as a readable prefix,
@@ -34,6 +34,7 @@ __all__ = [
     "KEYS_DIR",
     "LOCK_FILE",
     "METADATA_FILE",
+    "NEW_PREFIX",
     "TEMP_PREFIX",
     "alias_dir_name",
     "content_type_from_extension",
@@ -48,6 +49,7 @@ CRAWLEE_SIDECAR_SUFFIX = ".__metadata__.json"
 LOCK_FILE = ".lock"
 KEYS_DIR = ".keys"
 TEMP_PREFIX = ".~tmp."
+NEW_PREFIX = ".~new."
 DEFAULT_STORE_DIR = "default"
 _MAX_NAME_BYTES = 240
 _HASHED_PREFIX_CHARS = 80
@@ -94,7 +96,10 @@ def _percent_decode(text: str) -> str:
     i = 0
     while i < len(text):
         if text[i] == "%":
-            raw += bytes.fromhex(text[i + 1 : i + 3])
+            pair = text[i + 1 : i + 3]
+            if len(pair) != 2 or not all(c in string.hexdigits for c in pair):  # noqa: PLR2004
+                raise ValueError(f"{text!r} is not percent-encoded")
+            raw += bytes.fromhex(pair)
             i += 3
         else:
             raw += text[i].encode("utf-8")
@@ -107,14 +112,19 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def encode_key(key: str, *, case_insensitive: bool) -> tuple[str, bool]:
-    """Return the file-name stem of `key` and whether it is the hashed form of a long key."""
+def encode_key(key: str, *, case_insensitive: bool, extension: str = "") -> tuple[str, bool]:
+    """Return the file-name stem of `key` and whether it is the hashed form of a long key.
+
+    `extension` is the one the record file gets: stem, dot and extension together stay within 240 bytes.
+    """
     stem = _percent_encode(key, _SAFE_CASE_INSENSITIVE if case_insensitive else _SAFE)
     # The store's own metadata file and Crawlee's sidecars contain this word; a key never spells it.
     stem = stem.replace(_RESERVED, "%5F" + _RESERVED[1:])
-    if len(stem) + 1 + 64 <= _MAX_NAME_BYTES:
+    # Room for the extension is 64 bytes, or more for a long `ct~` one, so that the name fits.
+    room = _MAX_NAME_BYTES - 1 - max(64, len(extension))
+    if len(stem) <= room:
         return stem, False
-    prefix = stem[:_HASHED_PREFIX_CHARS]
+    prefix = stem[: max(0, min(_HASHED_PREFIX_CHARS, room - 1 - len(key_hash(key))))]
     # Never cut a %XX escape in half.
     cut = prefix.rfind("%", len(prefix) - 2)
     if cut != -1:
@@ -123,10 +133,16 @@ def encode_key(key: str, *, case_insensitive: bool) -> tuple[str, bool]:
 
 
 def decode_stem(stem: str) -> tuple[str | None, str | None]:
-    """Return `(key, None)` for a plain stem, or `(None, hash)` for the hashed form of a long key."""
+    """Return `(key, None)` for a plain stem, or `(None, hash)` for the hashed form of a long key.
+
+    A stem that no key encodes to (a file put in the folder by hand) gives `(None, None)`.
+    """
     if "~" in stem:
         return None, stem.rsplit("~", 1)[1]
-    return _percent_decode(stem), None
+    try:
+        return _percent_decode(stem), None
+    except ValueError:  # also UnicodeDecodeError
+        return None, None
 
 
 def extension_for(content_type: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import threading
 from datetime import UTC, datetime
@@ -23,6 +22,8 @@ from recoverable.storages._file_system._store_dir import create_exclusive, fsync
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 
 if TYPE_CHECKING:
+    import os
+
     from recoverable.storages._file_system._store_dir import StoreDir
 
 __all__ = ["FileSystemStorageClient"]
@@ -89,10 +90,8 @@ class FileSystemStorageClient(StorageClient):
     def _open(self, *, id: str | None, name: str | None, alias: str | None) -> FileSystemKeyValueStoreClient:
         self._ensure_root()
         if id is not None:
-            folder = self._find_by_id(id)
-            metadata = self._read_metadata(folder)
-            assert metadata is not None  # noqa: S101 - _find_by_id found it by its metadata
-            return self._client(folder, metadata)
+            folder, found = self._find_by_id(id)
+            return self._client(folder, found)
         if name is not None:
             if name == "default":
                 raise InvalidStoreNameError(
@@ -162,10 +161,13 @@ class FileSystemStorageClient(StorageClient):
                 store=folder.name,
             ) from exc
 
-    def _find_by_id(self, id: str) -> Path:
+    def _find_by_id(self, id: str) -> tuple[Path, KeyValueStoreMetadata]:
         known = self._id_dirs.get(id)
         if known is not None and known.is_dir():
-            return known
+            # The folder may hold another store by now (dropped, then created again under the same name).
+            metadata = self._read_metadata(known)
+            if metadata is not None and metadata.id == id:
+                return known, metadata
         for folder in sorted(self._stores_dir.iterdir()):
             if folder.name.startswith(TEMP_PREFIX) or not folder.is_dir():
                 continue
@@ -176,7 +178,7 @@ class FileSystemStorageClient(StorageClient):
             if metadata is not None:
                 self._id_dirs[metadata.id] = folder
                 if metadata.id == id:
-                    return folder
+                    return folder, metadata
         raise StoreNotFoundError(f"no key-value store has the id {id!r} in {self._stores_dir}", store=id)
 
     @override

@@ -12,17 +12,19 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recoverable.errors import StorageBackendError, VersionConflictError
+from recoverable.errors import StorageBackendError, StorageError, StoreNotFoundError, VersionConflictError
 from recoverable.storages._file_system._layout import (
     CRAWLEE_SIDECAR_SUFFIX,
     KEYS_DIR,
     LOCK_FILE,
     METADATA_FILE,
+    NEW_PREFIX,
     TEMP_PREFIX,
     decode_stem,
     encode_key,
@@ -34,6 +36,7 @@ from recoverable.storages._models import KeyInfo, StoredRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Literal
 
 __all__ = ["StoreDir", "create_exclusive", "durable_write", "fsync_dir", "store_dir_for"]
 
@@ -61,8 +64,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def durable_write(folder: Path, name: str, data: bytes | memoryview) -> os.stat_result:
+def durable_write(
+    folder: Path, name: str, data: bytes | memoryview, *, after_mtime_ns: int | None = None
+) -> os.stat_result:
     """Write `folder/name` all or nothing: temp file, fsync, rename, fsync of the folder.
+
+    Args:
+        folder: The folder to write in.
+        name: The file name.
+        data: The bytes to write.
+        after_mtime_ns: The modification time of the file being replaced; the new file's is set later
+            than it, so that a record's version (which includes it) never repeats, even when the file
+            system reuses the inode and the clock has not moved on.
 
     Returns the stat of the written file (taken before the rename, which keeps it).
     """
@@ -74,6 +87,9 @@ def durable_write(folder: Path, name: str, data: bytes | memoryview) -> os.stat_
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+            if after_mtime_ns is not None:
+                mtime_ns = max(time.time_ns(), after_mtime_ns + 1)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
             os.fsync(fd)
             stat = os.fstat(fd)
         finally:
@@ -88,7 +104,8 @@ def durable_write(folder: Path, name: str, data: bytes | memoryview) -> os.stat_
 
 def create_exclusive(folder: Path, name: str, data: bytes) -> bool:
     """Create `folder/name` durably unless it exists; return whether this call created it."""
-    temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    # Not TEMP_PREFIX: this runs without the writers' lock, whose holders sweep TEMP_PREFIX files.
+    temp = folder / f"{NEW_PREFIX}{secrets.token_hex(8)}"
     temp.write_bytes(data)
     try:
         fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
@@ -125,8 +142,10 @@ class _Entry:
 class StoreDir:
     """One store folder of this process: its index of keys to files, and the locks its writers take.
 
-    The index is rebuilt from a scan of the folder whenever the folder changed since the last scan
-    (another process wrote) and a key is not found where the index says.
+    The index is rebuilt from a scan of the folder when a key is not found where the index says and
+    the folder changed since the last scan. A change is seen two ways: every writer of this library
+    bumps a generation counter kept in the first 8 bytes of `.lock` (exact, whatever the clock's
+    granularity), and the folder's modification time catches files added by other programs.
     """
 
     def __init__(self, path: Path, *, label: str, case_insensitive: bool) -> None:
@@ -137,11 +156,24 @@ class StoreDir:
         self._lock = threading.RLock()
         self._index: dict[str, _Entry] | None = None
         self._scanned_mtime_ns = -1
+        self._seen_generation = -1
+        self._lock_fd: int | None = None
+        self._swept = False
 
     # --- errors -----------------------------------------------------------------------------------
 
-    def backend_error(self, action: str, exc: OSError, key: str | None = None) -> StorageBackendError:
-        """Wrap an OSError with the store, the key and what to check."""
+    def backend_error(self, action: str, exc: OSError, key: str | None = None) -> StorageError:
+        """Wrap an OSError with the store, the key and what to check.
+
+        A store whose folder is gone (dropped by another process, or removed by hand) is reported as
+        `StoreNotFoundError`.
+        """
+        if isinstance(exc, FileNotFoundError) and not self.path.is_dir():
+            return StoreNotFoundError(
+                f"key-value store {self.label!r} no longer exists in {self.path} (it was dropped or removed)",
+                store=self.label,
+                key=key,
+            )
         what = f"record {key!r} of " if key is not None else ""
         hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder exists and is writable"
         return StorageBackendError(
@@ -152,19 +184,66 @@ class StoreDir:
 
     # --- locking ----------------------------------------------------------------------------------
 
+    def _lock_file(self) -> int:
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return self._lock_fd
+
+    def _reopen_lock_file_if_replaced(self) -> None:
+        """Reopen `.lock` when the folder was dropped and made anew by another process since we opened it.
+
+        Locking the old, deleted file would not exclude the writers of the new one.
+        """
+        if self._lock_fd is None:
+            return
+        try:
+            current = os.stat(self.path / LOCK_FILE).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != os.fstat(self._lock_fd).st_ino:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            self._swept = False
+
     @contextmanager
     def write_lock(self) -> Iterator[None]:
         """Hold the lock of writers: threads of this process, then processes (flock on `.lock`)."""
         with self._lock:
-            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._reopen_lock_file_if_replaced()
+            fd = self._lock_file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                if not self._swept:
+                    self._sweep_temp_files()
+                yield
             finally:
-                os.close(fd)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files of writes that a crash cut short; only a holder of the writers' lock may."""
+        for folder in (self.path, self.path / KEYS_DIR):
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith(TEMP_PREFIX):
+                    (folder / name).unlink(missing_ok=True)
+        self._swept = True
+
+    def _generation(self) -> int:
+        return int.from_bytes(os.pread(self._lock_file(), 8, 0).ljust(8, b"\0"), "little")
+
+    def _bump_generation(self) -> None:
+        """Tell the other processes the folder changed (caller holds the writers' lock)."""
+        generation = self._generation() + 1
+        os.pwrite(self._lock_file(), generation.to_bytes(8, "little"), 0)
+        self._seen_generation = generation
+        self._scanned_mtime_ns = self._folder_mtime_ns()
+
+    def _changed(self) -> bool:
+        """Whether the folder may have changed since the last scan."""
+        return self._generation() != self._seen_generation or self._folder_mtime_ns() != self._scanned_mtime_ns
 
     # --- the index --------------------------------------------------------------------------------
 
@@ -172,26 +251,12 @@ class StoreDir:
         return os.stat(self.path).st_mtime_ns
 
     def _scan(self) -> dict[str, _Entry]:
+        generation = self._generation()
         mtime_ns = self._folder_mtime_ns()
-        index: dict[str, _Entry] = {}
-        names: dict[str, os.DirEntry[str]] = {}
         with os.scandir(self.path) as it:
-            for entry in it:
-                names[entry.name] = entry
-        claimed: set[str] = set()
-        for name, dir_entry in names.items():
-            if name.endswith(CRAWLEE_SIDECAR_SUFFIX) and name != METADATA_FILE:
-                record_name = name[: -len(CRAWLEE_SIDECAR_SUFFIX)]
-                record = names.get(record_name)
-                if record is None:
-                    continue
-                parsed = self._read_crawlee_sidecar(dir_entry.path)
-                if parsed is None:
-                    continue
-                key, content_type = parsed
-                claimed.add(record_name)
-                st = record.stat()
-                self._keep_newest(index, key, _Entry(record_name, content_type, st.st_size, st.st_mtime_ns, name))
+            names = {entry.name: entry for entry in it}
+        index: dict[str, _Entry] = {}
+        claimed = self._scan_crawlee_records(names, index)
         for name, dir_entry in names.items():
             if name in claimed or name == METADATA_FILE or name.endswith(CRAWLEE_SIDECAR_SUFFIX):
                 continue
@@ -199,16 +264,39 @@ class StoreDir:
             if split is None or not dir_entry.is_file(follow_symlinks=False):
                 continue
             stem, content_type = split
-            key, hashed = decode_stem(stem)
-            if hashed is not None:
-                key = self._read_long_key(hashed)
+            key = self._key_of(stem)
             if key is None:
                 continue
             st = dir_entry.stat(follow_symlinks=False)
             self._keep_newest(index, key, _Entry(name, content_type, st.st_size, st.st_mtime_ns))
         self._index = index
         self._scanned_mtime_ns = mtime_ns
+        self._seen_generation = generation
         return index
+
+    def _scan_crawlee_records(self, names: dict[str, os.DirEntry[str]], index: dict[str, _Entry]) -> set[str]:
+        """Add the records Crawlee wrote (a file and its sidecar) to `index`; return their file names."""
+        claimed: set[str] = set()
+        for name, dir_entry in names.items():
+            if not name.endswith(CRAWLEE_SIDECAR_SUFFIX) or name == METADATA_FILE:
+                continue
+            record_name = name[: -len(CRAWLEE_SIDECAR_SUFFIX)]
+            record = names.get(record_name)
+            if record is None:
+                continue
+            parsed = self._read_crawlee_sidecar(dir_entry.path)
+            if parsed is None:
+                continue
+            key, content_type = parsed
+            claimed.add(record_name)
+            st = record.stat()
+            self._keep_newest(index, key, _Entry(record_name, content_type, st.st_size, st.st_mtime_ns, name))
+        return claimed
+
+    def _key_of(self, stem: str) -> str | None:
+        """The key a record file's stem stands for, or None when the file is not a record of ours."""
+        key, hashed = decode_stem(stem)
+        return self._read_long_key(hashed) if hashed is not None else key
 
     @staticmethod
     def _keep_newest(index: dict[str, _Entry], key: str, entry: _Entry) -> None:
@@ -244,7 +332,7 @@ class StoreDir:
 
     def _fresh_index(self) -> dict[str, _Entry]:
         """The index, rescanned when the folder changed since the last scan."""
-        if self._index is None or self._folder_mtime_ns() != self._scanned_mtime_ns:
+        if self._index is None or self._changed():
             return self._scan()
         return self._index
 
@@ -254,12 +342,39 @@ class StoreDir:
             with self._lock:
                 index = self._scan()
         entry = index.get(key)
-        if entry is None and self._folder_mtime_ns() != self._scanned_mtime_ns:
+        if entry is None and self._changed():
             with self._lock:
                 entry = self._scan().get(key)
         return entry
 
     # --- reads ------------------------------------------------------------------------------------
+
+    def read_cached(self, key: str, max_size: int) -> StoredRecord | Literal[False] | None:
+        """Read a small record the index already knows, cheaply enough to do on the event loop.
+
+        Returns False when that is not possible (index not built, key unknown while the folder changed,
+        a large record, a file moved since the index saw it): then call `read` from a worker thread.
+        """
+        index = self._index
+        if index is None:
+            return False
+        entry = index.get(key)
+        if entry is None:
+            return False if self._changed() else None
+        if entry.size > max_size:
+            return False
+        try:
+            fd = os.open(self.path / entry.name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            stat = os.fstat(fd)
+            if stat.st_size > max_size:
+                return False
+            data = _read_all(fd, stat.st_size)
+        finally:
+            os.close(fd)
+        return StoredRecord(key=key, value=data, content_type=entry.content_type, version=version_of(stat))
 
     def read(self, key: str) -> StoredRecord | None:
         """Read the record of `key`, or None."""
@@ -301,11 +416,16 @@ class StoreDir:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def _check(self, key: str, entry: _Entry | None, if_version: str | None, *, if_absent: bool) -> None:
+    def _check(
+        self, key: str, entry: _Entry | None, if_version: str | None, *, if_absent: bool
+    ) -> os.stat_result | None:
+        """Check the write's conditions against the current record; return the record file's stat."""
         actual: str | None = None
+        stat: os.stat_result | None = None
         if entry is not None:
             try:
-                actual = version_of(os.stat(self.path / entry.name))
+                stat = os.stat(self.path / entry.name)
+                actual = version_of(stat)
             except FileNotFoundError:
                 entry = None
         if if_absent and actual is not None:
@@ -326,6 +446,7 @@ class StoreDir:
                 expected=if_version,
                 actual=actual,
             )
+        return stat
 
     def write(
         self,
@@ -337,22 +458,51 @@ class StoreDir:
         if_absent: bool,
     ) -> str:
         """Write the record of `key` durably and return its version."""
-        stem, hashed = encode_key(key, case_insensitive=self.case_insensitive)
-        name = f"{stem}.{extension_for(content_type)}"
+        extension = extension_for(content_type)
+        stem, hashed = encode_key(key, case_insensitive=self.case_insensitive, extension=extension)
+        name = f"{stem}.{extension}"
         with self.write_lock():
             index = self._fresh_index()
             old = index.get(key)
-            self._check(key, old, if_version, if_absent=if_absent)
+            old_stat = self._check(key, old, if_version, if_absent=if_absent)
+            if self._crawlee_holds(name):
+                self._move_crawlee_record(name, index, but=key)
             if hashed:
                 self._remember_long_key(key)
-            stat = durable_write(self.path, name, value)
+            stat = durable_write(self.path, name, value, after_mtime_ns=old_stat.st_mtime_ns if old_stat else None)
             if old is not None and old.name != name:
                 self._remove_files(old)
                 fsync_dir(self.path)
             index[key] = _Entry(name, content_type, stat.st_size, stat.st_mtime_ns)
-            # We hold the writers' lock, so the folder changed only by our hand since the last scan.
-            self._scanned_mtime_ns = self._folder_mtime_ns()
+            self._bump_generation()
         return version_of(stat)
+
+    def _crawlee_holds(self, name: str) -> bool:
+        """Tell whether file `name` is a Crawlee record (it has a sidecar)."""
+        # os.path.exists, not Path.exists: the sidecar of a name near the length limit is too long a name.
+        return os.path.exists(self.path / f"{name}{CRAWLEE_SIDECAR_SUFFIX}")
+
+    def _move_crawlee_record(self, name: str, index: dict[str, _Entry], *, but: str) -> None:
+        """Move the Crawlee record of another key held in file `name` to this layout, to free the name.
+
+        Crawlee names a record file by the bare key (`page.html`), this layout adds an extension (`page`
+        as HTML is `page.html` too). The record is copied durably before its pair is removed, so a crash
+        leaves it readable under its key, and the key being written absent until its own write.
+        """
+        moved = next((k for k, e in index.items() if e.name == name and e.crawlee_sidecar is not None), None)
+        if moved is None or moved == but:
+            return
+        entry = index[moved]
+        extension = extension_for(entry.content_type)
+        stem, hashed = encode_key(moved, case_insensitive=self.case_insensitive, extension=extension)
+        if self._crawlee_holds(f"{stem}.{extension}"):
+            self._move_crawlee_record(f"{stem}.{extension}", index, but=moved)
+        if hashed:
+            self._remember_long_key(moved)
+        stat = durable_write(self.path, f"{stem}.{extension}", (self.path / name).read_bytes())
+        self._remove_files(entry)
+        fsync_dir(self.path)
+        index[moved] = _Entry(f"{stem}.{extension}", entry.content_type, stat.st_size, stat.st_mtime_ns)
 
     def _remember_long_key(self, key: str) -> None:
         keys_dir = self.path / KEYS_DIR
@@ -380,7 +530,7 @@ class StoreDir:
             self._remove_files(entry)
             fsync_dir(self.path)
             del index[key]
-            self._scanned_mtime_ns = self._folder_mtime_ns()
+            self._bump_generation()
         return True
 
     def purge(self) -> None:
@@ -390,6 +540,7 @@ class StoreDir:
                 self._remove_files(entry)
             shutil.rmtree(self.path / KEYS_DIR, ignore_errors=True)
             fsync_dir(self.path)
+            self._bump_generation()
             self._scan()
 
     def drop(self) -> None:
@@ -400,6 +551,10 @@ class StoreDir:
             fsync_dir(self.path.parent)
             self.dropped = True
             self._index = {}
+        with self._lock:
+            fd, self._lock_fd = self._lock_fd, None
+            if fd is not None:
+                os.close(fd)
         shutil.rmtree(graveyard, ignore_errors=True)
 
 

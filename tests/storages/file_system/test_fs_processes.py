@@ -1,0 +1,213 @@
+"""Several clients and processes on one storage folder: restarts, foreign writes, write races."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import textwrap
+from typing import TYPE_CHECKING
+
+import pytest
+
+from recoverable.errors import StoreNotFoundError
+from recoverable.storages import FileSystemStorageClient, KeyValueStore, StorageClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+TEXT = "text/plain; charset=utf-8"
+
+
+async def test_stores_reopen_after_a_restart(
+    storage_client: StorageClient, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    named = await KeyValueStore.open(name="crawl", storage_client=storage_client)
+    aliased = await KeyValueStore.open(alias="crawl", storage_client=storage_client)
+    default = await KeyValueStore.open(storage_client=storage_client)
+    for store in (named, aliased, default):
+        await store.set_value("state", {"id": store.id})
+    await named.set_value("l" * 900, "long key")
+    before = await named.get_record("state")
+
+    client = restart()
+
+    by_id = await KeyValueStore.open(id=named.id, storage_client=client)
+    assert (by_id.id, by_id.name) == (named.id, "crawl")
+    assert await by_id.get_value("state") == {"id": named.id}
+    assert await by_id.get_value("l" * 900) == "long key"
+    after = await by_id.get_record("state")
+    assert before is not None
+    assert after is not None
+    assert after.version == before.version
+    by_name = await KeyValueStore.open(name="crawl", storage_client=client)
+    assert by_name is by_id
+    for store in (aliased, default):
+        by_alias_id = await KeyValueStore.open(id=store.id, storage_client=restart())
+        assert await by_alias_id.get_value("state") == {"id": store.id}
+    assert (await KeyValueStore.open(alias="crawl", storage_client=restart())).id == aliased.id
+    assert (await KeyValueStore.open(storage_client=restart())).id == default.id
+    listed = await restart().list_key_value_stores()
+    assert {m.id for m in listed} == {named.id, aliased.id, default.id}
+
+
+async def test_open_by_unknown_id_after_a_restart(
+    storage_client: StorageClient, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    await KeyValueStore.open(name="crawl", storage_client=storage_client)
+    with pytest.raises(StoreNotFoundError):
+        await KeyValueStore.open(id="nosuchstoreid0000", storage_client=restart())
+
+
+async def test_a_second_client_sees_writes_and_deletes(storage_dir: Path, storage_client: StorageClient) -> None:
+    first = await storage_client.open_key_value_store_client(name="shared")
+    other = await FileSystemStorageClient(storage_dir=storage_dir).open_key_value_store_client(name="shared")
+    assert await other.get_record(key="k") is None
+
+    version = await first.set_record(key="k", value=b"1", content_type=TEXT)
+    record = await other.get_record(key="k")
+    assert record is not None
+    assert (record.value, record.version) == (b"1", version)
+
+    await other.set_record(key="k", value=b"{}", content_type="application/json", if_version=version)
+    record = await first.get_record(key="k")
+    assert record is not None
+    assert (record.value, record.content_type) == (b"{}", "application/json")
+
+    await first.delete_record(key="k")
+    assert await other.get_record(key="k") is None
+    assert [info async for info in other.iterate_keys()] == []
+
+
+CHILD_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from recoverable.storages import FileSystemStorageClient
+
+    async def main():
+        client = FileSystemStorageClient(storage_dir=sys.argv[1])
+        store = await client.open_key_value_store_client(name="shared")
+        if sys.argv[2] == "write":
+            version = await store.set_record(key=sys.argv[3], value=sys.argv[4].encode(), content_type=sys.argv[5])
+            print(version)
+        elif sys.argv[2] == "retype":
+            await store.set_record(key=sys.argv[3], value=b"[1]", content_type="application/json")
+        else:
+            print(await store.delete_record(key=sys.argv[3]))
+
+    asyncio.run(main())
+    """
+)
+
+
+def _child(python: str, env: dict[str, str], storage_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [python, "-c", CHILD_WRITER, str(storage_dir), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+async def test_records_written_by_another_process_are_seen(
+    storage_client: StorageClient, storage_dir: Path, python: str, child_env: dict[str, str]
+) -> None:
+    store = await storage_client.open_key_value_store_client(name="shared")
+    await store.set_record(key="mine", value=b"1", content_type=TEXT)
+    assert [info.key async for info in store.iterate_keys()] == ["mine"]
+
+    version = _child(python, child_env, storage_dir, "write", "from/child 🔑", "hello", TEXT)
+
+    record = await store.get_record(key="from/child 🔑")
+    assert record is not None
+    assert (record.value, record.content_type, record.version) == (b"hello", TEXT, version)
+    assert [info.key async for info in store.iterate_keys()] == ["from/child 🔑", "mine"]
+    assert await store.record_exists(key="from/child 🔑")
+
+    _child(python, child_env, storage_dir, "retype", "mine")
+    record = await store.get_record(key="mine")
+    assert record is not None
+    assert (record.value, record.content_type) == (b"[1]", "application/json")
+
+    assert _child(python, child_env, storage_dir, "delete", "mine") == "True"
+    assert await store.get_record(key="mine") is None
+    assert [info.key async for info in store.iterate_keys()] == ["from/child 🔑"]
+
+
+RACER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from recoverable.errors import VersionConflictError
+    from recoverable.storages import FileSystemStorageClient
+
+    async def main():
+        storage_dir, name, condition = sys.argv[1:4]
+        store = await FileSystemStorageClient(storage_dir=storage_dir).open_key_value_store_client(name="race")
+        print("ready", flush=True)
+        sys.stdin.readline()
+        kwargs = {"if_absent": True} if condition == "absent" else {"if_version": condition}
+        try:
+            await store.set_record(key="k", value=name.encode(), content_type="text/plain; charset=utf-8", **kwargs)
+        except VersionConflictError:
+            print("lost")
+        else:
+            print("won")
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("condition", ["if_version", "if_absent"])
+@pytest.mark.parametrize("round_", range(5))
+async def test_conditional_write_race_between_processes(
+    *,
+    storage_client: StorageClient,
+    storage_dir: Path,
+    python: str,
+    child_env: dict[str, str],
+    condition: str,
+    round_: int,
+) -> None:
+    store = await storage_client.open_key_value_store_client(name="race")
+    argument = "absent"
+    if condition == "if_version":
+        argument = await store.set_record(key="k", value=b"start", content_type=TEXT)
+    names = ("alpha", "beta")
+    racers = [
+        await asyncio.create_subprocess_exec(
+            python,
+            "-c",
+            RACER,
+            str(storage_dir),
+            name,
+            argument,
+            env=child_env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for name in names
+    ]
+    for racer in racers:
+        assert racer.stdout is not None
+        assert await racer.stdout.readline() == b"ready\n"
+    # Both wait on stdin: release them together, so that both read version v before either writes.
+    for racer in racers:
+        assert racer.stdin is not None
+        racer.stdin.write(b"go\n")
+    outputs = await asyncio.gather(*(racer.communicate() for racer in racers))
+    results = {}
+    for name, racer, (out, err) in zip(names, racers, outputs, strict=True):
+        assert racer.returncode == 0, err.decode()
+        results[name] = out.decode().strip()
+
+    assert sorted(results.values()) == ["lost", "won"]
+    (winner,) = (name for name, result in results.items() if result == "won")
+    record = await store.get_record(key="k")
+    assert record is not None
+    assert record.value == winner.encode()

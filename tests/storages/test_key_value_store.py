@@ -1,0 +1,301 @@
+"""The `KeyValueStore` facade: opening, naming rules, the default storage client, auto-saved values."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from recoverable.configuration import Configuration
+from recoverable.errors import (
+    ConfigurationError,
+    DeserializationError,
+    InvalidKeyError,
+    InvalidStoreNameError,
+    StorageError,
+)
+from recoverable.events import Event, EventManager, EventPersistStateData
+from recoverable.storages import (
+    MAX_NAME_LENGTH,
+    FileSystemStorageClient,
+    KeyValueStore,
+    MemoryStorageClient,
+    StorageClient,
+    default_storage_client,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+VALID_NAMES = ["a", "A", "0", "my-crawl-1", "a-b-c", "x" * MAX_NAME_LENGTH, "Crawl2024"]
+INVALID_NAMES = [
+    "",
+    "-a",
+    "a-",
+    "-",
+    "a_b",
+    "a b",
+    "a.b",
+    "a/b",
+    "..",
+    ".",
+    "ü",
+    "🔑",
+    "x" * (MAX_NAME_LENGTH + 1),
+    " a",
+]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"id": "abc", "name": "n"},
+        {"id": "abc", "alias": "a"},
+        {"name": "n", "alias": "a"},
+        {"id": "abc", "name": "n", "alias": "a"},
+    ],
+)
+async def test_open_with_more_than_one_of_id_name_alias(kwargs: dict[str, str], storage_client: StorageClient) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        await KeyValueStore.open(storage_client=storage_client, **kwargs)  # type: ignore[arg-type]
+
+    for given in kwargs:
+        assert given in str(info.value)
+    assert await storage_client.list_key_value_stores() == []
+
+
+@pytest.mark.parametrize("bad_id", ["", 17])
+async def test_open_with_an_invalid_id(bad_id: object, storage_client: StorageClient) -> None:
+    with pytest.raises(ConfigurationError, match="store id must be a non-empty str"):
+        await KeyValueStore.open(id=bad_id, storage_client=storage_client)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", VALID_NAMES)
+async def test_valid_names_and_aliases(name: str, storage_client: StorageClient) -> None:
+    named = await KeyValueStore.open(name=name, storage_client=storage_client)
+    aliased = await KeyValueStore.open(alias=name, storage_client=storage_client)
+
+    assert named.name == name
+    assert aliased.name is None
+    assert named.id != aliased.id
+
+
+@pytest.mark.parametrize("name", INVALID_NAMES)
+async def test_invalid_names_are_refused(name: str, storage_client: StorageClient) -> None:
+    with pytest.raises(InvalidStoreNameError) as info:
+        await KeyValueStore.open(name=name, storage_client=storage_client)
+
+    message = str(info.value)
+    assert repr(name) in message
+    assert "store name" in message
+    assert f"1 to {MAX_NAME_LENGTH} letters, digits and hyphens" in message
+    assert "no hyphen at either end" in message
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, StorageError)
+    assert await storage_client.list_key_value_stores() == []
+
+
+@pytest.mark.parametrize("alias", INVALID_NAMES)
+async def test_invalid_aliases_are_refused(alias: str, storage_client: StorageClient) -> None:
+    with pytest.raises(InvalidStoreNameError, match="store alias") as info:
+        await KeyValueStore.open(alias=alias, storage_client=storage_client)
+    assert "letters, digits and hyphens" in str(info.value)
+    assert await storage_client.list_key_value_stores() == []
+
+
+async def test_name_none_means_not_given(storage_client: StorageClient) -> None:
+    assert await KeyValueStore.open(name=None, storage_client=storage_client) is await KeyValueStore.open(
+        storage_client=storage_client
+    )
+
+
+@pytest.mark.parametrize("name", [5, b"bytes"])
+async def test_names_must_be_str(name: object, storage_client: StorageClient) -> None:
+    with pytest.raises(InvalidStoreNameError, match="must be a str"):
+        await KeyValueStore.open(name=name, storage_client=storage_client)  # type: ignore[arg-type]
+
+
+async def test_concurrent_opens_give_one_instance(storage_client: StorageClient) -> None:
+    stores = await asyncio.gather(*(KeyValueStore.open(name="racy", storage_client=storage_client) for _ in range(20)))
+
+    assert all(store is stores[0] for store in stores)
+    assert len(await storage_client.list_key_value_stores()) == 1
+
+
+async def test_open_on_different_clients_gives_different_instances() -> None:
+    first = await KeyValueStore.open(name="s", storage_client=MemoryStorageClient())
+    second = await KeyValueStore.open(name="s", storage_client=MemoryStorageClient())
+    assert first is not second
+    assert first.id != second.id
+
+
+async def test_async_with_closes_the_store(kvs: KeyValueStore) -> None:
+    async with kvs as entered:
+        assert entered is kvs
+        await kvs.set_value("k", 1)
+    assert await kvs.get_value("k") == 1
+
+
+# --- the default storage client -----------------------------------------------------------------------
+
+
+async def test_default_client_is_the_file_system_under_recoverable_storage_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RECOVERABLE_STORAGE_DIR", str(tmp_path / "from-env"))
+
+    kvs = await KeyValueStore.open()
+    await kvs.set_value("k", {"a": 1})
+
+    assert isinstance(kvs.storage_client, FileSystemStorageClient)
+    assert kvs.storage_client.storage_dir == tmp_path / "from-env"
+    assert (tmp_path / "from-env" / "key_value_stores" / "default" / "k.json").is_file()
+    assert await KeyValueStore.open() is kvs
+
+
+async def test_default_client_is_memory_when_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "memory")
+    monkeypatch.setenv("RECOVERABLE_STORAGE_DIR", str(tmp_path / "unused"))
+
+    kvs = await KeyValueStore.open(name="mem")
+    await kvs.set_value("k", 1)
+
+    assert isinstance(kvs.storage_client, MemoryStorageClient)
+    assert default_storage_client() is kvs.storage_client
+    assert await KeyValueStore.open(name="mem") is kvs
+    assert not (tmp_path / "unused").exists()
+
+
+async def test_invalid_storage_client_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "floppy")
+    with pytest.raises(ConfigurationError, match="RECOVERABLE_STORAGE_CLIENT"):
+        await KeyValueStore.open()
+
+
+async def test_explicit_configuration_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "memory")
+    configuration = Configuration(storage_dir=tmp_path / "explicit")
+
+    kvs = await KeyValueStore.open(name="conf", configuration=configuration)
+    await kvs.set_value("k", "v")
+
+    assert isinstance(kvs.storage_client, FileSystemStorageClient)
+    assert (tmp_path / "explicit" / "key_value_stores" / "conf" / "k.txt").read_text() == "v"
+    assert default_storage_client(configuration) is kvs.storage_client
+    assert default_storage_client(Configuration(storage_dir=tmp_path / "other")) is not kvs.storage_client
+
+
+async def test_passed_storage_client_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "memory")
+    client = FileSystemStorageClient(storage_dir=tmp_path / "passed")
+
+    kvs = await KeyValueStore.open(storage_client=client)
+
+    assert kvs.storage_client is client
+
+
+# --- auto-saved values --------------------------------------------------------------------------------
+
+
+async def _persist(events: EventManager) -> None:
+    events.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData(is_migrating=False))
+    await events.wait_for_all_listeners_to_complete()
+
+
+async def test_auto_saved_value_is_saved_on_persist_state(kvs: KeyValueStore) -> None:
+    events = EventManager()
+
+    value = await kvs.get_auto_saved_value("auto", {"count": 0}, event_manager=events)
+    assert value == {"count": 0}
+    assert await kvs.get_value("auto") is None
+
+    value["count"] = 1
+    await _persist(events)
+    assert await kvs.get_value("auto") == {"count": 1}
+
+    value["count"] = 2
+    value["new"] = [1]
+    await _persist(events)
+    assert await kvs.get_value("auto") == {"count": 2, "new": [1]}
+
+
+async def test_auto_saved_value_is_one_object(kvs: KeyValueStore) -> None:
+    events = EventManager()
+    default = {"count": 0}
+
+    first = await kvs.get_auto_saved_value("auto", default, event_manager=events)
+    second = await kvs.get_auto_saved_value("auto", {"other": 1}, event_manager=events)
+
+    assert second is first
+    first["count"] = 5
+    assert default == {"count": 0}
+
+
+async def test_auto_saved_value_loads_the_stored_record(kvs: KeyValueStore) -> None:
+    await kvs.set_value("auto", {"count": 41})
+
+    value = await kvs.get_auto_saved_value("auto", {"count": 0}, event_manager=EventManager())
+
+    assert value == {"count": 41}
+
+
+async def test_auto_saved_value_of_a_non_dict_record(kvs: KeyValueStore) -> None:
+    await kvs.set_value("auto", [1, 2])
+
+    with pytest.raises(DeserializationError, match="not a JSON object"):
+        await kvs.get_auto_saved_value("auto", event_manager=EventManager())
+    assert await kvs.get_value("auto") == [1, 2]
+
+
+async def test_auto_saved_value_refuses_invalid_keys(kvs: KeyValueStore) -> None:
+    with pytest.raises(InvalidKeyError):
+        await kvs.get_auto_saved_value("", event_manager=EventManager())
+
+
+async def test_close_saves_and_stops_listening(kvs: KeyValueStore) -> None:
+    events = EventManager()
+    value = await kvs.get_auto_saved_value("auto", event_manager=events)
+    value["saved"] = "on close"
+
+    await kvs.close()
+
+    assert await kvs.get_value("auto") == {"saved": "on close"}
+    value["saved"] = "after close"
+    await _persist(events)
+    assert await kvs.get_value("auto") == {"saved": "on close"}
+
+
+async def test_persist_auto_saved_values(kvs: KeyValueStore) -> None:
+    a = await kvs.get_auto_saved_value("a", {"n": 1}, event_manager=EventManager())
+    b = await kvs.get_auto_saved_value("b", {"n": 2})
+    a["n"] = 10
+    b["n"] = 20
+
+    await kvs.persist_auto_saved_values()
+
+    assert (await kvs.get_value("a"), await kvs.get_value("b")) == ({"n": 10}, {"n": 20})
+    await kvs.close()
+
+
+async def test_deleted_auto_saved_value_is_not_saved_again(kvs: KeyValueStore) -> None:
+    events = EventManager()
+    value = await kvs.get_auto_saved_value("auto", {"n": 1}, event_manager=events)
+    await _persist(events)
+
+    await kvs.delete_value("auto")
+    value["n"] = 2
+    await _persist(events)
+
+    assert await kvs.get_value("auto") is None
+
+
+async def test_store_started_event_manager_saves_on_close(kvs: KeyValueStore) -> None:
+    value = await kvs.get_auto_saved_value("auto", {"n": 0})
+    value["n"] = 7
+
+    await kvs.close()
+
+    assert await kvs.get_value("auto") == {"n": 7}
