@@ -11,17 +11,20 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
     StateNotInitializedError,
+    StateOwnershipError,
     StateTimeoutError,
     StateValidationError,
+    VersionConflictError,
 )
 from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager
 from recoverable.storages import KeyValueStore
 from recoverable.storages._serialization import JSON
-from recoverable.storages._validation import validate_key
+from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -130,6 +133,9 @@ class RecoverableState(Generic[TStateModel]):
         event_manager: EventManager | None = None,
         on_invalid: Literal["raise", "reset"] = "raise",
         timeout: timedelta | None = None,
+        lease_ttl: timedelta | None = DEFAULT_LEASE_TTL,
+        on_owned: Literal["fail", "wait"] = "fail",
+        lease_wait_timeout: timedelta | None = None,
         configuration: Configuration | None = None,
     ) -> None:
         given = [
@@ -151,8 +157,15 @@ class RecoverableState(Generic[TStateModel]):
             )
         if on_invalid not in ("raise", "reset"):
             raise ConfigurationError(f"on_invalid must be 'raise' or 'reset', not {on_invalid!r}")
-        if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
-            raise ConfigurationError(f"timeout must be a positive timedelta, not {timeout!r}")
+        for label, value in (
+            ("timeout", timeout),
+            ("lease_ttl", lease_ttl),
+            ("lease_wait_timeout", lease_wait_timeout),
+        ):
+            if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
+                raise ConfigurationError(f"{label} must be a positive timedelta or None, not {value!r}")
+        if on_owned not in ("fail", "wait"):
+            raise ConfigurationError(f"on_owned must be 'fail' or 'wait', not {on_owned!r}")
         self._state_type: type[TStateModel] = type(default_state)
         # TypeAdapter accepts plain types too (int, dict, object), so the kind of state is checked first.
         if not isinstance(default_state, BaseModel) and not (
@@ -168,6 +181,7 @@ class RecoverableState(Generic[TStateModel]):
                 f"default_state must be a Pydantic model or a dataclass, not {self._state_type.__name__}: {exc}"
             ) from exc
         self._default_state = self._copy(default_state)
+        self._check_round_trip(self._default_state)
         self._key = validate_key(persist_state_key)
         self._persistence_enabled = persistence_enabled
         self._log = logger or _default_logger
@@ -183,6 +197,11 @@ class RecoverableState(Generic[TStateModel]):
         self._state: TStateModel | None = None
         self._initialized = False
         self._last_persisted: bytes | None = None
+        self._version: str | None = None
+        self._lease_ttl = lease_ttl
+        self._on_owned: Literal["fail", "wait"] = on_owned
+        self._lease_wait_timeout = lease_wait_timeout
+        self._lease: StateLease | None = None
         self._persist_lock = asyncio.Lock()
         self._initialize_lock = asyncio.Lock()
 
@@ -244,8 +263,24 @@ class RecoverableState(Generic[TStateModel]):
             self._state = self._copy(self._default_state)
             self._initialized = True
             return self._state
-        kvs = await self._open_store()
-        state = await self._with_timeout("load", self._load(kvs))
+        kvs = await self._with_timeout("open of the store", self._open_store())
+        if self._lease_ttl is not None:
+            lease = StateLease(
+                store=kvs,
+                state_key=self._key,
+                ttl=self._lease_ttl,
+                on_owned=self._on_owned,
+                wait_timeout=self._lease_wait_timeout,
+                op_timeout=self._timeout or self._config().state_timeout,
+                logger=self._log,
+            )
+            await lease.acquire()
+            self._lease = lease
+        try:
+            state = await self._with_timeout("load", self._load(kvs))
+        except BaseException:
+            await self._release_lease()
+            raise
         if self._persistence_enabled is True:
             if self._event_manager is None:
                 self._shared_event_manager = await _SharedEventManager.acquire(self._config())
@@ -263,16 +298,23 @@ class RecoverableState(Generic[TStateModel]):
         """
         if not self._initialized:
             return
-        self._initialized = False
-        try:
-            if self._persistence_enabled is True:
-                self._events().off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
-            if self._persistence_enabled:
+        if self._persistence_enabled is True:
+            self._events().off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+        if self._persistence_enabled:
+            try:
                 await self._persist()
-        finally:
-            shared, self._shared_event_manager = self._shared_event_manager, None
-            if shared is not None:
-                await _SharedEventManager.release(shared)
+            except StateOwnershipError:
+                pass  # another process owns the state now: there is nothing left to save here
+            except BaseException:
+                # Stay initialized, listening and owning the state: teardown() or persist_state() can retry.
+                if self._persistence_enabled is True:
+                    self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+                raise
+        self._initialized = False
+        await self._release_lease()
+        shared, self._shared_event_manager = self._shared_event_manager, None
+        if shared is not None:
+            await _SharedEventManager.release(shared)
 
     async def __aenter__(self) -> Self:
         await self.initialize()
@@ -322,8 +364,14 @@ class RecoverableState(Generic[TStateModel]):
         self._state = self._copy(self._default_state)
         if self._persistence_enabled:
             async with self._persist_lock:
-                await self._with_timeout("reset", self._store().delete_value(self._key))
+                self._check_ownership()
+                if_version = self._version if self._lease is not None else None
+                try:
+                    await self._with_timeout("reset", self._store().delete_value(self._key, if_version=if_version))
+                except VersionConflictError as exc:
+                    raise self._overwritten(exc) from exc
                 self._last_persisted = None
+                self._version = None
 
     async def has_persisted_state(self) -> bool:
         """Whether the store holds a saved record of this state.
@@ -343,6 +391,26 @@ class RecoverableState(Generic[TStateModel]):
         if self._configuration is None:
             self._configuration = Configuration.from_env()
         return self._configuration
+
+    def _check_round_trip(self, state: TStateModel) -> None:
+        """Refuse a model whose saved JSON does not load back as the same state.
+
+        A field with only a serialization alias, say, would lose its value at the first restart.
+        """
+        data = self._serialize(state)
+        try:
+            again = self._serialize(self._adapter.validate_json(data))
+        except ValidationError as exc:
+            raise ConfigurationError(
+                f"{self._state_type.__name__} does not load back what it saves ({exc.errors()[0]['msg']} at "
+                f"{exc.errors()[0]['loc']}): a field whose serialization alias differs from its validation alias "
+                "would be lost at the first restart; give such fields `alias=` instead"
+            ) from exc
+        if again != data:
+            raise ConfigurationError(
+                f"{self._state_type.__name__} does not load back what it saves: the default state saved as "
+                f"{data[:200]!r} loads back as {again[:200]!r}; check the aliases and serializers of the model"
+            )
 
     def _copy(self, value: TStateModel) -> TStateModel:
         if isinstance(value, BaseModel):
@@ -383,6 +451,7 @@ class RecoverableState(Generic[TStateModel]):
 
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
         stored = await kvs.client.get_record(key=self._key)
+        self._version = stored.version if stored is not None else None
         if stored is None or stored.value.strip() in (b"", b"null"):
             # Nothing saved, or a record Crawlee's reset() left behind (JSON null / application/x-none).
             self._last_persisted = None
@@ -406,7 +475,8 @@ class RecoverableState(Generic[TStateModel]):
             else f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
         )
         if self._on_invalid == "reset":
-            backup = f"{self._key}.invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            suffix = f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            backup = self._key[: MAX_KEY_LENGTH - len(suffix)] + suffix
             await kvs.client.set_record(key=backup, value=raw, content_type=content_type)
             self._log.warning(
                 "saved state %r in store %r %s; starting from the default state, the bad record is kept as %r",
@@ -430,14 +500,51 @@ class RecoverableState(Generic[TStateModel]):
             return state.__pydantic_serializer__.to_json(state, by_alias=True)
         return self._adapter.dump_json(state, by_alias=True)
 
+    def _check_ownership(self) -> None:
+        if self._lease is not None:
+            self._lease.ensure_valid()
+
+    def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
+        """The state record changed under us although we hold the lease: another writer is at work."""
+        message = (
+            f"state {self._key!r} in store {self._store().label!r} was written by someone else since this process "
+            f"loaded or saved it (expected version {exc.expected}, found {exc.actual}); refusing to overwrite it"
+        )
+        if self._lease is not None:
+            self._lease.lose(message)
+        return StateOwnershipError(message)
+
     async def _persist(self) -> None:
         kvs = self._store()
         async with self._persist_lock:
+            self._check_ownership()
             data = self._serialize(self.current_value)
             if data == self._last_persisted:
                 return
-            await self._with_timeout("save", kvs.client.set_record(key=self._key, value=data, content_type=JSON))
+            if self._lease is None:
+                write = kvs.client.set_record(key=self._key, value=data, content_type=JSON)
+            else:
+                # Fenced: only on top of the record this process loaded or wrote last.
+                write = kvs.client.set_record(
+                    key=self._key,
+                    value=data,
+                    content_type=JSON,
+                    if_version=self._version,
+                    if_absent=self._version is None,
+                )
+            try:
+                self._version = await self._with_timeout("save", write)
+            except VersionConflictError as exc:
+                raise self._overwritten(exc) from exc
             self._last_persisted = data
+
+    async def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                await lease.release()
+            except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
+                self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
 
     async def _on_persist_state_event(self, event_data: EventPersistStateData) -> None:
         try:

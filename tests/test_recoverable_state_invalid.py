@@ -16,6 +16,7 @@ from test_recoverable_state_support import (
     make_storage_client,
     open_instrumented_store,
     quiet_event_manager,
+    state_keys,
 )
 
 from recoverable import RecoverableState
@@ -79,7 +80,7 @@ async def test_record_that_no_longer_validates_raises(storage_client: StorageCli
     after = await kvs.client.get_record(key=KEY)
     assert after == before
     assert client.set_calls == writes
-    assert [info.key for info in await kvs.list_keys()] == [KEY]
+    assert await state_keys(kvs) == [KEY]
 
     # Not initialized: events and teardown write nothing over the record.
     assert not state.is_initialized
@@ -132,7 +133,7 @@ async def test_on_invalid_reset_starts_from_default_and_keeps_a_backup(
         value = await state.initialize()
     assert value == Progress(seen=["default"])
 
-    keys = [info.key for info in await kvs.list_keys()]
+    keys = await state_keys(kvs)
     backups = [key for key in keys if key != KEY]
     assert len(backups) == 1
     assert BACKUP_KEY.fullmatch(backups[0])
@@ -156,7 +157,7 @@ async def test_on_invalid_reset_with_a_valid_record_loads_it(kvs: KeyValueStore)
     await kvs.set_value(KEY, {"pagesDone": 2, "seen": [], "tags": {}})
     state = make_state(kvs, on_invalid="reset")
     assert (await state.initialize()).pages_done == 2
-    assert [info.key for info in await kvs.list_keys()] == [KEY]
+    assert await state_keys(kvs) == [KEY]
     await state.teardown()
 
 
@@ -175,7 +176,7 @@ async def test_null_record_loads_as_default(kvs: KeyValueStore, raw: bytes, cont
         default_state=Progress(seen=["default"]), persist_state_key=KEY, key_value_store=kvs, event_manager=manager
     )
     assert await state.initialize() == Progress(seen=["default"])
-    assert [info.key for info in await kvs.list_keys()] == [KEY]  # no backup: nothing was wrong
+    assert await state_keys(kvs) == [KEY]  # no backup: nothing was wrong
     await emit_persist_state(manager)
     assert await kvs.get_value(KEY) == {"pagesDone": 0, "seen": ["default"], "tags": {}}
     await state.teardown()

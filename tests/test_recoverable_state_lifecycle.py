@@ -399,13 +399,15 @@ async def test_reset_deletes_the_record(storage_kind: str, storage_client: Stora
     assert state.current_value == default
     assert state.current_value is not default
 
-    # A program starting now starts from the default, not from the state saved before the reset.
+    # A program starting now starts from the default, not from the state saved before the reset
+    # (it only looks: without a lease of its own, as `state` still owns the state).
     restarted = reopened_storage_client(storage_kind, storage_client, tmp_path)
     other = RecoverableState(
         default_state=default,
         persist_state_key=KEY,
         key_value_store=await KeyValueStore.open(name=STORE_NAME, storage_client=restarted),
         persistence_enabled="explicit_only",
+        lease_ttl=None,
     )
     assert await other.initialize() == default
 

@@ -296,9 +296,14 @@ async def test_failing_teardown_save_raises(storage_client: StorageClient) -> No
     client.failing_writes = 1
     with pytest.raises(StorageBackendError):
         await state.teardown()
-    assert not state.is_initialized
+    # Nothing is given up: still initialized, listening and owning the state, so a retry can save it.
+    assert state.is_initialized
     assert state.current_value.pages_done == 1
-    assert not shared.active  # released even though the save failed
+    assert shared.active
+    await state.teardown()
+    assert not state.is_initialized
+    assert await kvs.get_value(KEY) == {"pagesDone": 1, "seen": [], "tags": {}}
+    assert not shared.active
 
 
 async def test_load_timeout(storage_client: StorageClient) -> None:

@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import override
 
+from recoverable._ownership import LEASE_SUFFIX
 from recoverable.errors import StorageBackendError
 from recoverable.events import Event, EventManager, EventPersistStateData
 from recoverable.storages import (
@@ -99,8 +100,8 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
     """A real store client, plus counted writes, writes that fail on purpose and stalled reads or writes.
 
     Attributes:
-        set_calls: How many times `set_record` was called (failed calls included).
-        failing_writes: How many of the next `set_record` calls fail with `StorageBackendError`.
+        set_calls: How many times `set_record` was called for anything but a lease (failed calls included).
+        failing_writes: How many of the next `set_record` calls (leases aside) fail with `StorageBackendError`.
         get_delay: Seconds each `get_record` sleeps before reading.
         set_delay: Seconds each `set_record` sleeps before writing.
     """
@@ -136,6 +137,11 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        if key.endswith(LEASE_SUFFIX):
+            # The state's ownership lease is bookkeeping of its own, not a save of the state.
+            return await self.inner.set_record(
+                key=key, value=value, content_type=content_type, if_version=if_version, if_absent=if_absent
+            )
         self.set_calls += 1
         if self.failing_writes > 0:
             self.failing_writes -= 1
@@ -211,3 +217,8 @@ async def open_instrumented_store(
     client = kvs.client
     assert isinstance(client, InstrumentedKeyValueStoreClient)
     return kvs, client
+
+
+async def state_keys(kvs: KeyValueStore) -> list[str]:
+    """The keys of `kvs`, leaving out the ownership leases of open states."""
+    return [info.key for info in await kvs.list_keys() if not info.key.endswith(LEASE_SUFFIX)]

@@ -1,0 +1,299 @@
+"""One owner per state: a lease record next to the state, renewed by its owner, taken with conditional writes.
+
+The lease of the state saved under `KEY` is the JSON record `KEY.lease` in the same store:
+
+```json
+{"owner": "<random id>", "pid": 1234, "host": "crawler-7", "token": 3,
+ "acquiredAt": "...", "expiresAt": "..."}
+```
+
+- Taking a free lease is a write with `if_absent=True`; taking an expired one (or one whose owner process
+  is gone from this host) is a write with `if_version=` the version read. Two processes racing for it
+  cannot both win: the storage client's conditional write decides.
+- The owner renews it every third of its time to live with `if_version=` its own last version; a renewal
+  that conflicts means someone else took the lease: ownership is lost and the state stops saving.
+- `token` (the fencing token) grows by one at each change of owner. A new owner also rewrites the state
+  record once, conditionally, right after taking the lease, so a write by the previous owner that is
+  still in flight either lands before (and is loaded) or is refused after (its version no longer matches).
+  Every later save of the state is conditional on the version the owner last wrote.
+
+Expiry compares wall clocks; machines sharing a store need clocks synchronised to well under the time to live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recoverable.errors import StateOwnershipError, StateTimeoutError, VersionConflictError
+from recoverable.storages._serialization import JSON
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Awaitable
+
+    from recoverable.storages import KeyValueStore
+
+__all__ = ["DEFAULT_LEASE_TTL", "LEASE_SUFFIX", "LeaseRecord", "StateLease"]
+
+LEASE_SUFFIX = ".lease"
+
+DEFAULT_LEASE_TTL = timedelta(seconds=30)
+"""How long a state's lease lives without renewal unless `lease_ttl=` says otherwise."""
+
+OnOwned = Literal["fail", "wait"]
+_T = TypeVar("_T")
+_WAIT_POLL_SECS = 0.5
+
+
+class LeaseRecord(BaseModel):
+    """The JSON of a lease record."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    owner: str
+    pid: int
+    host: str
+    token: int = 1
+    acquired_at: datetime = Field(alias="acquiredAt")
+    expires_at: datetime = Field(alias="expiresAt")
+
+    def describe(self) -> str:
+        """A human description of the owner, for messages."""
+        return (
+            f"process {self.pid} on host {self.host!r} (owner {self.owner}, fencing token {self.token}, "
+            f"lease expires {self.expires_at.isoformat(timespec='seconds')})"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StateLease:
+    """The lease of one state: acquire, renew in the background, release.
+
+    Args:
+        store: The store holding the state and its lease.
+        state_key: The key of the state record; the lease is `state_key + ".lease"`.
+        ttl: How long a lease lives without renewal.
+        on_owned: What to do when another live process holds the lease: "fail" at once with
+            `StateOwnershipError`, or "wait" until it is released or expires (then take it over).
+        wait_timeout: Longest to wait with on_owned="wait"; None waits as long as it takes.
+        op_timeout: Longest a single read or write of the lease may take (`StateTimeoutError` after).
+        logger: Where to log takeovers and lost leases.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: KeyValueStore,
+        state_key: str,
+        ttl: timedelta,
+        on_owned: OnOwned,
+        wait_timeout: timedelta | None,
+        op_timeout: timedelta,
+        logger: logging.Logger,
+    ) -> None:
+        self._store = store
+        self.key = state_key + LEASE_SUFFIX
+        self._ttl = ttl
+        self._on_owned = on_owned
+        self._wait_timeout = wait_timeout
+        self._op_timeout = op_timeout
+        self._log = logger
+        self._owner = secrets.token_hex(8)
+        self._host = socket.gethostname()
+        self._record: LeaseRecord | None = None
+        self._version: str | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._lost: str | None = None
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the lease held, or None."""
+        return self._record.token if self._record else None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lease and has not learnt it lost it."""
+        return self._record is not None and self._lost is None
+
+    def ensure_valid(self) -> None:
+        """Raise `StateOwnershipError` unless this process may write the state now.
+
+        It may not when the lease was lost, or when it is about to expire because renewals failed: past
+        its expiry another process may take it over and must find no write of ours landing after that.
+        """
+        if self._lost is not None:
+            raise StateOwnershipError(self._lost)
+        if self._record is None:
+            raise StateOwnershipError(f"this process does not hold the lease {self.key!r}")
+        margin = self._ttl / 10
+        if self._record.expires_at - datetime.now(UTC) < margin:
+            raise StateOwnershipError(
+                f"the lease {self.key!r} in store {self._store.label!r} expires at "
+                f"{self._record.expires_at.isoformat(timespec='seconds')} and could not be renewed (see the log); "
+                "not saving, so that a process taking it over never sees a late write"
+            )
+
+    def _new_record(self, token: int) -> LeaseRecord:
+        now = datetime.now(UTC)
+        return LeaseRecord(
+            owner=self._owner,
+            pid=os.getpid(),
+            host=self._host,
+            token=token,
+            acquired_at=now,
+            expires_at=now + self._ttl,
+        )
+
+    async def _io(self, what: str, work: Awaitable[_T]) -> _T:
+        try:
+            async with asyncio.timeout(self._op_timeout.total_seconds()):
+                return await work
+        except TimeoutError:
+            raise StateTimeoutError(
+                f"{what} the lease {self.key!r} in store {self._store.label!r} took longer than "
+                f"{self._op_timeout.total_seconds():g} s; check the storage backend, or raise the timeout "
+                "(timeout= or RECOVERABLE_STATE_TIMEOUT_SECS)"
+            ) from None
+
+    def _encode(self, record: LeaseRecord) -> bytes:
+        return record.model_dump_json(by_alias=True, indent=2).encode()
+
+    async def _read(self) -> tuple[LeaseRecord | None, str | None]:
+        stored = await self._io("loading", self._store.client.get_record(key=self.key))
+        if stored is None:
+            return None, None
+        try:
+            return LeaseRecord.model_validate_json(stored.value), stored.version
+        except ValidationError:
+            self._log.warning(
+                "lease record %r of store %r is damaged; treating it as expired", self.key, self._store.label
+            )
+            return None, stored.version
+
+    def _is_free(self, record: LeaseRecord | None) -> bool:
+        if record is None:
+            return True
+        if record.expires_at <= datetime.now(UTC):
+            return True
+        # Same host, process gone: a crash left the lease behind; no need to wait for it to expire.
+        return record.host == self._host and record.pid != os.getpid() and not _pid_alive(record.pid)
+
+    async def acquire(self) -> None:
+        """Take the lease, or fail / wait as `on_owned` says.
+
+        Raises:
+            StateOwnershipError: Another live process holds the lease (on_owned="fail"), or it did not
+                free it within `wait_timeout`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if self._wait_timeout is None else loop.time() + self._wait_timeout.total_seconds()
+        while True:
+            current, version = await self._read()
+            if self._is_free(current):
+                token = (current.token + 1) if current else 1
+                record = self._new_record(token)
+                try:
+                    self._version = await self._io(
+                        "taking",
+                        self._store.client.set_record(
+                            key=self.key,
+                            value=self._encode(record),
+                            content_type=JSON,
+                            if_version=version,
+                            if_absent=version is None,
+                        ),
+                    )
+                except VersionConflictError:
+                    continue  # someone else moved first: look again
+                if current is not None:
+                    self._log.warning(
+                        "took over the lease of state %r in store %r from %s",
+                        self.key,
+                        self._store.label,
+                        current.describe(),
+                    )
+                self._record = record
+                self._lost = None
+                self._renewer = asyncio.create_task(self._renew_loop(), name=f"renew lease {self.key}")
+                return
+            assert current is not None  # noqa: S101 - _is_free(None) is True
+            message = (
+                f"state lease {self.key!r} in store {self._store.label!r} is held by {current.describe()}. Stop "
+                "that process, wait for its lease to expire, or open the state with on_owned='wait'"
+            )
+            if self._on_owned == "fail":
+                raise StateOwnershipError(message, owner=current.describe())
+            remaining = current.expires_at - datetime.now(UTC)
+            # Look again soon: the owner may release the lease long before it expires.
+            pause = min(max(remaining.total_seconds(), 0.05), self._ttl.total_seconds() / 3, _WAIT_POLL_SECS)
+            if deadline is not None:
+                if loop.time() >= deadline:
+                    raise StateOwnershipError(
+                        f"gave up waiting after {self._wait_timeout}: {message}", owner=current.describe()
+                    )
+                pause = min(pause, max(deadline - loop.time(), 0.0))
+            self._log.info("waiting for the lease of state %r held by %s", self.key, current.describe())
+            await asyncio.sleep(pause)
+
+    async def renew(self) -> None:
+        """Extend the lease now. On conflict the lease is marked lost (see `check`)."""
+        if self._record is None or self._lost is not None:
+            return
+        record = self._record.model_copy(update={"expires_at": datetime.now(UTC) + self._ttl})
+        try:
+            self._version = await self._io(
+                "renewing",
+                self._store.client.set_record(
+                    key=self.key, value=self._encode(record), content_type=JSON, if_version=self._version
+                ),
+            )
+        except VersionConflictError:
+            current, _ = await self._read()
+            owner = current.describe() if current else "nobody (the lease was deleted)"
+            self.lose(f"lost the lease of state {self.key!r} in store {self._store.label!r}: it is now held by {owner}")
+            return
+        self._record = record
+
+    def lose(self, reason: str) -> None:
+        """Mark the lease lost: the state must stop saving."""
+        if self._lost is None:
+            self._lost = reason + "; this process no longer saves the state"
+            self._log.error("%s", self._lost)
+
+    async def _renew_loop(self) -> None:
+        period = self._ttl.total_seconds() / 3
+        while self._lost is None:
+            await asyncio.sleep(period)
+            try:
+                await self.renew()
+            except Exception:  # noqa: BLE001 - a failed renewal is retried; the lease lives on until it expires
+                self._log.exception("renewing the lease %r failed; retrying in %.1f s", self.key, period)
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        if self._record is not None and self._lost is None:
+            with contextlib.suppress(VersionConflictError):
+                await self._io("releasing", self._store.client.delete_record(key=self.key, if_version=self._version))
+        self._record = None

@@ -1,0 +1,256 @@
+"""One owner per state, within one process: the lease is taken, renewed, waited for, taken over, lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from pydantic import BaseModel
+
+from recoverable import (
+    EventManager,
+    FileSystemStorageClient,
+    KeyValueStore,
+    MemoryStorageClient,
+    RecoverableState,
+    StateOwnershipError,
+)
+from recoverable._ownership import LEASE_SUFFIX, LeaseRecord
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from recoverable.storages import StorageClient
+
+KEY = "CRAWL"
+LEASE = KEY + LEASE_SUFFIX
+
+
+class Progress(BaseModel):
+    done: int = 0
+
+
+@pytest.fixture(params=["memory", "file_system"])
+async def kvs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyValueStore]:
+    client: StorageClient = (
+        MemoryStorageClient() if request.param == "memory" else FileSystemStorageClient(storage_dir=tmp_path)
+    )
+    async with client:
+        yield await KeyValueStore.open(name="owned", storage_client=client)
+
+
+def make_state(kvs: KeyValueStore, **kwargs: object) -> RecoverableState[Progress]:
+    return RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=EventManager(persist_state_interval=timedelta(hours=1)),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def lease_of(kvs: KeyValueStore) -> LeaseRecord | None:
+    raw = await kvs.get_value(LEASE)
+    return None if raw is None else LeaseRecord.model_validate(raw)
+
+
+def stop_renewing(state: RecoverableState[Progress]) -> None:
+    """Make `state` behave like a process frozen in place: its lease is no longer renewed."""
+    lease = state._lease
+    assert lease is not None
+    assert lease._renewer is not None
+    lease._renewer.cancel()
+
+
+async def test_a_second_owner_fails_at_once_naming_the_first(kvs: KeyValueStore) -> None:
+    first = make_state(kvs)
+    await first.initialize()
+    second = make_state(kvs)
+    with pytest.raises(StateOwnershipError) as caught:
+        await second.initialize()
+    message = str(caught.value)
+    assert f"process {os.getpid()}" in message
+    assert socket.gethostname() in message
+    assert "on_owned='wait'" in message
+    assert caught.value.owner is not None
+    assert str(os.getpid()) in caught.value.owner
+    assert not second.is_initialized
+    await first.teardown()
+
+
+async def test_the_lease_is_a_record_beside_the_state_and_goes_at_teardown(kvs: KeyValueStore) -> None:
+    state = make_state(kvs)
+    await state.initialize()
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.pid == os.getpid()
+    assert lease.host == socket.gethostname()
+    assert lease.token == 1
+    assert lease.expires_at > datetime.now(UTC)
+    await state.teardown()
+    assert not await kvs.record_exists(LEASE)
+    # Free again: the next owner starts with no wait.
+    again = make_state(kvs)
+    await again.initialize()
+    await again.teardown()
+
+
+async def test_no_lease_when_lease_ttl_is_none(kvs: KeyValueStore) -> None:
+    state = make_state(kvs, lease_ttl=None)
+    other = make_state(kvs, lease_ttl=None)
+    await state.initialize()
+    await other.initialize()  # nothing stops a second one: the caller chose so
+    assert not await kvs.record_exists(LEASE)
+    await state.teardown()
+    await other.teardown()
+
+
+async def test_renewals_keep_the_lease_past_its_time_to_live(kvs: KeyValueStore) -> None:
+    state = make_state(kvs, lease_ttl=timedelta(milliseconds=300))
+    await state.initialize()
+    first_expiry = (await lease_of(kvs)).expires_at  # type: ignore[union-attr]
+    await asyncio.sleep(0.9)
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.expires_at > first_expiry
+    with pytest.raises(StateOwnershipError):
+        await make_state(kvs).initialize()
+    await state.teardown()
+
+
+async def test_waiting_for_the_lease_gets_the_state_its_owner_saved_last(kvs: KeyValueStore) -> None:
+    first = make_state(kvs)
+    await first.initialize()
+    first.current_value.done = 41
+    waiter = make_state(kvs, on_owned="wait")
+    waiting = asyncio.create_task(waiter.initialize())
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    first.current_value.done = 42
+    await first.teardown()
+    loaded = await asyncio.wait_for(waiting, timeout=10)
+    assert loaded.done == 42
+    await waiter.teardown()
+
+
+async def test_waiting_gives_up_after_the_wait_timeout(kvs: KeyValueStore) -> None:
+    first = make_state(kvs)
+    await first.initialize()
+    waiter = make_state(kvs, on_owned="wait", lease_wait_timeout=timedelta(milliseconds=200))
+    with pytest.raises(StateOwnershipError, match="gave up waiting"):
+        await waiter.initialize()
+    await first.teardown()
+
+
+async def test_an_expired_lease_is_taken_over_and_the_stale_owner_cannot_write(
+    kvs: KeyValueStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    ttl = timedelta(milliseconds=300)
+    stale = make_state(kvs, lease_ttl=ttl)
+    await stale.initialize()
+    stale.current_value.done = 1
+    await stale.persist_state()
+    stop_renewing(stale)
+    await asyncio.sleep(0.4)
+
+    with caplog.at_level(logging.WARNING, logger="recoverable.state"):
+        new = make_state(kvs, lease_ttl=ttl)
+        assert (await new.initialize()).done == 1
+    assert "took over the lease" in caplog.text
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.token == 2  # the fencing token grows with each change of owner
+    new.current_value.done = 100
+    await new.persist_state()
+
+    stale.current_value.done = 2
+    with pytest.raises(StateOwnershipError):
+        await stale.persist_state()
+    assert await kvs.get_value(KEY) == {"done": 100}
+    await new.teardown()
+
+
+async def test_a_write_under_a_held_lease_by_someone_else_is_detected_not_overwritten(kvs: KeyValueStore) -> None:
+    state = make_state(kvs)
+    await state.initialize()
+    state.current_value.done = 1
+    await state.persist_state()
+    # Someone ignoring the lease writes the record (a second program started with lease_ttl=None, say).
+    await kvs.set_value(KEY, {"done": 500})
+    state.current_value.done = 2
+    with pytest.raises(StateOwnershipError, match="written by someone else"):
+        await state.persist_state()
+    assert await kvs.get_value(KEY) == {"done": 500}
+    # Ownership is given up: later saves are refused too, and teardown leaves the record alone.
+    with pytest.raises(StateOwnershipError):
+        await state.persist_state()
+    await state.teardown()
+    assert await kvs.get_value(KEY) == {"done": 500}
+
+
+async def test_a_lost_lease_is_logged_by_periodic_saves_never_raised(
+    kvs: KeyValueStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    async with manager:
+        state = RecoverableState(
+            default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=manager
+        )
+        await state.initialize()
+        await kvs.delete_value(LEASE)  # the lease vanished under the owner
+        await kvs.set_value(LEASE, {"gone": True})
+        lease = state._lease
+        assert lease is not None
+        await lease.renew()
+        state.current_value.done = 3
+        with caplog.at_level(logging.ERROR):
+            from recoverable import Event, EventPersistStateData  # noqa: PLC0415
+
+            manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
+            await manager.wait_for_all_listeners_to_complete()
+        assert "lost the lease" in caplog.text
+        assert await kvs.get_value(KEY) is None
+        await state.teardown()
+
+
+async def test_a_lease_left_by_a_dead_process_on_this_host_is_taken_at_once(kvs: KeyValueStore) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import os; print(os.getpid())", stdout=subprocess.PIPE
+    )
+    out, _ = await child.communicate()
+    dead_pid = int(out)
+    now = datetime.now(UTC)
+    left_behind = LeaseRecord(
+        owner="crashed",
+        pid=dead_pid,
+        host=socket.gethostname(),
+        token=7,
+        acquired_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+    await kvs.set_value(LEASE, left_behind.model_dump(mode="json", by_alias=True))
+    state = make_state(kvs)
+    await asyncio.wait_for(state.initialize(), timeout=5)
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.pid == os.getpid()
+    assert lease.token == 8
+    await state.teardown()
+
+
+async def test_a_live_owner_on_another_host_is_not_taken_over_before_expiry(kvs: KeyValueStore) -> None:
+    now = datetime.now(UTC)
+    elsewhere = LeaseRecord(
+        owner="remote", pid=1, host="another-host", acquired_at=now, expires_at=now + timedelta(hours=1)
+    )
+    await kvs.set_value(LEASE, elsewhere.model_dump(mode="json", by_alias=True))
+    with pytest.raises(StateOwnershipError, match="another-host"):
+        await make_state(kvs).initialize()
