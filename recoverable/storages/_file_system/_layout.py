@@ -11,7 +11,8 @@ key_value_stores/
   <store>/<key>.json             a record with content type application/json, its bytes as written
   <store>/<key>.txt              text/plain; charset=utf-8
   <store>/<key>.bin              application/octet-stream
-  <store>/<key>.ct~<type>        any other content type, percent-encoded after `ct~`
+  <store>/<key>.html, .csv, ...  the other types of the table `_EXTENSIONS` below
+  <store>/<key>.ct~<type>        any content type not in that table, percent-encoded after `ct~`
   <store>/.keys/<hash>           the full key of a record whose encoded key is too long for a file name
   <store>/.lock                  taken by writers (flock) so that conditional writes are atomic
 ```
