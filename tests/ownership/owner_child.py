@@ -1,0 +1,89 @@
+"""A program that owns a RecoverableState and saves it in a loop, for the two-process ownership tests.
+
+Usage: owner_child.py SPEC_JSON TTL_MS ON_OWNED
+
+SPEC_JSON names the storage client: {"kind": "file_system", "storage_dir": ...}, {"kind": "sql", "url": ...,
+"table_prefix": ...}, {"kind": "redis", "url": ..., "key_prefix": ...} or {"kind": "http", "base_url": ...,
+"token": ...}. It prints one line per event, flushed:
+
+- `OWNER <done>` once it holds the lease, with the counter it loaded;
+- `SAVED <done>` after each save that returned;
+- `REFUSED <json>` and exit 3 when another process holds the lease;
+- `LOST <message>` and exit 4 when a save is refused because another process took the state over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from recoverable import EventManager, KeyValueStore, RecoverableState, StateOwnershipError
+from recoverable.storages import FileSystemStorageClient, StorageClient
+
+KEY = "CRAWL"
+STORE = "owned"
+
+
+class Progress(BaseModel):
+    done: int = 0
+
+
+def build_client(spec: dict[str, Any]) -> StorageClient:
+    kind = spec["kind"]
+    if kind == "file_system":
+        return FileSystemStorageClient(storage_dir=spec["storage_dir"])
+    if kind == "sql":
+        from recoverable.storages import SqlStorageClient  # noqa: PLC0415
+
+        return SqlStorageClient(spec["url"], table_prefix=spec["table_prefix"])
+    if kind == "redis":
+        from recoverable.storages import RedisStorageClient  # noqa: PLC0415
+
+        return RedisStorageClient(spec["url"], key_prefix=spec["key_prefix"])
+    if kind == "http":
+        from recoverable.storages import HttpStorageClient  # noqa: PLC0415
+
+        return HttpStorageClient(base_url=spec["base_url"], token=spec["token"])
+    raise SystemExit(f"unknown storage client kind {kind!r}")
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
+    async with build_client(spec) as client:
+        kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        state = RecoverableState(
+            default_state=Progress(),
+            persist_state_key=KEY,
+            key_value_store=kvs,
+            event_manager=EventManager(persist_state_interval=timedelta(hours=1)),
+            lease_ttl=timedelta(milliseconds=ttl_ms),
+            on_owned="wait" if on_owned == "wait" else "fail",
+        )
+        try:
+            loaded = await state.initialize()
+        except StateOwnershipError as exc:
+            say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
+            return 3
+        say(f"OWNER {loaded.done}")
+        while True:
+            state.current_value.done += 1
+            try:
+                await state.persist_state()
+            except StateOwnershipError as exc:
+                say(f"LOST {exc}")
+                return 4
+            say(f"SAVED {state.current_value.done}")
+            await asyncio.sleep(0.1)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))

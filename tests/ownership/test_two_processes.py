@@ -1,0 +1,240 @@
+"""One owner per state, between two real processes, on every storage client that processes can share."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import services
+
+from recoverable import KeyValueStore
+from recoverable.storages import FileSystemStorageClient
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CHILD = Path(__file__).with_name("owner_child.py")
+WAIT_SECS = 30.0
+
+
+@dataclass
+class Owner:
+    """A running owner_child.py and the lines it printed."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def read_until(self, prefixes: tuple[str, ...], *, deadline_secs: float = WAIT_SECS) -> str:
+        """Read lines until one starts with one of `prefixes`; return it."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + deadline_secs
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if line.startswith(prefixes):
+                return line
+        stderr = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
+        pytest.fail(f"child never printed {prefixes}; printed {self.lines[-5:]}; stderr: {stderr[-2000:]}")
+
+    def last_saved(self) -> int:
+        saved = [int(line.split()[1]) for line in self.lines if line.startswith("SAVED ")]
+        assert saved, self.lines
+        return saved[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=WAIT_SECS)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def start_owner(spec: dict[str, Any], env: dict[str, str], *, ttl_ms: int, on_owned: str = "fail") -> Owner:
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), json.dumps(spec), str(ttl_ms), on_owned],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    return Owner(proc)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path, child_env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A real `recoverable serve` process over a file system backend."""
+    token = secrets.token_urlsafe(16)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recoverable.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--storage-dir",
+            str(tmp_path / "served"),
+            "--token",
+            token,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + WAIT_SECS
+    url = None
+    seen: list[str] = []
+    while time.monotonic() < deadline and url is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        for word in line.split():
+            if word.startswith("http://127.0.0.1:"):
+                url = word.rstrip(".,)")
+    if url is None:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        pytest.fail(f"recoverable serve did not say where it listens: {seen}")
+    yield {"kind": "http", "base_url": url, "token": token}
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=WAIT_SECS)
+    proc.stdout.close()
+
+
+@pytest.fixture(params=["file_system", "sqlite", "postgres", "redis", "http"])
+def spec(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    kind = request.param
+    if kind == "file_system":
+        return {"kind": "file_system", "storage_dir": str(tmp_path / "storage")}
+    if kind == "sqlite":
+        return {"kind": "sql", "url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}", "table_prefix": "own_"}
+    if kind == "postgres":
+        return {"kind": "sql", "url": services.postgres_url(), "table_prefix": services.sql_table_prefix(tmp_path)}
+    if kind == "redis":
+        return {"kind": "redis", "url": services.redis_url(), "key_prefix": services.redis_key_prefix(tmp_path)}
+    server: dict[str, Any] = request.getfixturevalue("http_server")
+    return server
+
+
+def test_a_second_process_learns_at_once_and_a_dead_owner_is_replaced(
+    spec: dict[str, Any], child_env: dict[str, str]
+) -> None:
+    first = start_owner(spec, child_env, ttl_ms=30_000)
+    second: Owner | None = None
+    try:
+        first.read_until(("OWNER",))
+        first.read_until(("SAVED",))
+
+        second = start_owner(spec, child_env, ttl_ms=30_000)
+        refused = second.read_until(("REFUSED", "OWNER"))
+        assert refused.startswith("REFUSED"), refused
+        details = json.loads(refused.removeprefix("REFUSED "))
+        assert f"process {first.proc.pid}" in details["owner"]
+        assert second.proc.wait(timeout=WAIT_SECS) == 3, second.proc.stderr.read() if second.proc.stderr else ""
+        assert first.proc.poll() is None  # the owner goes on undisturbed
+        first.read_until(("SAVED",))
+
+        first.proc.kill()  # a crash: the lease stays behind, its process is gone
+        first.proc.wait(timeout=WAIT_SECS)
+        last = first.last_saved()
+
+        third = start_owner(spec, child_env, ttl_ms=30_000)
+        try:
+            owner = third.read_until(("OWNER", "REFUSED"), deadline_secs=10)
+            assert owner.startswith("OWNER"), owner
+            assert int(owner.split()[1]) >= last
+        finally:
+            third.stop()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_frozen_owner_is_taken_over_and_its_late_saves_are_refused(
+    spec: dict[str, Any], child_env: dict[str, str], tmp_path: Path
+) -> None:
+    ttl_ms = 1500
+    stale = start_owner(spec, child_env, ttl_ms=ttl_ms)
+    new: Owner | None = None
+    try:
+        stale.read_until(("OWNER",))
+        stale.read_until(("SAVED",))
+        stale.read_until(("SAVED",))
+        stale.proc.send_signal(signal.SIGSTOP)  # frozen between two saves: no renewal, no write
+        stale_last = stale.last_saved()
+        time.sleep(ttl_ms / 1000 + 0.5)
+
+        new = start_owner(spec, child_env, ttl_ms=ttl_ms)
+        owner = new.read_until(("OWNER", "REFUSED"))
+        assert owner.startswith("OWNER"), owner
+        assert int(owner.split()[1]) >= stale_last
+        for _ in range(3):
+            new.read_until(("SAVED",))
+
+        stale.proc.send_signal(signal.SIGCONT)
+        lost = stale.read_until(("LOST",))
+        assert stale.proc.wait(timeout=WAIT_SECS) == 4, lost
+
+        new.read_until(("SAVED",))
+        new.proc.kill()
+        new.proc.wait(timeout=WAIT_SECS)
+        assert new.proc.stdout is not None
+        new.lines.extend(new.proc.stdout.read().splitlines())
+        new_last = new.last_saved()
+        saved = asyncio.run(_read_done(spec, tmp_path))
+        # The record holds the new owner's progress (its last save, or one more cut short before it could
+        # say so), never a late save of the frozen one, which could only be stale_last + 1.
+        assert saved in (new_last, new_last + 1)
+        assert saved > stale_last + 1
+    finally:
+        stale.stop()
+        if new is not None:
+            new.stop()
+
+
+async def _read_done(spec: dict[str, Any], tmp_path: Path) -> int:
+    from owner_child import KEY, STORE, build_client  # noqa: PLC0415
+
+    del tmp_path
+    async with build_client(spec) as client:
+        kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        value = await kvs.get_value(KEY)
+    assert isinstance(value, dict)
+    done = value["done"]
+    assert isinstance(done, int)
+    return done
+
+
+def test_the_file_system_lease_names_this_host(tmp_path: Path, child_env: dict[str, str]) -> None:
+    spec = {"kind": "file_system", "storage_dir": str(tmp_path / "storage")}
+    owner = start_owner(spec, child_env, ttl_ms=30_000)
+    try:
+        owner.read_until(("SAVED",))
+        lease_file = tmp_path / "storage" / "key_value_stores" / "owned" / "CRAWL.lease.json"
+        lease = json.loads(lease_file.read_text())
+        assert lease["pid"] == owner.proc.pid
+        assert lease["host"] == os.uname().nodename
+    finally:
+        owner.stop()
+    assert isinstance(FileSystemStorageClient, type)
