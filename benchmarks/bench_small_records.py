@@ -23,20 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from _files import bench_root, durable_write, filesystem_type, remove_bench_root
+
 from recoverable import FileSystemStorageClient, KeyValueStore
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.5
 
 
@@ -48,61 +45,7 @@ def record(i: int) -> dict[str, Any]:
 # --- where the files go -----------------------------------------------------------------------------
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the file system holding `path` (from /proc/mounts; 'unknown' elsewhere)."""
-    best, fs_type = "", "unknown"
-    resolved = str(path.resolve())
-    try:
-        with open("/proc/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                parts = line.split()
-                mount_point = parts[1].replace("\\040", " ")
-                inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) > len(best):
-                    best, fs_type = mount_point, parts[2]
-    except OSError:
-        pass
-    return fs_type
-
-
-def bench_root(given: Path | None) -> Path:
-    """The parent of the temporary folder: `--dir`, or `.bench-tmp/` in the repository."""
-    root = given if given is not None else REPO_ROOT / ".bench-tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def remove_bench_root(root: Path, work: Path, *, given: bool) -> None:
-    """Remove the temporary folder, and `.bench-tmp/` itself when this script made it and it is empty."""
-    shutil.rmtree(work, ignore_errors=True)
-    if not given:
-        with suppress(OSError):  # another run still uses it
-            root.rmdir()
-
-
 # --- the bare loops ---------------------------------------------------------------------------------
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def bare_write(folder: Path, name: str, data: bytes) -> None:
-    """Temp file, write, fsync, rename, fsync of the folder."""
-    temp = folder / f".tmp.{secrets.token_hex(8)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, folder / name)
-    fsync_dir(folder)
 
 
 def bare_read(folder: Path, name: str) -> object:
@@ -115,7 +58,7 @@ def bare_write_loop(folder: Path, ops: int, keys: int) -> float:
     """Seconds for `ops` bare writes over `keys` keys."""
     start = time.perf_counter()
     for i in range(ops):
-        bare_write(folder, f"key-{i % keys}.json", json.dumps(record(i)).encode())
+        durable_write(folder, f"key-{i % keys}.json", json.dumps(record(i)).encode())
     return time.perf_counter() - start
 
 
@@ -131,7 +74,7 @@ async def threaded_write_loop(folder: Path, ops: int, keys: int) -> float:
     """Seconds for `ops` bare writes, each in a worker thread."""
     start = time.perf_counter()
     for i in range(ops):
-        await asyncio.to_thread(bare_write, folder, f"key-{i % keys}.json", json.dumps(record(i)).encode())
+        await asyncio.to_thread(durable_write, folder, f"key-{i % keys}.json", json.dumps(record(i)).encode())
     return time.perf_counter() - start
 
 

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _files import bench_root, durable_write, filesystem_type, remove_bench_root
 from pydantic import BaseModel, Field
 
 from recoverable import FileSystemStorageClient, KeyValueStore, RecoverableState
@@ -41,7 +38,6 @@ from recoverable import FileSystemStorageClient, KeyValueStore, RecoverableState
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_KEY = "BENCH_STATE"
 PERSIST_TARGET = 1.5
 LOAD_TARGET = 1.3
@@ -63,63 +59,7 @@ def make_state(entries: int) -> BenchState:
 # --- where the files go -----------------------------------------------------------------------------
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the file system holding `path` (from /proc/mounts; 'unknown' elsewhere)."""
-    best, fs_type = "", "unknown"
-    resolved = str(path.resolve())
-    try:
-        with open("/proc/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                parts = line.split()
-                mount_point = parts[1].replace("\\040", " ")
-                inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) > len(best):
-                    best, fs_type = mount_point, parts[2]
-    except OSError:
-        pass
-    return fs_type
-
-
-def bench_root(given: Path | None) -> Path:
-    """The parent of the temporary folder: `--dir`, or `.bench-tmp/` in the repository."""
-    root = given if given is not None else REPO_ROOT / ".bench-tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def remove_bench_root(root: Path, work: Path, *, given: bool) -> None:
-    """Remove the temporary folder, and `.bench-tmp/` itself when this script made it and it is empty."""
-    shutil.rmtree(work, ignore_errors=True)
-    if not given:
-        with suppress(OSError):  # another run still uses it
-            root.rmdir()
-
-
 # --- the floor --------------------------------------------------------------------------------------
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def durable_write(folder: Path, name: str, data: bytes) -> None:
-    """Temp file, write, fsync, rename, fsync of the folder: the least an all-or-nothing durable write does."""
-    temp = folder / f".tmp.{secrets.token_hex(8)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, folder / name)
-    fsync_dir(folder)
 
 
 def floor_persist(model: BenchState, folder: Path) -> None:
@@ -227,6 +167,7 @@ async def measure_load(
         elapsed = time.perf_counter() - start
         if len(fresh.current_value.entries) != entries:
             raise RuntimeError("the loaded state is not the saved one")
+        await fresh.teardown()  # untimed: gives the state's lease back for the next one
         return elapsed
 
     load_times: list[float] = []

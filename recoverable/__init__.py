@@ -16,6 +16,8 @@ async with LocalEventManager() as events:
 ```
 """
 
+from typing import TYPE_CHECKING
+
 from recoverable._recoverable_state import RecoverableState
 from recoverable.configuration import Configuration
 from recoverable.errors import (
@@ -46,14 +48,20 @@ from recoverable.events import (
     EventPersistStateData,
     EventSystemInfoData,
     LocalEventManager,
+    PlatformEventManager,
 )
 from recoverable.storages import (
     FileSystemStorageClient,
+    HttpStorageClient,
     KeyValueStore,
     KeyValueStoreClient,
     MemoryStorageClient,
     StorageClient,
 )
+
+if TYPE_CHECKING:
+    # Imported on first use by __getattr__ below, so that `import recoverable` never needs redis or SQLAlchemy.
+    from recoverable.storages import RedisStorageClient, SqlStorageClient
 
 __version__ = "0.1.0"
 
@@ -69,6 +77,7 @@ __all__ = [
     "EventPersistStateData",
     "EventSystemInfoData",
     "FileSystemStorageClient",
+    "HttpStorageClient",
     "InvalidKeyError",
     "InvalidStoreNameError",
     "KeyValueStore",
@@ -76,10 +85,13 @@ __all__ = [
     "LocalEventManager",
     "MemoryStorageClient",
     "MissingDependencyError",
+    "PlatformEventManager",
     "RecordNotFoundError",
     "RecoverableError",
     "RecoverableState",
+    "RedisStorageClient",
     "SerializationError",
+    "SqlStorageClient",
     "StateError",
     "StateNotInitializedError",
     "StateOwnershipError",
@@ -92,3 +104,12 @@ __all__ = [
     "VersionConflictError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the optional storage clients on first use; a missing package raises MissingDependencyError."""
+    if name in {"RedisStorageClient", "SqlStorageClient"}:
+        from recoverable import storages  # noqa: PLC0415
+
+        return getattr(storages, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

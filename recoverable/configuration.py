@@ -3,7 +3,13 @@
 | variable | default | meaning |
 |---|---|---|
 | `RECOVERABLE_STORAGE_DIR` | `./storage` | root folder of the file system storage client |
-| `RECOVERABLE_STORAGE_CLIENT` | `file_system` | storage client built when none is passed: `file_system` or `memory` |
+| `RECOVERABLE_STORAGE_CLIENT` | `file_system` | default client: `file_system`, `memory`, `redis`, `sql` or `http` |
+| `RECOVERABLE_REDIS_URL` | none | server of the Redis storage client, e.g. `redis://localhost:6379/0` |
+| `RECOVERABLE_SQL_URL` | none | database of the SQL storage client, e.g. `sqlite+aiosqlite:///state.db` |
+| `RECOVERABLE_HTTP_URL` | none | server of the HTTP storage client, e.g. `http://10.0.0.5:8321` |
+| `RECOVERABLE_HTTP_TOKEN` | none | bearer token the HTTP storage client sends, and `recoverable serve` requires |
+| `RECOVERABLE_HTTP_TIMEOUT_SECS` | `30` | longest the HTTP storage client waits on the network per attempt |
+| `ACTOR_EVENTS_WEBSOCKET_URL` | none | the platform's event websocket, read by `PlatformEventManager` |
 | `RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS` | `60000` | period of PERSIST_STATE events of `LocalEventManager` |
 | `RECOVERABLE_SYSTEM_INFO_INTERVAL_MILLIS` | `60000` | period of SYSTEM_INFO events of `LocalEventManager` |
 | `RECOVERABLE_STATE_TIMEOUT_SECS` | `60` | longest a state load or save may take before it fails |
@@ -18,7 +24,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,7 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Configuration"]
 
-StorageClientName = Literal["file_system", "memory"]
+StorageClientName = Literal["file_system", "memory", "redis", "sql", "http"]
+
+_URL_SETTINGS = {"RECOVERABLE_REDIS_URL": "redis_url", "RECOVERABLE_SQL_URL": "sql_url"}
 
 
 class Configuration(BaseModel):
@@ -46,6 +54,24 @@ class Configuration(BaseModel):
 
     storage_client: StorageClientName = "file_system"
     """Storage client built when a store is opened without one."""
+
+    redis_url: str | None = None
+    """Server of the Redis storage client (`RECOVERABLE_REDIS_URL`)."""
+
+    sql_url: str | None = None
+    """Database of the SQL storage client (`RECOVERABLE_SQL_URL`)."""
+
+    http_url: str | None = None
+    """Server of the HTTP storage client (`RECOVERABLE_HTTP_URL`)."""
+
+    http_token: str | None = Field(default=None, repr=False)
+    """Bearer token of the HTTP storage client and of `recoverable serve` (`RECOVERABLE_HTTP_TOKEN`)."""
+
+    http_timeout: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
+    """Longest the HTTP storage client waits on the network per attempt (`RECOVERABLE_HTTP_TIMEOUT_SECS`)."""
+
+    events_websocket_url: str | None = None
+    """The platform's event websocket, for `PlatformEventManager` (`ACTOR_EVENTS_WEBSOCKET_URL`)."""
 
     persist_state_interval: timedelta = Field(default=timedelta(seconds=60), gt=timedelta(0))
     """How often `LocalEventManager` emits PERSIST_STATE."""
@@ -72,6 +98,8 @@ class Configuration(BaseModel):
             values["storage_dir"] = Path(dir_)
         if client := env.get("RECOVERABLE_STORAGE_CLIENT"):
             values["storage_client"] = _storage_client_name(client)
+        values.update({field: env[var] for var, field in _URL_SETTINGS.items() if env.get(var)})
+        values.update(_http_settings(env))
         for var in (
             "RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS",
             "CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS",
@@ -83,14 +111,7 @@ class Configuration(BaseModel):
         if "RECOVERABLE_SYSTEM_INFO_INTERVAL_MILLIS" in env:
             values["system_info_interval"] = _positive_millis(env, "RECOVERABLE_SYSTEM_INFO_INTERVAL_MILLIS")
         if "RECOVERABLE_STATE_TIMEOUT_SECS" in env:
-            raw = env["RECOVERABLE_STATE_TIMEOUT_SECS"]
-            try:
-                secs = float(raw)
-            except ValueError:
-                secs = -1.0
-            if not secs > 0:
-                raise ConfigurationError(f"RECOVERABLE_STATE_TIMEOUT_SECS={raw!r} is not a positive number of seconds")
-            values["state_timeout"] = timedelta(seconds=secs)
+            values["state_timeout"] = _positive_secs(env, "RECOVERABLE_STATE_TIMEOUT_SECS")
         try:
             return cls.model_validate(values)
         except ValidationError as exc:  # pragma: no cover - every field is checked above
@@ -98,13 +119,27 @@ class Configuration(BaseModel):
 
 
 def _storage_client_name(raw: str) -> StorageClientName:
-    if raw == "file_system":
-        return "file_system"
-    if raw == "memory":
-        return "memory"
+    names: tuple[StorageClientName, ...] = get_args(StorageClientName)
+    for name in names:
+        if raw == name:
+            return name
     raise ConfigurationError(
-        f"RECOVERABLE_STORAGE_CLIENT={raw!r} is not a storage client: use 'file_system' or 'memory'"
+        f"RECOVERABLE_STORAGE_CLIENT={raw!r} is not a storage client: use one of {', '.join(map(repr, names))}"
     )
+
+
+def _http_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """The settings of the HTTP storage client and of `PlatformEventManager`."""
+    values: dict[str, object] = {}
+    if http_url := env.get("RECOVERABLE_HTTP_URL"):
+        values["http_url"] = http_url
+    if http_token := env.get("RECOVERABLE_HTTP_TOKEN"):
+        values["http_token"] = http_token
+    if "RECOVERABLE_HTTP_TIMEOUT_SECS" in env:
+        values["http_timeout"] = _positive_secs(env, "RECOVERABLE_HTTP_TIMEOUT_SECS")
+    if events_url := env.get("ACTOR_EVENTS_WEBSOCKET_URL"):
+        values["events_websocket_url"] = events_url
+    return values
 
 
 def _positive_secs(env: Mapping[str, str], var: str) -> timedelta:

@@ -112,6 +112,28 @@ class VersionConflictError(StorageError):
         self.expected = expected
         self.actual = actual
 
+    @classmethod
+    def for_record(cls, *, store: str, key: str, expected: str | None, actual: str | None) -> VersionConflictError:
+        """The error of a write whose condition failed, worded the same by every storage client.
+
+        Args:
+            store: The name or id of the store.
+            key: The record key.
+            expected: The version the write required; None when it required the record to be absent.
+            actual: The version found; None when there is no record.
+        """
+        if expected is None:
+            reason = f"already exists (version {actual}); it was required to be absent"
+        else:
+            reason = f"has version {actual}, not {expected}: someone else wrote it in between; read it again and retry"
+        return cls(
+            f"record {key!r} of key-value store {store!r} {reason}",
+            store=store,
+            key=key,
+            expected=expected,
+            actual=actual,
+        )
+
 
 class SerializationError(StorageError, TypeError):
     """A value cannot be serialised to bytes for its content type; nothing was written."""

@@ -11,7 +11,7 @@ async with LocalEventManager() as events:
 ```
 
 Event names and payload JSON are those of the Apify platform; `parse_platform_message()` reads one
-message of its event websocket.
+message of its event websocket, and `PlatformEventManager` emits the events that websocket sends.
 """
 
 from recoverable.events._event import (
@@ -27,6 +27,7 @@ from recoverable.events._event import (
 )
 from recoverable.events._event_manager import EventListener, EventManager
 from recoverable.events._local_event_manager import LocalEventManager
+from recoverable.events._platform_event_manager import PlatformEventManager
 
 __all__ = [
     "Event",
@@ -39,6 +40,7 @@ __all__ = [
     "EventPersistStateData",
     "EventSystemInfoData",
     "LocalEventManager",
+    "PlatformEventManager",
     "event_data_model",
     "parse_platform_message",
 ]

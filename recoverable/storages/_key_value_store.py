@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, DeserializationError, StorageError
 from recoverable.storages._file_system import FileSystemStorageClient
+from recoverable.storages._http import HttpStorageClient
 from recoverable.storages._memory import MemoryStorageClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, Record
 from recoverable.storages._serialization import JSON, decode_value, encode_value
@@ -46,13 +47,24 @@ def _open_lock() -> asyncio.Lock:
 def default_storage_client(configuration: Configuration | None = None) -> StorageClient:
     """The storage client used when none is passed: one per configuration, built from it.
 
-    `RECOVERABLE_STORAGE_CLIENT` picks the kind (`file_system`, the default, or `memory`).
+    `RECOVERABLE_STORAGE_CLIENT` picks the kind (`file_system`, the default, `memory`, `redis` with
+    `RECOVERABLE_REDIS_URL`, `sql` with `RECOVERABLE_SQL_URL`, or `http` with `RECOVERABLE_HTTP_URL`).
     """
     configuration = configuration or Configuration.from_env()
     client = _default_clients.get(configuration)
     if client is None:
         if configuration.storage_client == "memory":
             client = MemoryStorageClient()
+        elif configuration.storage_client == "redis":
+            from recoverable.storages._redis import RedisStorageClient  # noqa: PLC0415 - redis is optional
+
+            client = RedisStorageClient(configuration=configuration)
+        elif configuration.storage_client == "sql":
+            from recoverable.storages._sql import SqlStorageClient  # noqa: PLC0415 - SQLAlchemy is optional
+
+            client = SqlStorageClient(configuration=configuration)
+        elif configuration.storage_client == "http":
+            client = HttpStorageClient(configuration=configuration)
         else:
             client = FileSystemStorageClient(configuration=configuration)
         _default_clients[configuration] = client

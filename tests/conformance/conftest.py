@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import services
+from conformance._http_server import http_storage_client
 
 from recoverable.storages import (
     FileSystemStorageClient,
@@ -39,9 +41,36 @@ async def _file_system(tmp_path: Path) -> StorageClient:
     return FileSystemStorageClient(storage_dir=tmp_path / "storage")
 
 
+async def _http(tmp_path: Path) -> StorageClient:
+    return http_storage_client(tmp_path)
+
+
+# Redis and PostgreSQL: one real server for the session (tests/services.py), a key or table prefix per test.
+async def _redis(tmp_path: Path) -> StorageClient:
+    from recoverable.storages import RedisStorageClient  # noqa: PLC0415 - an optional extra
+
+    return RedisStorageClient(services.redis_url(), key_prefix=services.redis_key_prefix(tmp_path))
+
+
+async def _sqlite(tmp_path: Path) -> StorageClient:
+    from recoverable.storages import SqlStorageClient  # noqa: PLC0415 - an optional extra
+
+    return SqlStorageClient(f"sqlite+aiosqlite:///{tmp_path / 'recoverable.db'}")
+
+
+async def _postgres(tmp_path: Path) -> StorageClient:
+    from recoverable.storages import SqlStorageClient  # noqa: PLC0415 - an optional extra
+
+    return SqlStorageClient(services.postgres_url(), table_prefix=services.sql_table_prefix(tmp_path))
+
+
 STORAGE_CLIENTS: dict[str, Factory] = {
     "memory": _memory,
     "file_system": _file_system,
+    "http": _http,
+    "redis": _redis,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 

@@ -13,6 +13,7 @@ PUBLIC = {
     "EventPersistStateData",
     "EventSystemInfoData",
     "LocalEventManager",
+    "PlatformEventManager",
     "event_data_model",
     "parse_platform_message",
 }

@@ -429,23 +429,9 @@ class StoreDir:
             except FileNotFoundError:
                 entry = None
         if if_absent and actual is not None:
-            raise VersionConflictError(
-                f"record {key!r} of key-value store {self.label!r} already exists (version {actual}); "
-                "it was required to be absent",
-                store=self.label,
-                key=key,
-                expected=None,
-                actual=actual,
-            )
+            raise VersionConflictError.for_record(store=self.label, key=key, expected=None, actual=actual)
         if if_version is not None and actual != if_version:
-            raise VersionConflictError(
-                f"record {key!r} of key-value store {self.label!r} has version {actual}, not {if_version}: "
-                "someone else wrote it in between; read it again and retry",
-                store=self.label,
-                key=key,
-                expected=if_version,
-                actual=actual,
-            )
+            raise VersionConflictError.for_record(store=self.label, key=key, expected=if_version, actual=actual)
         return stat
 
     def write(

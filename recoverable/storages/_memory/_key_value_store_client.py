@@ -58,23 +58,9 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         current = self._records.get(key)
         actual = current.version if current else None
         if if_absent and current is not None:
-            raise VersionConflictError(
-                f"record {key!r} of store {self._label()!r} already exists (version {actual}); "
-                "it was required to be absent",
-                store=self._label(),
-                key=key,
-                expected=None,
-                actual=actual,
-            )
+            raise VersionConflictError.for_record(store=self._label(), key=key, expected=None, actual=actual)
         if if_version is not None and actual != if_version:
-            raise VersionConflictError(
-                f"record {key!r} of store {self._label()!r} has version {actual}, not {if_version}: "
-                "someone else wrote it in between; read it again and retry",
-                store=self._label(),
-                key=key,
-                expected=if_version,
-                actual=actual,
-            )
+            raise VersionConflictError.for_record(store=self._label(), key=key, expected=if_version, actual=actual)
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:

@@ -1,0 +1,313 @@
+"""One key-value store reached over the key-value store API v2."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from typing_extensions import override
+
+from recoverable.errors import StorageError, StoreNotFoundError, VersionConflictError
+from recoverable.storages._base import KeyValueStoreClient
+from recoverable.storages._http._protocol import (
+    MAX_LIST_LIMIT,
+    content_hash_version,
+    etag_for,
+    parse_etag,
+    path_segment,
+)
+from recoverable.storages._http._transport import Target
+from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from recoverable.storages._http._transport import HttpTransport, Reply
+
+__all__ = ["HttpKeyValueStoreClient", "parse_metadata"]
+
+_OK = 200
+_CREATED = 201
+_NO_CONTENT = 204
+_NOT_FOUND = 404
+_PRECONDITION_FAILED = 412
+_PURGE_CONCURRENCY = 16
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def parse_metadata(transport: HttpTransport, reply: Reply, *, target: Target, action: str) -> KeyValueStoreMetadata:
+    """Read the store object of a `{"data": store}` answer.
+
+    Raises:
+        StorageBackendError: The answer is not a store object.
+    """
+    try:
+        return KeyValueStoreMetadata.model_validate(reply.data())
+    except (ValueError, ValidationError) as exc:
+        raise transport.bad_answer(reply, target=target, action=action, problem=f"no store object ({exc})") from exc
+
+
+class HttpKeyValueStoreClient(KeyValueStoreClient):
+    """A store on a key-value store API v2 server: `recoverable serve`, or the Apify platform.
+
+    Every method is one request (two when a 404 must tell a missing record from a missing store), except
+    `iterate_keys` (one per thousand keys) and `purge` (which lists the keys and deletes them one by one,
+    as the API has no call for it).
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: HttpTransport,
+        metadata: KeyValueStoreMetadata,
+        on_drop: Callable[[HttpKeyValueStoreClient], Awaitable[None]] | None = None,
+    ) -> None:
+        self._transport = transport
+        self._id = metadata.id
+        self._label = metadata.name or metadata.id
+        self._path = f"key-value-stores/{path_segment(metadata.id)}"
+        self._on_drop = on_drop
+        self._dropped = False
+
+    @property
+    def store_id(self) -> str:
+        """The id of the store."""
+        return self._id
+
+    def _target(self, key: str | None = None) -> Target:
+        return Target(store=self._label, key=key)
+
+    def _record_path(self, key: str) -> str:
+        return f"{self._path}/records/{path_segment(key)}"
+
+    def _check_alive(self) -> None:
+        if self._dropped:
+            raise StoreNotFoundError(f"key-value store {self._label!r} was dropped", store=self._label)
+
+    def _gone(self) -> StoreNotFoundError:
+        self._dropped = True
+        return StoreNotFoundError(
+            f"key-value store {self._label!r} no longer exists at {self._transport.base_url} (it was dropped)",
+            store=self._label,
+        )
+
+    async def _raise_unless_store_exists(self, key: str) -> None:
+        """After a 404 on a record: raise StoreNotFoundError when it was the store that is missing."""
+        reply = await self._transport.request("GET", self._path, target=self._target(key), action="check the store of")
+        if reply.status == _NOT_FOUND:
+            raise self._gone()
+        if reply.status != _OK:
+            raise self._transport.error(reply, target=self._target(key), action="check the store of")
+
+    @override
+    async def get_metadata(self) -> KeyValueStoreMetadata:
+        self._check_alive()
+        action = "read the metadata of"
+        reply = await self._transport.request("GET", self._path, target=self._target(), action=action)
+        if reply.status == _NOT_FOUND:
+            raise self._gone()
+        if reply.status != _OK:
+            raise self._transport.error(reply, target=self._target(), action=action)
+        return parse_metadata(self._transport, reply, target=self._target(), action=action)
+
+    @override
+    async def get_record(self, *, key: str) -> StoredRecord | None:
+        self._check_alive()
+        target = self._target(key)
+        reply = await self._transport.request(
+            "GET", self._record_path(key), target=target, action="read", params={"attachment": "true"}
+        )
+        if reply.status == _NOT_FOUND:
+            await self._raise_unless_store_exists(key)
+            return None
+        if reply.status != _OK:
+            raise self._transport.error(reply, target=target, action="read")
+        content_type = reply.headers.get("content-type") or _DEFAULT_CONTENT_TYPE
+        version = parse_etag(reply.headers.get("etag")) or content_hash_version(reply.content, content_type)
+        return StoredRecord(key=key, value=reply.content, content_type=content_type, version=version)
+
+    @override
+    async def record_exists(self, *, key: str) -> bool:
+        self._check_alive()
+        target = self._target(key)
+        reply = await self._transport.request("HEAD", self._record_path(key), target=target, action="check")
+        if reply.status == _NOT_FOUND:
+            await self._raise_unless_store_exists(key)
+            return False
+        if reply.status != _OK:
+            raise self._transport.error(reply, target=target, action="check")
+        return True
+
+    def _require_conditional_writes(self, key: str, what: str) -> None:
+        if self._transport.conditional_writes is False:
+            raise StorageError(
+                f"cannot {what} record {key!r} of key-value store {self._label!r} conditionally: the server at "
+                f"{self._transport.base_url} sends no ETag and does not honour If-Match (the Apify platform's "
+                "API does not), so the condition could not be checked and nothing was written. Write without "
+                "if_version / if_absent (RecoverableState: lease_ttl=None), or keep the store on a `recoverable serve` "
+                "server",
+                store=self._label,
+                key=key,
+            )
+
+    @override
+    async def set_record(
+        self,
+        *,
+        key: str,
+        value: bytes,
+        content_type: str,
+        if_version: str | None = None,
+        if_absent: bool = False,
+    ) -> str:
+        self._check_alive()
+        target = self._target(key)
+        headers = {"Content-Type": content_type}
+        if if_version is not None or if_absent:
+            self._require_conditional_writes(key, "write")
+            if if_version is not None:
+                headers["If-Match"] = etag_for(if_version)
+            if if_absent:
+                headers["If-None-Match"] = "*"
+        value = bytes(value)
+        reply = await self._transport.request(
+            "PUT", self._record_path(key), target=target, action="write", content=value, headers=headers, compress=True
+        )
+        if reply.status in (_OK, _CREATED, _NO_CONTENT):
+            return parse_etag(reply.headers.get("etag")) or content_hash_version(value, content_type)
+        if reply.status == _PRECONDITION_FAILED:
+            if reply.retried_after_send:
+                # An earlier attempt may have written the record and lost its answer; then the condition
+                # failed against our own write, which is a success.
+                current = await self.get_record(key=key)
+                if current is not None and (current.value, current.content_type) == (value, content_type):
+                    return current.version
+            raise self._conflict(reply, key, if_version)
+        if reply.status == _NOT_FOUND:
+            raise self._gone()
+        raise self._transport.error(reply, target=target, action="write")
+
+    def _conflict(self, reply: Reply, key: str, if_version: str | None) -> VersionConflictError:
+        actual = parse_etag(reply.headers.get("etag"))
+        return VersionConflictError.for_record(store=self._label, key=key, expected=if_version, actual=actual)
+
+    @override
+    async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        self._check_alive()
+        target = self._target(key)
+        headers: dict[str, str] = {}
+        if if_version is not None:
+            self._require_conditional_writes(key, "delete")
+            headers["If-Match"] = etag_for(if_version)
+        reply = await self._transport.request(
+            "DELETE", self._record_path(key), target=target, action="delete", headers=headers
+        )
+        if reply.status in (_OK, _NO_CONTENT):
+            return True
+        if reply.status == _NOT_FOUND:
+            await self._raise_unless_store_exists(key)
+            return False
+        if reply.status == _PRECONDITION_FAILED:
+            if reply.retried_after_send and reply.headers.get("etag") is None:
+                # The record is gone: most likely deleted by an earlier attempt whose answer was lost.
+                return True
+            raise self._conflict(reply, key, if_version)
+        raise self._transport.error(reply, target=target, action="delete")
+
+    @override
+    async def iterate_keys(
+        self,
+        *,
+        exclusive_start_key: str | None = None,
+        limit: int | None = None,
+        prefix: str | None = None,
+    ) -> AsyncIterator[KeyInfo]:
+        self._check_alive()
+        cursor = exclusive_start_key
+        remaining = limit
+        while remaining is None or remaining > 0:
+            items, truncated, next_key = await self._key_page(
+                cursor, min(remaining, MAX_LIST_LIMIT) if remaining else MAX_LIST_LIMIT, prefix
+            )
+            if remaining is not None and len(items) > remaining:
+                items, truncated = items[:remaining], False
+            for info in items:
+                yield info
+            if remaining is not None:
+                remaining -= len(items)
+            next_key = next_key or (items[-1].key if items else None)
+            if not truncated or not items or next_key is None or next_key == cursor:
+                return
+            cursor = next_key
+
+    async def _key_page(
+        self, cursor: str | None, limit: int, prefix: str | None
+    ) -> tuple[list[KeyInfo], bool, str | None]:
+        """One page of the key listing: the keys, whether more follow, and the key to continue after."""
+        target = self._target()
+        action = "list the keys of"
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["exclusiveStartKey"] = cursor
+        if prefix:
+            params["prefix"] = prefix
+        reply = await self._transport.request("GET", f"{self._path}/keys", target=target, action=action, params=params)
+        if reply.status == _NOT_FOUND:
+            raise self._gone()
+        if reply.status != _OK:
+            raise self._transport.error(reply, target=target, action=action)
+        try:
+            return _key_page(reply.data())
+        except (ValueError, TypeError, KeyError) as exc:
+            raise self._transport.bad_answer(
+                reply, target=target, action=action, problem=f"no list of keys ({exc})"
+            ) from exc
+
+    @override
+    async def drop(self) -> None:
+        if self._dropped:
+            return
+        reply = await self._transport.request("DELETE", self._path, target=self._target(), action="drop")
+        if reply.status not in (_OK, _NO_CONTENT, _NOT_FOUND):
+            raise self._transport.error(reply, target=self._target(), action="drop")
+        self._dropped = True
+        if self._on_drop is not None:
+            await self._on_drop(self)
+
+    @override
+    async def purge(self) -> None:
+        self._check_alive()
+        keys = [info.key async for info in self.iterate_keys()]
+        semaphore = asyncio.Semaphore(_PURGE_CONCURRENCY)
+
+        async def delete(key: str) -> None:
+            async with semaphore:
+                reply = await self._transport.request(
+                    "DELETE", self._record_path(key), target=self._target(key), action="purge"
+                )
+            if reply.status not in (_OK, _NO_CONTENT, _NOT_FOUND):
+                raise self._transport.error(reply, target=self._target(key), action="purge")
+
+        await asyncio.gather(*(delete(key) for key in keys))
+
+
+def _key_page(data: Any) -> tuple[list[KeyInfo], bool, str | None]:
+    """The keys, `isTruncated` and `nextExclusiveStartKey` of a listing page.
+
+    Raises:
+        ValueError, TypeError, KeyError: The page does not have the API's shape.
+    """
+    if not isinstance(data, dict):
+        raise TypeError("the data is not an object")
+    raw_items = data["items"]
+    if not isinstance(raw_items, list):
+        raise TypeError("'items' is not a list")
+    items: list[KeyInfo] = []
+    for item in raw_items:
+        key, size = item["key"], item.get("size", 0)
+        if not isinstance(key, str) or isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"item {item!r} has no str key and int size")
+        items.append(KeyInfo(key=key, size=size))
+    next_key = data.get("nextExclusiveStartKey")
+    return items, bool(data.get("isTruncated")), next_key if isinstance(next_key, str) and next_key else None

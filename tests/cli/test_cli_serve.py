@@ -1,0 +1,235 @@
+"""`recoverable serve` as a real child process: readiness, auth, limits, refusals, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from recoverable.cli import main
+from recoverable.errors import StorageBackendError
+from recoverable.storages import FileSystemStorageClient, HttpStorageClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+TOKEN = secrets.token_urlsafe(16)
+JSON = "application/json"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Serve:
+    """A `recoverable serve` child process."""
+
+    def __init__(self, python: str, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [python, "-m", "recoverable.cli", "serve", "--port", str(self.port), *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, token: str | None = TOKEN) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"recoverable serve exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/v2/key-value-stores", headers=headers, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"recoverable serve did not answer within 30 s:\n{self.output()}")
+
+    def output(self) -> str:
+        if self.process.poll() is None:
+            self.process.kill()
+        out, _ = self.process.communicate(timeout=30)
+        return out
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def start(python: str, child_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., _Serve]]:
+    """`start(*args, env=...)` runs `recoverable serve --port <free> *args`; every child is killed at the end."""
+    started: list[_Serve] = []
+
+    def run(*args: str, env: dict[str, str] | None = None) -> _Serve:
+        started.append(_Serve(python, {**child_env, **(env or {})}, tmp_path, *args))
+        return started[-1]
+
+    yield run
+    for serve in started:
+        if serve.process.poll() is None:
+            serve.process.kill()
+        serve.process.communicate(timeout=30)
+
+
+async def test_serve_then_stop_gracefully_during_an_upload(start: Callable[..., _Serve], tmp_path: Path) -> None:
+    storage = tmp_path / "served"
+    serve = start("--storage-dir", str(storage), env={"RECOVERABLE_HTTP_TOKEN": TOKEN})
+    serve.wait_ready()
+
+    async with HttpStorageClient(base_url=serve.url, token=TOKEN) as client:
+        store = await client.open_key_value_store_client(name="crawl")
+        store_id = (await store.get_metadata()).id
+        await store.set_record(key="state", value=b'{"pages": 3}', content_type=JSON)
+
+    # An upload whose body is still arriving when SIGTERM comes: it must complete before the server exits.
+    body = b"x" * 1_000_000
+    reader, writer = await asyncio.open_connection("127.0.0.1", serve.port)
+    writer.write(
+        (
+            f"PUT /v2/key-value-stores/{store_id}/records/late HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body[:1000]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    serve.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert serve.process.poll() is None, "the server exited with a request in flight"
+    writer.write(body[1000:])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=30)
+    writer.close()
+
+    assert status_line.startswith(b"HTTP/1.1 201")
+    assert serve.stop() == 0
+    output = serve.output()
+    assert "serving the key-value stores of the folder" in output
+    assert "a bearer token is required" in output
+    assert "stopped gracefully" in output
+    async with FileSystemStorageClient(storage_dir=storage) as local:
+        stored = await local.open_key_value_store_client(name="crawl")
+        state = await stored.get_record(key="state")
+        late = await stored.get_record(key="late")
+    assert state is not None
+    assert state.value == b'{"pages": 3}'
+    assert late is not None
+    assert late.value == body
+
+
+async def test_the_token_is_required_when_given(start: Callable[..., _Serve]) -> None:
+    serve = start("--storage-client", "memory", "--token", TOKEN)
+    serve.wait_ready()
+    async with HttpStorageClient(base_url=serve.url, token=TOKEN[::-1]) as client:
+        with pytest.raises(StorageBackendError, match="401 token-not-valid"):
+            await client.list_key_value_stores()
+    async with httpx.AsyncClient() as anonymous:
+        assert (await anonymous.get(f"{serve.url}/v2/key-value-stores")).status_code == 401
+    assert serve.stop() == 0
+
+
+async def test_limits_from_the_command_line(start: Callable[..., _Serve]) -> None:
+    serve = start("--storage-client", "memory", "--max-body-size", "1KiB", "--max-key-length", "256")
+    serve.wait_ready(token=None)
+    async with HttpStorageClient(base_url=serve.url) as client:
+        store = await client.open_key_value_store_client(name="small")
+        await store.set_record(key="k" * 256, value=b"x" * 1024, content_type=JSON)
+        with pytest.raises(StorageBackendError, match=r"413 request-too-large.*1024 bytes"):
+            await store.set_record(key="big", value=bytes(range(256)) * 5, content_type=JSON)
+        with pytest.raises(ValueError, match="at most 256"):
+            await store.set_record(key="k" * 257, value=b"1", content_type=JSON)
+    assert serve.stop() == 0
+
+
+def test_a_public_address_needs_a_token(start: Callable[..., _Serve]) -> None:
+    serve = start("--host", "0.0.0.0")  # noqa: S104 - refused before binding
+    assert serve.process.wait(timeout=30) == 2
+    output = serve.output()
+    assert "binding 0.0.0.0" in output
+    assert "RECOVERABLE_HTTP_TOKEN" in output
+
+
+def test_a_port_in_use_is_a_clear_error(start: Callable[..., _Serve]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = start("--storage-client", "memory", "--port", str(port))
+        assert busy.process.wait(timeout=30) == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in busy.output()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--max-body-size", "lots"], "is not a size"),
+        (["serve", "--storage-client", "cloud"], "invalid choice"),
+        (["serve", "--graceful-timeout", "0"], "not a positive number"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_max_key_length_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--storage-client", "memory", "--max-key-length", "5000"]) == 2
+    assert "max_key_length must be from 1 to 1024" in capsys.readouterr().err
+
+
+def test_help_and_console_script(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--host", "--port", "--storage-dir", "--storage-client", "--token", "--max-body-size"):
+        assert option in text
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="recoverable")
+    assert [s.value for s in scripts] == ["recoverable.cli:main"]
+
+
+async def test_serve_a_sql_database(start: Callable[..., _Serve], tmp_path: Path) -> None:
+    from recoverable.storages import SqlStorageClient  # noqa: PLC0415
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'served.db'}"
+    serve = start("--storage-client", "sql", "--sql-url", url, env={"RECOVERABLE_HTTP_TOKEN": TOKEN})
+    serve.wait_ready()
+    async with HttpStorageClient(base_url=serve.url, token=TOKEN) as client:
+        store = await client.open_key_value_store_client(name="crawl")
+        await store.set_record(key="state", value=b'{"pages": 7}', content_type=JSON)
+    assert serve.stop() == 0
+    assert "the database sqlite+aiosqlite:///" in serve.output()
+
+    async with SqlStorageClient(url) as database:
+        stored = await (await database.open_key_value_store_client(name="crawl")).get_record(key="state")
+    assert stored is not None
+    assert stored.value == b'{"pages": 7}'
+
+
+def test_redis_without_a_url_is_a_clear_error(start: Callable[..., _Serve]) -> None:
+    serve = start("--storage-client", "redis")
+    assert serve.process.wait(timeout=30) == 2
+    assert "RECOVERABLE_REDIS_URL" in serve.output()

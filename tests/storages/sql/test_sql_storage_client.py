@@ -1,0 +1,495 @@
+"""What the SQL storage client adds to the conformance suite: its tables, SQLite's WAL, atomicity, errors, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import sqlite3
+import subprocess
+import textwrap
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+import sqlalchemy
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from recoverable.configuration import Configuration
+from recoverable.errors import ConfigurationError, StorageBackendError, StoreNotFoundError, VersionConflictError
+from recoverable.storages import KeyValueStore, MemoryStorageClient, SqlStorageClient, default_storage_client
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from recoverable.storages import KeyValueStoreClient
+
+JSON = "application/json"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _table_names(client: SqlStorageClient) -> set[str]:
+    async with client.engine.connect() as conn:
+        names: list[str] = await conn.run_sync(lambda sync: sqlalchemy.inspect(sync).get_table_names())
+    return set(names)
+
+
+async def _keys(store: KeyValueStoreClient, **kwargs: object) -> list[str]:
+    return [info.key async for info in store.iterate_keys(**kwargs)]  # type: ignore[arg-type]
+
+
+# --- tables ---------------------------------------------------------------------------------------------
+
+
+async def test_tables_are_created_on_first_use(database_url: str, table_prefix: str) -> None:
+    async with SqlStorageClient(database_url, table_prefix=table_prefix) as client:
+        assert client.table_names == (f"{table_prefix}kv_stores", f"{table_prefix}kv_records")
+        assert not set(client.table_names) & await _table_names(client)
+
+        assert await client.list_key_value_stores() == []
+
+        assert set(client.table_names) <= await _table_names(client)
+    async with SqlStorageClient(database_url, table_prefix=table_prefix) as again:
+        store = await again.open_key_value_store_client(name="after")
+        await store.set_record(key="k", value=b"1", content_type=JSON)
+        assert [m.name for m in await again.list_key_value_stores()] == ["after"]
+
+
+async def test_many_clients_create_the_tables_at_once(database_url: str, table_prefix: str) -> None:
+    clients = [SqlStorageClient(database_url, table_prefix=table_prefix) for _ in range(6)]
+    try:
+        stores = await asyncio.gather(*(c.open_key_value_store_client(name="together") for c in clients))
+        listed = await clients[0].list_key_value_stores()
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    assert len({store.store_id for store in stores}) == 1
+    assert [m.name for m in listed] == ["together"]
+
+
+async def test_sqlite_runs_in_wal_mode_with_full_sync(sqlite_url: str, tmp_path: Path) -> None:
+    async with SqlStorageClient(sqlite_url) as client:
+        store = await client.open_key_value_store_client()
+        await store.set_record(key="k", value=b"1", content_type=JSON)
+        async with client.engine.connect() as conn:
+            journal_mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            synchronous = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+            busy_timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+
+        assert (journal_mode, synchronous) == ("wal", 2)  # 2 is FULL
+        assert busy_timeout == 30_000
+        assert (tmp_path / "state.db-wal").exists()
+    with sqlite3.connect(tmp_path / "state.db") as plain:  # WAL is a property of the file
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_postgres_compares_keys_in_code_point_order(postgres_url: str, table_prefix: str) -> None:
+    async with SqlStorageClient(postgres_url, table_prefix=table_prefix) as client:
+        store = await client.open_key_value_store_client()
+        async with client.engine.connect() as conn:
+            collations: dict[str, str] = dict(
+                (
+                    await conn.execute(
+                        sqlalchemy.text(
+                            "SELECT column_name, collation_name FROM information_schema.columns "
+                            "WHERE table_name = :table AND column_name IN ('key', 'key_head')"
+                        ),
+                        {"table": client.table_names[1]},
+                    )
+                ).all()
+            )
+        keys = ["B", "a", "Z", "é", "e", "😀", "\uffff", "ß", "Ω", "aa", "a b", "a\x7f"]
+        for key in keys:
+            await store.set_record(key=key, value=b"1", content_type=JSON)
+
+        assert collations == {"key": "C", "key_head": "C"}
+        assert await _keys(store) == sorted(keys)
+
+
+async def test_sqlite_folder_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "state.db"
+    async with SqlStorageClient(f"sqlite+aiosqlite:///{path}") as client:
+        await (await client.open_key_value_store_client()).set_record(key="k", value=b"1", content_type=JSON)
+    assert path.exists()
+
+
+async def test_drop_deletes_every_row_of_the_store(sql_client: SqlStorageClient) -> None:
+    store = await sql_client.open_key_value_store_client(name="dropped")
+    kept = await sql_client.open_key_value_store_client(name="kept")
+    for i in range(50):
+        await store.set_record(key=f"k{i}", value=b"x", content_type=JSON)
+    await kept.set_record(key="k", value=b"x", content_type=JSON)
+
+    await store.drop()
+
+    stores_table, records_table = sql_client.table_names
+    async with sql_client.engine.connect() as conn:
+        stores = (await conn.execute(sqlalchemy.text(f"SELECT id FROM {stores_table}"))).scalars().all()  # noqa: S608
+        store_ids = (
+            (await conn.execute(sqlalchemy.text(f"SELECT DISTINCT store_id FROM {records_table}")))  # noqa: S608
+            .scalars()
+            .all()
+        )
+    assert stores == [kept.store_id]
+    assert store_ids == [kept.store_id]
+
+
+async def test_versions_are_counters_of_the_store(sql_client: SqlStorageClient) -> None:
+    store = await sql_client.open_key_value_store_client(name="counted")
+    versions = [await store.set_record(key=f"k{i % 3}", value=b"1", content_type=JSON) for i in range(6)]
+    await store.purge()
+
+    assert versions == ["1", "2", "3", "4", "5", "6"]
+    assert int(await store.set_record(key="k0", value=b"1", content_type=JSON)) > 6
+
+
+# --- keys -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "'); DROP TABLE recoverable_kv_records; --",
+        "' OR '1'='1",
+        '"; DELETE FROM x; --',
+        "%",
+        "_",
+        "\\",
+        "$1",
+        ":key",
+    ],
+)
+async def test_keys_are_parameters_never_sql(sql_client: SqlStorageClient, key: str) -> None:
+    store = await sql_client.open_key_value_store_client(name="injected")
+    await store.set_record(key=key, value=b"v", content_type=JSON)
+    await store.set_record(key="other", value=b"o", content_type=JSON)
+
+    record = await store.get_record(key=key)
+
+    assert record is not None
+    assert record.value == b"v"
+    assert await _keys(store) == sorted([key, "other"])
+    assert await _keys(store, prefix=key) == [key]
+    assert set(sql_client.table_names) <= await _table_names(sql_client)
+
+
+async def test_long_keys_of_any_characters(sql_client: SqlStorageClient) -> None:
+    # Keys of up to 4096 UTF-8 bytes, which PostgreSQL could not hold in a plain index, and keys alike in
+    # their first 255 characters (the indexed head) that differ after it.
+    rng = random.Random(7)
+    keys = [
+        "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(1024)),
+        "".join(chr(rng.randint(0x10000, 0x10FFFF)) for _ in range(1024)),
+        "h" * 255 + "b",
+        "h" * 255 + "a" * 700,
+        "h" * 255,
+        "h" * 254 + "i",
+        "h" * 300 + "😀",
+    ]
+    store = await sql_client.open_key_value_store_client(name="long")
+    for i, key in enumerate(keys):
+        await store.set_record(key=key, value=str(i).encode(), content_type=JSON)
+
+    for i, key in enumerate(keys):
+        record = await store.get_record(key=key)
+        assert record is not None
+        assert record.value == str(i).encode()
+    assert await _keys(store) == sorted(keys)
+    assert await _keys(store, prefix="h" * 255) == sorted(k for k in keys if k.startswith("h" * 255))
+    assert await _keys(store, prefix="h" * 256) == sorted(k for k in keys if k.startswith("h" * 256))
+    start = "h" * 255 + "a"
+    assert await _keys(store, exclusive_start_key=start, limit=2) == [k for k in sorted(keys) if k > start][:2]
+
+
+@pytest.mark.parametrize(
+    ("start", "prefix"),
+    [
+        ("a\x00", None),
+        ("a\x00zzz", "a"),
+        (None, "a\x00"),
+        ("a\ud800", None),
+        ("\udfff", None),
+        (None, "a\ud800"),
+        ("", None),
+        ("", "a"),
+        (None, "\U0010ffff"),
+        ("\U0010ffff", None),
+    ],
+)
+async def test_listing_bounds_no_key_can_hold(
+    sql_client: SqlStorageClient, start: str | None, prefix: str | None
+) -> None:
+    keys = ["a", "a\x01", "ab", "a\ud7ff", "a\ue000", "a\U0010ffff", "b", "\U0010ffff", "\U0010ffffa"]
+    store = await sql_client.open_key_value_store_client(name="bounds")
+    reference = await MemoryStorageClient().open_key_value_store_client(name="bounds")
+    for key in keys:
+        await store.set_record(key=key, value=b"1", content_type=JSON)
+        await reference.set_record(key=key, value=b"1", content_type=JSON)
+
+    expected = await _keys(reference, exclusive_start_key=start, prefix=prefix)
+    assert await _keys(store, exclusive_start_key=start, prefix=prefix) == expected
+
+
+# --- atomicity under concurrent writers -----------------------------------------------------------------
+
+
+async def test_conditional_increments_from_many_clients_lose_nothing(database_url: str, table_prefix: str) -> None:
+    writers, increments = 6, 15
+    clients = [SqlStorageClient(database_url, table_prefix=table_prefix) for _ in range(writers)]
+    conflicts = 0
+
+    async def writer(client: SqlStorageClient) -> None:
+        nonlocal conflicts
+        store = await client.open_key_value_store_client(name="counter")
+        done = 0
+        while done < increments:
+            record = await store.get_record(key="n")
+            assert record is not None
+            try:
+                await store.set_record(
+                    key="n", value=str(int(record.value) + 1).encode(), content_type=JSON, if_version=record.version
+                )
+            except VersionConflictError:
+                conflicts += 1
+                continue
+            done += 1
+
+    try:
+        first = await clients[0].open_key_value_store_client(name="counter")
+        await first.set_record(key="n", value=b"0", content_type=JSON, if_absent=True)
+        await asyncio.gather(*(writer(client) for client in clients))
+        record = await first.get_record(key="n")
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    assert record is not None
+    assert int(record.value) == writers * increments
+    assert conflicts > 0  # the writers did race
+
+
+async def test_if_absent_has_exactly_one_winner(database_url: str, table_prefix: str) -> None:
+    clients = [SqlStorageClient(database_url, table_prefix=table_prefix) for _ in range(8)]
+    try:
+        stores = [await client.open_key_value_store_client(name="race") for client in clients]
+        results = await asyncio.gather(
+            *(
+                store.set_record(key="lease", value=str(i).encode(), content_type=JSON, if_absent=True)
+                for i, store in enumerate(stores)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1
+    assert all(isinstance(r, VersionConflictError) and r.actual == winners[0] for r in results if r not in winners)
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from recoverable.errors import VersionConflictError
+    from recoverable.storages import SqlStorageClient
+
+    async def main(url, increments):
+        async with SqlStorageClient(url) as client:
+            store = await client.open_key_value_store_client(name="counter")
+            done = 0
+            while done < increments:
+                record = await store.get_record(key="n")
+                try:
+                    await store.set_record(key="n", value=str(int(record.value) + 1).encode(),
+                                           content_type="application/json", if_version=record.version)
+                except VersionConflictError:
+                    continue
+                done += 1
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+async def test_processes_sharing_a_sqlite_file_lose_no_increment(
+    sqlite_url: str, child_env: dict[str, str], python: str
+) -> None:
+    async with SqlStorageClient(sqlite_url) as client:
+        store = await client.open_key_value_store_client(name="counter")
+        await store.set_record(key="n", value=b"0", content_type=JSON)
+        children = [
+            await asyncio.create_subprocess_exec(python, "-c", CHILD, sqlite_url, "20", env=child_env) for _ in range(4)
+        ]
+        codes = [await child.wait() for child in children]
+        record = await store.get_record(key="n")
+
+    assert codes == [0, 0, 0, 0]
+    assert record is not None
+    assert record.value == b"80"
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+async def test_a_database_that_is_down_raises_storage_backend_error_without_the_password() -> None:
+    port = _free_port()
+    async with SqlStorageClient(f"postgresql+asyncpg://worker:s3cret-pass@127.0.0.1:{port}/state") as client:
+        with pytest.raises(StorageBackendError) as info:
+            await client.open_key_value_store_client(name="crawl")
+
+    message = str(info.value)
+    assert f"postgresql+asyncpg://worker:***@127.0.0.1:{port}/state" in message
+    assert "'crawl'" in message
+    assert "s3cret-pass" not in message
+    assert "s3cret-pass" not in client.database
+    assert info.value.store == "crawl"
+    assert isinstance(info.value.__cause__, OSError | sqlalchemy.exc.SQLAlchemyError)
+
+
+async def test_an_unusable_sqlite_file_raises_storage_backend_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").mkdir()
+    async with SqlStorageClient(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}") as client:
+        with pytest.raises(StorageBackendError) as info:
+            await client.open_key_value_store_client()
+    # After a failed connect, aiosqlite stops its worker thread without waiting for it; the thread then
+    # reports to the event loop, which must still be running (else: "Event loop is closed" in the thread).
+    for _ in range(200):
+        if not any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+            break
+        await asyncio.sleep(0.01)
+    assert str(tmp_path / "state.db") in str(info.value)
+    assert "'default'" in str(info.value)
+
+
+async def test_errors_of_a_store_name_the_key(sqlite_url: str, tmp_path: Path) -> None:
+    async with SqlStorageClient(sqlite_url) as client:
+        store = await client.open_key_value_store_client(name="broken")
+        async with client.engine.begin() as conn:
+            await conn.exec_driver_sql(f"DROP TABLE {client.table_names[1]}")
+
+        with pytest.raises(StorageBackendError) as info:
+            await store.set_record(key="state/42", value=b"1", content_type=JSON)
+
+    assert info.value.key == "state/42"
+    assert "'state/42'" in str(info.value)
+    assert "'broken'" in str(info.value)
+    assert "no such table" in str(info.value)
+
+
+async def test_a_dropped_store_is_gone_for_every_client(sql_client: SqlStorageClient, database_url: str) -> None:
+    store = await sql_client.open_key_value_store_client(name="shared")
+    table_prefix = sql_client.table_names[0].removesuffix("kv_stores")
+    async with SqlStorageClient(database_url, table_prefix=table_prefix) as other:
+        await (await other.open_key_value_store_client(name="shared")).drop()
+
+    with pytest.raises(StoreNotFoundError):
+        await store.set_record(key="k", value=b"1", content_type=JSON)
+    with pytest.raises(StoreNotFoundError):
+        await _keys(store)
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+async def test_the_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
+    monkeypatch.setenv("RECOVERABLE_SQL_URL", sqlite_url)
+    async with SqlStorageClient() as client:
+        await (await client.open_key_value_store_client()).set_record(key="k", value=b"1", content_type=JSON)
+    assert client.database == sqlite_url
+
+
+async def test_default_storage_client_builds_a_sql_client(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "sql")
+    monkeypatch.setenv("RECOVERABLE_SQL_URL", sqlite_url)
+    configuration = Configuration.from_env()
+
+    client = default_storage_client(configuration)
+
+    assert isinstance(client, SqlStorageClient)
+    assert configuration.sql_url == sqlite_url
+    kvs = await KeyValueStore.open(name="default-client", configuration=configuration)
+    await kvs.set_value("k", [1, 2])
+    assert await kvs.get_value("k") == [1, 2]
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///{tmp}/a.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///{tmp}/a.db", "sqlite+aiosqlite"),
+        ("postgresql://u@127.0.0.1/db", "postgresql+asyncpg"),
+        ("postgres://u@127.0.0.1/db", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://u@127.0.0.1/db", "postgresql+asyncpg"),
+    ],
+)
+async def test_urls_get_an_asyncio_driver(url: str, driver: str, tmp_path: Path) -> None:
+    client = SqlStorageClient(url.format(tmp=tmp_path))
+    assert client.engine.url.drivername == driver
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:hunter2@127.0.0.1/db",
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///:memory:",
+        "not a url",
+        "postgresql+psycopg2://u:hunter2@127.0.0.1/db",
+    ],
+)
+def test_urls_that_cannot_be_used(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SqlStorageClient(url)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "Upper_", "1st_", "with-dash_", "x" * 41, "a;b"])
+def test_table_prefixes_are_identifiers(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="table_prefix"):
+        SqlStorageClient("sqlite+aiosqlite:///state.db", table_prefix=prefix)
+
+
+def test_a_url_is_required() -> None:
+    with pytest.raises(ConfigurationError, match="RECOVERABLE_SQL_URL"):
+        SqlStorageClient()
+
+
+async def test_a_given_engine_is_used_and_left_open(sqlite_url: str, table_prefix: str) -> None:
+    engine = create_async_engine(sqlite_url)
+    with pytest.raises(ConfigurationError, match="not both"):
+        SqlStorageClient(sqlite_url, engine=engine)
+    async with SqlStorageClient(engine=engine, table_prefix=table_prefix) as client:
+        kvs = await KeyValueStore.open(name="given", storage_client=client)
+        await kvs.set_value("k", {"a": 1})
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+    await engine.dispose()
+
+
+def test_without_sqlalchemy_the_error_says_what_to_install(child_env: dict[str, str], python: str) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["sqlalchemy"] = None
+        import recoverable
+        from recoverable.errors import MissingDependencyError
+        try:
+            from recoverable import SqlStorageClient
+        except MissingDependencyError as exc:
+            print(exc)
+        else:
+            print("imported")
+        """
+    )
+    result = subprocess.run([python, "-c", code], env=child_env, capture_output=True, text=True, check=True)
+    assert "pip install 'recoverable[sql]'" in result.stdout
