@@ -6,8 +6,9 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import weakref
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -21,7 +22,7 @@ from recoverable.errors import (
     StateValidationError,
     VersionConflictError,
 )
-from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager
+from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager, PlatformEventManager
 from recoverable.storages import KeyValueStore
 from recoverable.storages._serialization import JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
@@ -41,10 +42,14 @@ _default_logger = logging.getLogger("recoverable.state")
 class _SharedEventManager:
     """The event manager of states that were given none: one per event loop, running while any state uses it.
 
-    States share it so that only one set of signal handlers is installed, whichever state came first.
+    It is a `PlatformEventManager` when `ACTOR_EVENTS_WEBSOCKET_URL` is set (the program runs on the Apify
+    platform, which sends the events), else a `LocalEventManager`. States share it so that only one set
+    of signal handlers is installed, whichever state came first.
     """
 
-    _by_loop: dict[asyncio.AbstractEventLoop, _SharedEventManager] = {}  # noqa: RUF012
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedEventManager]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     def __init__(self, manager: EventManager) -> None:
         self.manager = manager
@@ -55,7 +60,12 @@ class _SharedEventManager:
         loop = asyncio.get_running_loop()
         shared = cls._by_loop.get(loop)
         if shared is None:
-            shared = cls(LocalEventManager(configuration=configuration))
+            manager: EventManager
+            if configuration.events_websocket_url:
+                manager = PlatformEventManager(configuration=configuration)
+            else:
+                manager = LocalEventManager(configuration=configuration)
+            shared = cls(manager)
             cls._by_loop[loop] = shared
         if shared.users == 0:
             await shared.manager.__aenter__()
@@ -92,7 +102,8 @@ class RecoverableState(Generic[TStateModel]):
     - `reset()` deletes the saved record, so `has_persisted_state()` is False afterwards.
     - Without an `event_manager`, the state uses a shared `LocalEventManager` (one per event loop,
       configured from the environment, handling SIGTERM/SIGINT) that starts with the first state that
-      needs it and stops with the last, so periodic saves really happen.
+      needs it and stops with the last, so periodic saves really happen. On the Apify platform
+      (`ACTOR_EVENTS_WEBSOCKET_URL` set) it is a `PlatformEventManager` instead.
     - A save that fails on an event is logged with its cause and retried on the next event; it never
       crashes the program. An explicit `persist_state()` raises instead.
     - A save of a state whose JSON did not change since the last save writes nothing.

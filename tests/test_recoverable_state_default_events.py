@@ -109,3 +109,39 @@ async def test_a_given_event_manager_is_used_instead_of_the_shared_one() -> None
     async with state:
         assert state._shared_event_manager is None
         assert shared_manager_of_this_loop() is None
+
+
+async def test_on_the_platform_the_default_manager_listens_to_its_websocket(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from websockets.asyncio.server import ServerConnection, serve  # noqa: PLC0415
+
+    from recoverable import PlatformEventManager  # noqa: PLC0415
+
+    monkeypatch.setenv("RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS", "3600000")  # only the platform's events
+    connections: asyncio.Queue[ServerConnection] = asyncio.Queue()
+
+    async def handler(connection: ServerConnection) -> None:
+        await connections.put(connection)
+        await connection.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        monkeypatch.setenv("ACTOR_EVENTS_WEBSOCKET_URL", f"ws://127.0.0.1:{port}")
+        kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=FileSystemStorageClient(storage_dir=tmp_path))
+        state = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
+        await state.initialize()
+        assert isinstance(state._shared_event_manager, PlatformEventManager)
+        connection = await asyncio.wait_for(connections.get(), timeout=10)
+
+        state.current_value.pages_done = 5
+        await connection.send(
+            '{"name": "persistState", "createdAt": "2024-01-01T00:00:00Z", "data": {"isMigrating": true}}'
+        )
+
+        async def saved_by_the_platform_event() -> bool:
+            saved = await kvs.get_value(KEY)
+            return saved is not None and saved["pagesDone"] == 5
+
+        await until(saved_by_the_platform_event)
+        await state.teardown()
