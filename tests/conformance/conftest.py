@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import services
-from conformance._http_server import http_storage_client
 
+from conformance._http_server import http_storage_client
 from recoverable.storages import (
     FileSystemStorageClient,
     KeyValueStore,

@@ -15,7 +15,7 @@ from recoverable.storages._sql._errors import backend_error
 from recoverable.storages._sql._schema import key_hash, key_head, listing_bound, successor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator
 
     from recoverable.storages._sql._dependency import sqlalchemy_asyncio
     from recoverable.storages._sql._errors import DatabaseInfo
@@ -103,7 +103,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         return {"p_store_id": self._id, "p_key_hash": key_hash(key)}
 
     async def _read(self, statement: sqlalchemy.Select[Any], params: dict[str, Any]) -> sqlalchemy.Row[Any] | None:
-        # No transaction: on PostgreSQL one round trip, without BEGIN and ROLLBACK.
+        # Through SQLAlchemy, which gives timestamps back as datetimes. No transaction: on PostgreSQL one
+        # round trip, without BEGIN and ROLLBACK.
         async with self._reader.connect() as conn:
             row: sqlalchemy.Row[Any] | None = (await conn.execute(statement, params)).first()
         return row
@@ -118,14 +119,6 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         if row is None:
             raise self._gone()
         return str(row[0])
-
-    async def _explain_failed_write(self, key: str, expected: str | None) -> VersionConflictError:
-        """The error of a one-statement write that wrote nothing: the store is gone, or the record's version."""
-        row = await self._db.read(self._driver.record_version, self._params(key))
-        if row is None:
-            raise self._gone()
-        _, actual = row
-        return self._conflict(key, expected, actual)
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
@@ -200,7 +193,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         if self._driver.single is not None:
             return await self._set_in_one_statement(self._driver.single, key, params, if_version, if_absent=if_absent)
         async with self._db.transaction() as transaction:
-            params["p_version"] = version = await self._bump(transaction)
+            version = await self._bump(transaction)
+            params["p_version"] = version
             # The condition is in the statement (WHERE version = ..., ON CONFLICT DO NOTHING), so it holds
             # at the instant of the write; the current version is read only to explain a conflict.
             if if_version is not None:
@@ -227,10 +221,15 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
             statement = single.update_if_version
         else:
             statement = single.insert_if_absent if if_absent else single.upsert
-        row: Sequence[Any] | None = await self._db.run_alone(statement, params | {"p_now": datetime.now(UTC)})
+        row = await self._db.run_alone(statement, params | {"p_now": datetime.now(UTC)})
         if row is not None:
             return str(row[0])
-        raise await self._explain_failed_write(key, None if if_absent else if_version)
+        # Nothing written: the store is gone, or the condition failed; say which.
+        current = await self._db.read(self._driver.record_version, self._params(key))
+        if current is None:
+            raise self._gone()
+        _, actual = current
+        raise self._conflict(key, None if if_absent else if_version, actual)
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:

@@ -117,9 +117,9 @@ class SqlStorageClient(StorageClient):
         self._connections: DriverConnections = (
             PostgresConnections(self._engine) if self._dialect == "postgresql" else SqliteConnections(self._engine)
         )
-        # Reads need no transaction. PostgreSQL's would cost a BEGIN and a ROLLBACK round trip, so reads (and
-        # the one-statement writes) run in autocommit mode; SQLite's driver begins none for a SELECT, and
-        # switching a connection's mode would cost two hops to its thread.
+        # The reads through SQLAlchemy (metadata, listings) need no transaction. PostgreSQL's would cost a
+        # BEGIN and a ROLLBACK round trip, so they run in autocommit mode; SQLite's driver begins none for a
+        # SELECT, and switching a connection's mode would cost two hops to its thread.
         self._reader = (
             self._engine.execution_options(isolation_level="AUTOCOMMIT")
             if self._dialect == "postgresql"
@@ -349,9 +349,9 @@ class _Lender:
 
     After an operation that failed with one of the `harmless` exceptions (the database refused a
     statement, the caller's own error), the connection is as good as before and is kept. After any other
-    (a lost connection, a round trip cut short), it is closed and the next operation gets a new one; so
-    does an operation that finds that the server closed an idle one. After `aclose()`, each connection is
-    closed when its operation ends.
+    (a lost connection, a driver in an unknown state), it is closed and the next operation gets a new one;
+    so is one that `usable` rejects, when an operation ends or before one begins (the server closed it
+    meanwhile). After `aclose()`, each connection is closed when its operation ends.
     """
 
     def __init__(
@@ -360,13 +360,13 @@ class _Lender:
         limit: int,
         *,
         harmless: tuple[type[BaseException], ...],
-        is_closed: Callable[[Any], bool] | None = None,
+        usable: Callable[[Any], bool] | None = None,
         terminate: Callable[[Any], object] | None = None,
     ) -> None:
         self._engine = engine
         self._slots = asyncio.Semaphore(limit)
         self._harmless = harmless
-        self._is_closed = is_closed
+        self._usable = usable
         self._terminate = terminate
         self._idle: list[_Held] = []
         self._closed = False
@@ -389,7 +389,7 @@ class _Lender:
     async def _take(self) -> _Held:
         while self._idle:
             held = self._idle.pop()
-            if self._is_closed is None or not self._is_closed(held.driver):
+            if self._usable is None or self._usable(held.driver):
                 return held
             await self._discard(held)
         connection = await self._engine.connect()
@@ -405,7 +405,9 @@ class _Lender:
         return _Held(connection, driver)
 
     async def _give_back(self, held: _Held) -> None:
-        if self._closed:
+        if self._usable is not None and not self._usable(held.driver):
+            await self._discard(held)
+        elif self._closed:
             await held.connection.close()
         else:
             self._idle.append(held)
@@ -434,11 +436,11 @@ class DriverTransaction(Protocol):
 
 
 class DriverConnections(ABC):
-    """The connections of one client's record operations, which run their statements with the driver.
+    """The connections of one client's record reads and writes, which run their statements with the driver.
 
     Attributes:
-        errors: What a failure of the database raises: SQLAlchemy's errors (when a connection is checked
-            out), OSError and the driver's own errors.
+        errors: What a failure of the database raises: SQLAlchemy's errors (when a connection is made),
+            OSError and the driver's own errors.
     """
 
     errors: tuple[type[BaseException], ...]
@@ -462,7 +464,14 @@ class DriverConnections(ABC):
 
     @abstractmethod
     async def aclose(self) -> None:
-        """Give the connections back to the engine."""
+        """Close the connections, each one as soon as no operation uses it."""
+
+
+async def _postgres_fetch(
+    connection: Any, statement: DriverStatement, params: Mapping[str, Any]
+) -> Sequence[Any] | None:
+    row: Sequence[Any] | None = await connection.fetchrow(statement.sql, *statement.arguments(params))
+    return row
 
 
 class _PostgresTransaction:
@@ -470,8 +479,7 @@ class _PostgresTransaction:
         self._connection = connection
 
     async def fetch(self, statement: DriverStatement, params: Mapping[str, Any]) -> Sequence[Any] | None:
-        row: Sequence[Any] | None = await self._connection.fetchrow(statement.sql, *statement.arguments(params))
-        return row
+        return await _postgres_fetch(self._connection, statement, params)
 
 
 class PostgresConnections(DriverConnections):
@@ -489,17 +497,19 @@ class PostgresConnections(DriverConnections):
         self._lender = _Lender(
             engine,
             _POSTGRES_CONNECTIONS,
-            # An error of the server (a failed statement) leaves the connection idle and usable; asyncpg's
-            # transaction() has rolled back before the error gets here.
-            harmless=(asyncpg.PostgresError, RecoverableError),
-            is_closed=lambda connection: bool(connection.is_closed()),
+            # After an error of the server (a failed statement) the connection is idle and usable, asyncpg's
+            # transaction() having rolled back. After a cancellation too: asyncpg has the server cancel the
+            # statement, and the connection's next statement waits for that.
+            harmless=(asyncpg.PostgresError, RecoverableError, asyncio.CancelledError),
+            # A rollback cut short by a second cancellation would leave the next operation in a transaction.
+            usable=lambda connection: not connection.is_closed() and not connection.is_in_transaction(),
             terminate=lambda connection: connection.terminate(),
         )
 
     @override
     async def read(self, statement: DriverStatement, params: Mapping[str, Any]) -> Sequence[Any] | None:
         async with self._lender.lend() as connection:
-            return await _PostgresTransaction(connection).fetch(statement, params)
+            return await _postgres_fetch(connection, statement, params)
 
     @override
     async def run_alone(self, statement: DriverStatement, params: Mapping[str, Any]) -> Sequence[Any] | None:

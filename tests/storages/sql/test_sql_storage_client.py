@@ -1,14 +1,16 @@
-"""What the SQL storage client adds to the conformance suite: its tables, SQLite's WAL, atomicity, errors, settings."""
+"""What the SQL storage client adds to the conformance suite: tables, WAL, atomicity, own connections, errors."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
 import sqlite3
 import subprocess
 import textwrap
 import threading
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,9 +20,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, StorageBackendError, StoreNotFoundError, VersionConflictError
 from recoverable.storages import KeyValueStore, MemoryStorageClient, SqlStorageClient, default_storage_client
+from recoverable.storages._sql._storage_client import PostgresConnections
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from recoverable.storages import KeyValueStoreClient
 
@@ -336,6 +341,339 @@ async def test_processes_sharing_a_sqlite_file_lose_no_increment(
     assert record.value == b"80"
 
 
+async def test_conditional_writes_of_many_tasks_have_one_winner_per_version(sql_client: SqlStorageClient) -> None:
+    store = await sql_client.open_key_value_store_client(name="tasks")
+    version = await store.set_record(key="k", value=b"start", content_type=JSON)
+
+    for round_ in range(4):
+        results = await asyncio.gather(
+            *(
+                store.set_record(key="k", value=f"{round_}/{i}".encode(), content_type=JSON, if_version=version)
+                for i in range(50)
+            ),
+            return_exceptions=True,
+        )
+        winners = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
+        assert len(winners) == 1
+        winner, version = winners[0]
+        assert all(isinstance(r, VersionConflictError) and r.actual == version for r in results if r != version)
+        record = await store.get_record(key="k")
+        assert record is not None
+        assert (record.value, record.version) == (f"{round_}/{winner}".encode(), version)
+
+    absent = await asyncio.gather(
+        *(store.set_record(key="new", value=b"x", content_type=JSON, if_absent=True) for _ in range(50)),
+        return_exceptions=True,
+    )
+    assert len([r for r in absent if isinstance(r, str)]) == 1
+    deleted = await asyncio.gather(
+        *(store.delete_record(key="k", if_version=version) for _ in range(50)), return_exceptions=True
+    )
+    assert deleted.count(True) == 1
+    assert all(isinstance(r, VersionConflictError) and r.actual is None for r in deleted if r is not True)
+    assert not await store.record_exists(key="k")
+
+
+async def test_increments_of_many_tasks_of_one_client_lose_nothing(sql_client: SqlStorageClient) -> None:
+    tasks, increments = 50, 4
+    store = await sql_client.open_key_value_store_client(name="counter")
+    await store.set_record(key="n", value=b"0", content_type=JSON)
+
+    async def task() -> None:
+        done = 0
+        while done < increments:
+            record = await store.get_record(key="n")
+            assert record is not None
+            assert await store.record_exists(key="n")
+            try:
+                await store.set_record(
+                    key="n", value=str(int(record.value) + 1).encode(), content_type=JSON, if_version=record.version
+                )
+            except VersionConflictError:
+                continue
+            done += 1
+
+    await asyncio.gather(*(task() for _ in range(tasks)))
+
+    record = await store.get_record(key="n")
+    assert record is not None
+    assert int(record.value) == tasks * increments
+
+
+@pytest.mark.parametrize("isolation_level", [None, "AUTOCOMMIT"])
+async def test_a_failed_conditional_write_or_delete_changes_nothing(
+    database_url: str, table_prefix: str, isolation_level: str | None
+) -> None:
+    # A conflict rolls back the whole transaction, the store's counter taken first included (on
+    # PostgreSQL a conditional set is one statement, which takes a version even when it writes nothing).
+    # With isolation_level AUTOCOMMIT, SQLite's driver begins no transaction by itself.
+    options = {} if isolation_level is None else {"isolation_level": isolation_level}
+    engine = create_async_engine(database_url, **options)
+    try:
+        if isolation_level is not None and engine.dialect.name == "sqlite":
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                assert raw.driver_connection.isolation_level is None  # type: ignore[union-attr]
+        async with SqlStorageClient(engine=engine, table_prefix=table_prefix) as client:
+            store = await client.open_key_value_store_client(name="rolled-back")
+            assert await store.set_record(key="k", value=b"1", content_type=JSON) == "1"
+            before = await store.get_metadata()
+
+            with pytest.raises(VersionConflictError):
+                await store.delete_record(key="k", if_version="7")
+            if engine.dialect.name == "sqlite":
+                with pytest.raises(VersionConflictError):
+                    await store.set_record(key="k", value=b"2", content_type=JSON, if_version="7")
+                with pytest.raises(VersionConflictError):
+                    await store.set_record(key="k", value=b"2", content_type=JSON, if_absent=True)
+
+            assert (await store.get_metadata()).modified_at == before.modified_at
+            assert await store.set_record(key="other", value=b"1", content_type=JSON) == "2"
+            record = await store.get_record(key="k")
+            assert record is not None
+            assert (record.value, record.version) == (b"1", "1")
+    finally:
+        await engine.dispose()
+
+
+# --- the client's own connections ----------------------------------------------------------------------
+
+
+def _count_checkouts(engine: AsyncEngine) -> dict[str, int]:
+    counts = {"checkout": 0}
+
+    def count(*_: object) -> None:
+        counts["checkout"] += 1
+
+    sqlalchemy.event.listen(engine.sync_engine, "checkout", count)
+    return counts
+
+
+async def _record_operations(store: KeyValueStoreClient, key: str) -> None:
+    version = await store.set_record(key=key, value=b"v", content_type=JSON)
+    assert await store.get_record(key=key) is not None
+    assert await store.record_exists(key=key)
+    assert await store.delete_record(key=key, if_version=version)
+
+
+async def test_record_operations_run_on_connections_the_client_keeps(database_url: str, table_prefix: str) -> None:
+    # Neither a checkout from the engine's pool per operation, nor a connection per operation: a few
+    # connections, made when first needed (PostgreSQL: one per operation running, up to 4; SQLite: a
+    # writer and a reader).
+    async with SqlStorageClient(database_url, table_prefix=table_prefix) as client:
+        store = await client.open_key_value_store_client(name="kept")
+        counts = _count_checkouts(client.engine)
+
+        for i in range(30):
+            await _record_operations(store, f"k{i}")
+        sequential = counts["checkout"]
+        await asyncio.gather(*(_record_operations(store, f"k{i}") for i in range(50)))
+
+    postgres = client.engine.dialect.name == "postgresql"
+    assert sequential == (1 if postgres else 2)
+    assert counts["checkout"] == (4 if postgres else 2)
+
+
+async def test_a_pool_of_one_connection_is_left_to_the_other_operations(database_url: str, table_prefix: str) -> None:
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=10)
+    try:
+        async with SqlStorageClient(engine=engine, table_prefix=table_prefix) as client:
+            store = await client.open_key_value_store_client(name="small-pool")
+            await asyncio.gather(
+                *(_record_operations(store, f"k{i}") for i in range(20)),
+                *(client.list_key_value_stores() for _ in range(3)),
+                *(_keys(store) for _ in range(3)),
+                *(store.get_metadata() for _ in range(3)),
+            )
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def _postgres_backends(engine: AsyncEngine, application_name: str) -> list[int]:
+    async with engine.connect() as conn:
+        pids = await conn.execute(
+            sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": application_name},
+        )
+        return list(pids.scalars())
+
+
+async def _aiosqlite_threads() -> int:
+    return sum("_connection_worker_thread" in thread.name for thread in threading.enumerate())
+
+
+async def test_closing_the_client_closes_its_connections(database_url: str, table_prefix: str) -> None:
+    name = f"recoverable-{table_prefix}"
+    options = {"connect_args": {"server_settings": {"application_name": name}}} if "postgresql" in database_url else {}
+    engine = create_async_engine(database_url, poolclass=sqlalchemy.pool.NullPool, **options)
+    sqlite_threads = await _aiosqlite_threads()
+    try:
+        async with SqlStorageClient(engine=engine, table_prefix=table_prefix) as client:
+            store = await client.open_key_value_store_client(name="closed")
+            await asyncio.gather(*(_record_operations(store, f"k{i}") for i in range(10)))
+            if engine.dialect.name == "postgresql":
+                assert 2 <= len(await _postgres_backends(engine, name)) <= 5  # its own, and the one asking
+            else:
+                assert await _aiosqlite_threads() >= sqlite_threads + 2
+
+        for _ in range(200):  # a closed connection's backend, or aiosqlite's thread, ends soon after
+            if engine.dialect.name == "postgresql":
+                left = len(await _postgres_backends(engine, name)) - 1
+            else:
+                left = await _aiosqlite_threads() - sqlite_threads
+            if left <= 0:
+                break
+            await asyncio.sleep(0.02)
+        assert left <= 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_the_postgres_server_closed_is_replaced(postgres_url: str, table_prefix: str) -> None:
+    name = f"recoverable-{table_prefix}"
+    engine = create_async_engine(postgres_url, connect_args={"server_settings": {"application_name": name}})
+    try:
+        async with SqlStorageClient(engine=engine, table_prefix=table_prefix) as client:
+            store = await client.open_key_value_store_client(name="restarted")
+            await asyncio.gather(*(_record_operations(store, f"k{i}") for i in range(10)))
+            async with engine.connect() as conn:
+                await conn.execute(
+                    sqlalchemy.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+            for _ in range(500):  # the server ends them soon after
+                if len(await _postgres_backends(engine, name)) == 1:  # the one asking
+                    break
+                await asyncio.sleep(0.02)
+
+            # Each operation finds its connection closed and gets a new one.
+            for i in range(5):
+                await _record_operations(store, f"after{i}")
+            await asyncio.gather(*(_record_operations(store, f"k{i}") for i in range(20)))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_cancelled_operation_leaves_the_client_sound(database_url: str, table_prefix: str) -> None:
+    async with SqlStorageClient(database_url, table_prefix=table_prefix) as client:
+        store = await client.open_key_value_store_client(name="cancelled")
+        counts = _count_checkouts(client.engine)
+        await store.set_record(key="k", value=b"start", content_type=JSON)
+        written = {b"start"}
+        # Cancelled at each step of their way: before, during and after each round trip or hop.
+        for steps in range(12):
+            value = f"{steps}".encode()
+            written.add(value)
+            operations = [
+                store.set_record(key="k", value=value, content_type=JSON),
+                store.delete_record(key=f"other{steps}"),
+                store.get_record(key="k"),
+            ]
+            tasks = [asyncio.ensure_future(operation) for operation in operations]
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        record = await store.get_record(key="k")
+        assert record is not None
+        assert record.value in written
+        results = await asyncio.gather(
+            *(
+                store.set_record(key="k", value=b"after", content_type=JSON, if_version=record.version)
+                for _ in range(10)
+            ),
+            return_exceptions=True,
+        )
+        assert len([r for r in results if isinstance(r, str)]) == 1
+        # The connections survived the cancellations: no new ones were needed.
+        assert counts["checkout"] <= (4 if client.engine.dialect.name == "postgresql" else 2)
+        # No transaction was left open (SQLite: the write lock held): another client writes at once.
+        async with SqlStorageClient(database_url, table_prefix=table_prefix) as other:
+            again = await other.open_key_value_store_client(name="cancelled")
+            await again.set_record(key="k", value=b"other", content_type=JSON)
+        record = await store.get_record(key="k")
+        assert record is not None
+        assert record.value == b"other"
+
+
+async def test_a_postgres_connection_left_in_a_transaction_is_not_reused(postgres_url: str, table_prefix: str) -> None:
+    # As after a rollback cut short by a second cancellation: the next operation on that connection would
+    # run in the transaction, and its write would never be committed.
+    async with SqlStorageClient(postgres_url, table_prefix=table_prefix) as client:
+        store = await client.open_key_value_store_client(name="left-open")
+        await store.set_record(key="k", value=b"1", content_type=JSON)
+        connections = client._connections
+        assert isinstance(connections, PostgresConnections)
+        async with connections._lender.lend() as connection:
+            await connection.execute("BEGIN")
+
+        await store.set_record(key="k", value=b"2", content_type=JSON)
+
+        async with SqlStorageClient(postgres_url, table_prefix=table_prefix) as other:
+            record = await (await other.open_key_value_store_client(name="left-open")).get_record(key="k")
+        assert record is not None
+        assert record.value == b"2"
+
+
+async def test_errors_leave_the_connections_usable(database_url: str, table_prefix: str) -> None:
+    async with SqlStorageClient(database_url, table_prefix=table_prefix) as client:
+        store = await client.open_key_value_store_client(name="dropped-table")
+        await _record_operations(store, "k")
+        async with client.engine.begin() as conn:
+            await conn.exec_driver_sql(f"DROP TABLE {client.table_names[1]}")
+
+        for operation in (
+            store.get_record(key="k"),
+            store.record_exists(key="k"),
+            store.set_record(key="k", value=b"1", content_type=JSON),
+            store.set_record(key="k", value=b"1", content_type=JSON, if_version="1"),
+            store.delete_record(key="k"),
+        ):
+            with pytest.raises(StorageBackendError) as info:
+                await operation
+            assert info.value.key == "k"
+            assert "'dropped-table'" in str(info.value)
+
+        async with SqlStorageClient(database_url, table_prefix=table_prefix) as other:
+            await other.list_key_value_stores()  # creates the dropped table again
+        await asyncio.gather(*(_record_operations(store, f"k{i}") for i in range(10)))
+
+
+async def test_timestamps_written_by_the_driver_read_back_through_sqlalchemy(sql_client: SqlStorageClient) -> None:
+    store = await sql_client.open_key_value_store_client(name="timestamps")
+    before = datetime.now(UTC)
+    await store.set_record(key="k", value=b"1", content_type=JSON)
+    after = datetime.now(UTC)
+
+    assert before <= (await store.get_metadata()).modified_at <= after
+    if sql_client.engine.dialect.name == "sqlite":
+        # Text in SQLAlchemy's own format, as its SQLite dialect writes and parses it.
+        async with sql_client.engine.connect() as conn:
+            table = sql_client.table_names[0]
+            stored = (await conn.exec_driver_sql(f"SELECT modified_at FROM {table}")).scalar()  # noqa: S608
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", str(stored))
+
+
+async def test_the_first_statement_of_a_sqlite_transaction_must_write(sqlite_url: str) -> None:
+    # SQLite's driver begins a transaction before a write only: one that began with a read would not hold
+    # the write lock from its start.
+    async with SqlStorageClient(sqlite_url) as client:
+        store = await client.open_key_value_store_client()
+        statements = client._statements.driver
+        with pytest.raises(RuntimeError, match="first statement"):
+            async with client._connections.transaction() as transaction:
+                await transaction.fetch(statements.record_version, {"p_store_id": store.store_id, "p_key_hash": b""})
+        await store.set_record(key="k", value=b"1", content_type=JSON)
+        assert await store.record_exists(key="k")
+
+
 # --- errors ---------------------------------------------------------------------------------------------
 
 
@@ -474,6 +812,20 @@ async def test_a_given_engine_is_used_and_left_open(sqlite_url: str, table_prefi
     async with engine.connect() as conn:
         assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
     await engine.dispose()
+
+
+async def test_given_engines_of_another_driver_or_in_memory_are_refused(sqlite_url: str) -> None:
+    memory = create_async_engine("sqlite+aiosqlite://")
+    other_driver = create_async_engine(sqlite_url)
+    other_driver.dialect.driver = "pysqlcipher"  # no other asyncio driver of SQLite or PostgreSQL is installed
+    try:
+        with pytest.raises(ConfigurationError, match="in-memory"):
+            SqlStorageClient(engine=memory)
+        with pytest.raises(ConfigurationError, match="aiosqlite driver, not pysqlcipher"):
+            SqlStorageClient(engine=other_driver)
+    finally:
+        await memory.dispose()
+        await other_driver.dispose()
 
 
 def test_without_sqlalchemy_the_error_says_what_to_install(child_env: dict[str, str], python: str) -> None:
