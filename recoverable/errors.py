@@ -13,7 +13,6 @@ RecoverableError
 │   ├── InvalidStoreNameError       a store name breaks the naming rules (also a ValueError)
 │   ├── InvalidKeyError             a record key is empty, too long or not a str (also a ValueError)
 │   ├── StoreNotFoundError          no store has the id that was asked for
-│   ├── RecordNotFoundError         a conditional operation found no record to compare against
 │   ├── VersionConflictError        a conditional write lost: someone else wrote in between
 │   ├── SerializationError          a value cannot be turned into bytes (also a TypeError)
 │   ├── DeserializationError        stored bytes cannot be read back as their content type
@@ -34,7 +33,6 @@ __all__ = [
     "InvalidKeyError",
     "InvalidStoreNameError",
     "MissingDependencyError",
-    "RecordNotFoundError",
     "RecoverableError",
     "SerializationError",
     "StateError",
@@ -85,10 +83,6 @@ class InvalidKeyError(StorageError, ValueError):
 
 class StoreNotFoundError(StorageError):
     """No key-value store has the requested id."""
-
-
-class RecordNotFoundError(StorageError):
-    """A conditional operation needed an existing record and found none."""
 
 
 class VersionConflictError(StorageError):
