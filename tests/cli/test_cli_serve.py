@@ -138,7 +138,7 @@ async def test_serve_then_stop_gracefully_during_an_upload(start: Callable[..., 
 
 
 async def test_the_token_is_required_when_given(start: Callable[..., _Serve]) -> None:
-    serve = start("--storage-client", "memory", "--token", TOKEN)
+    serve = start("--storage-client", "memory", f"--token={TOKEN}")  # = form: a token may start with "-"
     serve.wait_ready()
     async with HttpStorageClient(base_url=serve.url, token=TOKEN[::-1]) as client:
         with pytest.raises(StorageBackendError, match="401 token-not-valid"):

@@ -90,13 +90,11 @@ def http_server(tmp_path: Path, child_env: dict[str, str]) -> Iterator[dict[str,
             "0",
             "--storage-dir",
             str(tmp_path / "served"),
-            "--token",
-            token,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=child_env,
+        env={**child_env, "RECOVERABLE_HTTP_TOKEN": token},
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + WAIT_SECS
