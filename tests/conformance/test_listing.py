@@ -202,3 +202,27 @@ async def test_facade_refuses_bad_limits(kvs: KeyValueStore, limit: object) -> N
     await kvs.set_value("k", 1)
     with pytest.raises(ValueError, match="limit must be a positive int"):
         await kvs.list_keys(limit=limit)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("start", "prefix"),
+    [
+        ("a\x00", None),
+        ("a\x00zzz", "a"),
+        (None, "a\x00"),
+        ("", None),
+        ("", "a"),
+        (None, "\U0010ffff"),
+        ("\U0010ffff", None),
+    ],
+)
+async def test_listing_bounds_no_key_can_hold(
+    store: KeyValueStoreClient, start: str | None, prefix: str | None
+) -> None:
+    # NUL, the empty string and the highest code point are bounds no key holds: each backend must still
+    # order and cut around them exactly as code points say.
+    keys = ["a", "a\x01", "ab", "a\ud7ff", "a\ue000", "a\U0010ffff", "b", "\U0010ffff", "\U0010ffffa"]
+    for key in keys:
+        await store.set_record(key=key, value=b"1", content_type="application/json")
+    expected = sorted(k for k in keys if (start is None or k > start) and k.startswith(prefix or ""))
+    assert [info.key async for info in store.iterate_keys(exclusive_start_key=start, prefix=prefix)] == expected
