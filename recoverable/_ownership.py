@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recoverable.errors import StateOwnershipError, StateTimeoutError, VersionConflictError
+from recoverable._timeout import bounded
+from recoverable.errors import StateOwnershipError, VersionConflictError
 from recoverable.storages._serialization import JSON
 
 if TYPE_CHECKING:
@@ -162,15 +163,9 @@ class StateLease:
         )
 
     async def _io(self, what: str, work: Awaitable[_T]) -> _T:
-        try:
-            async with asyncio.timeout(self._op_timeout.total_seconds()):
-                return await work
-        except TimeoutError:
-            raise StateTimeoutError(
-                f"{what} the lease {self.key!r} in store {self._store.label!r} took longer than "
-                f"{self._op_timeout.total_seconds():g} s; check the storage backend, or raise the timeout "
-                "(timeout= or RECOVERABLE_STATE_TIMEOUT_SECS)"
-            ) from None
+        return await bounded(
+            work, within=self._op_timeout, what=f"{what} the lease {self.key!r} in store {self._store.label!r}"
+        )
 
     def _encode(self, record: LeaseRecord) -> bytes:
         return record.model_dump_json(by_alias=True, indent=2).encode()

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
+from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
     StateNotInitializedError,
     StateOwnershipError,
-    StateTimeoutError,
     StateValidationError,
     VersionConflictError,
 )
@@ -449,16 +449,12 @@ class RecoverableState(Generic[TStateModel]):
         return self._key_value_store
 
     async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
-        timeout = self._timeout or self._config().state_timeout
-        try:
-            async with asyncio.timeout(timeout.total_seconds()):
-                return await work
-        except TimeoutError:
-            store = self._key_value_store.label if self._key_value_store else "?"
-            raise StateTimeoutError(
-                f"{action} of state {self._key!r} in store {store!r} took longer than {timeout.total_seconds():g} s; "
-                "check the storage backend, or raise the timeout (timeout= or RECOVERABLE_STATE_TIMEOUT_SECS)"
-            ) from None
+        store = self._key_value_store.label if self._key_value_store else "?"
+        return await bounded(
+            work,
+            within=self._timeout or self._config().state_timeout,
+            what=f"{action} of state {self._key!r} in store {store!r}",
+        )
 
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
         stored = await kvs.client.get_record(key=self._key)

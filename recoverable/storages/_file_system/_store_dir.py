@@ -235,8 +235,12 @@ class StoreDir:
         return int.from_bytes(os.pread(self._lock_file(), 8, 0).ljust(8, b"\0"), "little")
 
     def _bump_generation(self) -> None:
-        """Tell the other processes the folder changed (caller holds the writers' lock)."""
-        generation = self._generation() + 1
+        """Tell the other processes the folder changed.
+
+        The caller holds the writers' lock and called `_fresh_index` under it, so `_seen_generation` is the
+        counter's current value: no writer of another process can have moved it since.
+        """
+        generation = self._seen_generation + 1
         os.pwrite(self._lock_file(), generation.to_bytes(8, "little"), 0)
         self._seen_generation = generation
         self._scanned_mtime_ns = self._folder_mtime_ns()
