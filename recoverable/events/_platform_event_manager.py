@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from datetime import timedelta
 from typing import TYPE_CHECKING, Self
 
 from typing_extensions import override
 
+from recoverable._backoff import backoff_delay
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, MissingDependencyError
 from recoverable.events._event import Event, EventPersistStateData, parse_platform_message
@@ -160,8 +160,7 @@ class PlatformEventManager(EventManager):
             await asyncio.sleep(self._reconnect_delay(failures))
 
     def _reconnect_delay(self, failures: int) -> float:
-        ceiling = min(self._reconnect_max_delay, _FIRST_RECONNECT_DELAY_SECS * 2.0 ** max(failures - 1, 0))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
+        return backoff_delay(failures, first=_FIRST_RECONNECT_DELAY_SECS, maximum=self._reconnect_max_delay)
 
     def _handle(self, message: str | bytes) -> None:
         try:

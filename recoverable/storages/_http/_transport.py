@@ -9,7 +9,6 @@ import http.cookiejar
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from urllib.parse import quote, urlencode
 import httpx
 from typing_extensions import override
 
+from recoverable._backoff import backoff_delay
 from recoverable.errors import (
     ConfigurationError,
     InvalidKeyError,
@@ -275,7 +275,7 @@ class HttpTransport:
                     return reply
                 failure = _Failure.of(reply)
             maybe_sent = maybe_sent or failure.maybe_sent
-            delay = _backoff(attempt)
+            delay = backoff_delay(attempt, first=_BACKOFF_FIRST_SECS, maximum=_BACKOFF_MAX_SECS)
             if failure.retry_after is not None:
                 delay = max(delay, failure.retry_after)
             gave_up = self._give_up(attempt, time.monotonic() - started, delay, failure)
@@ -392,12 +392,6 @@ class _Failure:
 
 def _gzip(content: bytes) -> bytes:
     return gzip.compress(content, compresslevel=6, mtime=0)
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with jitter: half the doubled delay is fixed, the other half random."""
-    ceiling = min(_BACKOFF_MAX_SECS, _BACKOFF_FIRST_SECS * 2.0 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -9,10 +9,11 @@ import os
 import sqlite3
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from typing_extensions import override
 
+from recoverable._backoff import backoff_delay
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, MissingDependencyError, RecoverableError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
@@ -310,18 +311,41 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     # WAL: readers never block the writer and a commit is one append; FULL: that append is fsync'd
     # before the commit returns, so a returned write survives a power loss.
     try:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        finally:
-            cursor.close()
+        cast("sqlalchemy.engine.AdaptedConnection", dbapi_connection).run_async(_sqlite_settings)
     except BaseException:
         # SQLAlchemy does not close a connection whose connect event failed; left to the garbage
         # collector, aiosqlite's thread would outlive the event loop.
         dbapi_connection.close()
         raise
+
+
+async def _sqlite_settings(connection: Any) -> None:
+    """Set up one of aiosqlite's connections."""
+
+    async def pragma(statement: str) -> None:
+        async with connection.execute(statement) as cursor:
+            await cursor.fetchall()  # a statement left with rows unread would keep holding its lock
+
+    await pragma(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    await pragma("PRAGMA synchronous=FULL")
+    # Turning a new database to WAL takes its exclusive lock, and when several connections try at once
+    # SQLite can answer some of them "database is locked" whatever busy_timeout says (it does not wait
+    # where waiting could deadlock). Such a connection tries again; the mode is the file's, so once one
+    # of them has switched, the others' switch is a no-op.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    attempt = 0
+    while True:
+        try:
+            await pragma("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            attempt += 1
+            delay = backoff_delay(attempt, first=0.002, maximum=0.1)
+            if "locked" not in str(exc) or loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+        else:
+            return
 
 
 # --- the connections of the record operations and the writes ---------------------------------------------

@@ -79,6 +79,22 @@ async def test_many_clients_create_the_tables_at_once(database_url: str, table_p
     assert [m.name for m in listed] == ["together"]
 
 
+async def test_clients_opening_a_new_sqlite_file_at_once_all_switch_it_to_wal(tmp_path: Path) -> None:
+    # Turning a new file to WAL takes its exclusive lock; SQLite refuses one of two connections doing
+    # so at once without waiting in busy_timeout, so a client has to try again rather than fail.
+    for round_ in range(16):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'new-{round_}.db'}"
+        clients = [SqlStorageClient(url) for _ in range(8)]
+        try:
+            stores = await asyncio.gather(*(c.open_key_value_store_client(name="together") for c in clients))
+        finally:
+            for client in clients:
+                await client.aclose()
+        assert len({store.store_id for store in stores}) == 1
+        with sqlite3.connect(tmp_path / f"new-{round_}.db") as plain:
+            assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 async def test_sqlite_runs_in_wal_mode_with_full_sync(sqlite_url: str, tmp_path: Path) -> None:
     async with SqlStorageClient(sqlite_url) as client:
         store = await client.open_key_value_store_client()
