@@ -6,45 +6,25 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from test_recoverable_state_support import (
-    KEY,
-    STORAGE_KINDS,
-    STORE_NAME,
-    Progress,
-    emit_persist_state,
-    make_storage_client,
-    open_instrumented_store,
-    quiet_event_manager,
-    reopened_storage_client,
-)
 
 from recoverable import RecoverableState
 from recoverable._recoverable_state import _SharedEventManager
 from recoverable.errors import StateNotInitializedError
 from recoverable.storages import KeyValueStore, StorageClient
+from state.support import (
+    KEY,
+    STORE_NAME,
+    Progress,
+    emit_persist_state,
+    open_instrumented_store,
+    quiet_event_manager,
+    reopened_storage_client,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from recoverable.events import EventPersistStateData
-
-
-@pytest.fixture(params=STORAGE_KINDS)
-def storage_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-async def storage_client(storage_kind: str, tmp_path: Path) -> AsyncIterator[StorageClient]:
-    async with make_storage_client(storage_kind, tmp_path) as client:
-        yield client
-
-
-@pytest.fixture
-async def kvs(storage_client: StorageClient) -> KeyValueStore:
-    return await KeyValueStore.open(name=STORE_NAME, storage_client=storage_client)
 
 
 # --- the default state ------------------------------------------------------------------------------------

@@ -6,12 +6,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from test_recoverable_state_support import KEY, STORE_NAME, Progress, quiet_event_manager, until
 
 from recoverable import RecoverableState
 from recoverable._recoverable_state import _SharedEventManager
 from recoverable.events import LocalEventManager
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient
+from state.support import KEY, STORE_NAME, Progress, quiet_event_manager, until
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -9,41 +9,26 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
-from test_recoverable_state_support import (
+
+from recoverable import RecoverableState
+from recoverable.errors import StateTimeoutError, StorageBackendError
+from recoverable.events import LocalEventManager
+from recoverable.storages import FileSystemStorageClient, KeyValueStore, StorageClient
+from state.support import (
     KEY,
-    STORAGE_KINDS,
     STORE_NAME,
     Progress,
     emit_persist_state,
-    make_storage_client,
     open_instrumented_store,
     quiet_event_manager,
     reopened_storage_client,
     until,
 )
 
-from recoverable import RecoverableState
-from recoverable.errors import StateTimeoutError, StorageBackendError
-from recoverable.events import LocalEventManager
-from recoverable.storages import FileSystemStorageClient, KeyValueStore, StorageClient
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
 TINY = timedelta(milliseconds=50)
-
-
-@pytest.fixture(params=STORAGE_KINDS)
-def storage_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-async def storage_client(storage_kind: str, tmp_path: Path) -> AsyncIterator[StorageClient]:
-    async with make_storage_client(storage_kind, tmp_path) as client:
-        yield client
 
 
 async def stored_bytes(kvs: KeyValueStore) -> bytes | None:

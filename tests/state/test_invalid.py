@@ -7,41 +7,26 @@ import re
 from typing import TYPE_CHECKING, Literal
 
 import pytest
-from test_recoverable_state_support import (
+
+from recoverable import RecoverableState
+from recoverable.errors import StateValidationError
+from state.support import (
     KEY,
-    STORAGE_KINDS,
     STORE_NAME,
     Progress,
     emit_persist_state,
-    make_storage_client,
     open_instrumented_store,
     quiet_event_manager,
     state_keys,
 )
 
-from recoverable import RecoverableState
-from recoverable.errors import StateValidationError
-from recoverable.storages import KeyValueStore, StorageClient
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
+    from recoverable.storages import KeyValueStore, StorageClient
 
 JSON = "application/json"
 NO_LONGER_VALID = b'{"pagesDone": "many", "seen": "not a list", "tags": {}}'
 NOT_JSON = [b'{"pagesDone": 3, "seen": [', b"\xff\xfe not utf-8", b"{'single': 'quotes'}"]
 BACKUP_KEY = re.compile(re.escape(KEY) + r"\.invalid-\d{8}T\d{12}Z")
-
-
-@pytest.fixture(params=STORAGE_KINDS)
-async def storage_client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageClient]:
-    async with make_storage_client(request.param, tmp_path) as client:
-        yield client
-
-
-@pytest.fixture
-async def kvs(storage_client: StorageClient) -> KeyValueStore:
-    return await KeyValueStore.open(name=STORE_NAME, storage_client=storage_client)
 
 
 def make_state(kvs: KeyValueStore, on_invalid: Literal["raise", "reset"] = "raise") -> RecoverableState[Progress]:

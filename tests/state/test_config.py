@@ -8,40 +8,25 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import TypeAdapter
-from test_recoverable_state_support import (
-    KEY,
-    STORAGE_KINDS,
-    STORE_NAME,
-    DataclassProgress,
-    Progress,
-    emit_persist_state,
-    make_storage_client,
-    quiet_event_manager,
-    reopened_storage_client,
-)
 
 from recoverable import RecoverableState
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, InvalidKeyError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient, StorageClient
+from state.support import (
+    KEY,
+    STORE_NAME,
+    DataclassProgress,
+    Progress,
+    emit_persist_state,
+    quiet_event_manager,
+    reopened_storage_client,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
 SAVED = {"pagesDone": 6, "seen": ["x"], "tags": {}}
-
-
-@pytest.fixture(params=STORAGE_KINDS)
-def storage_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-async def storage_client(storage_kind: str, tmp_path: Path) -> AsyncIterator[StorageClient]:
-    async with make_storage_client(storage_kind, tmp_path) as client:
-        yield client
 
 
 @pytest.fixture
