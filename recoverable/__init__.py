@@ -50,12 +50,14 @@ from recoverable.events import (
     PlatformEventManager,
 )
 from recoverable.storages import (
+    _OPTIONAL_CLIENTS,
     FileSystemStorageClient,
     HttpStorageClient,
     KeyValueStore,
     KeyValueStoreClient,
     MemoryStorageClient,
     StorageClient,
+    _without_missing_clients,
 )
 
 if TYPE_CHECKING:
@@ -102,11 +104,12 @@ __all__ = [
     "VersionConflictError",
     "__version__",
 ]
+_without_missing_clients(__all__)
 
 
 def __getattr__(name: str) -> object:
     """Import the optional storage clients on first use; a missing package raises MissingDependencyError."""
-    if name in {"RedisStorageClient", "SqlStorageClient"}:
+    if name in _OPTIONAL_CLIENTS:
         from recoverable import storages  # noqa: PLC0415
 
         return getattr(storages, name)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -69,3 +73,53 @@ def test_every_error_derives_from_the_one_root() -> None:
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.RecoverableError), name
         assert name in recoverable.__all__, name
+
+
+@pytest.mark.parametrize(
+    ("blocked", "missing"),
+    [
+        (["redis"], {"RedisStorageClient"}),
+        (["sqlalchemy"], {"SqlStorageClient"}),
+        (["redis", "sqlalchemy"], {"RedisStorageClient", "SqlStorageClient"}),
+    ],
+)
+def test_a_star_import_works_without_the_optional_clients_packages(blocked: list[str], missing: set[str]) -> None:
+    # A child process, where the packages of the extras are made impossible to import.
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        for package in {blocked!r}:
+            sys.modules[package] = None
+        namespaces = {{}}
+        for package in ("recoverable", "recoverable.storages"):
+            exec(f"from {{package}} import *", namespaces.setdefault(package, {{}}))
+        import recoverable
+        from recoverable.errors import MissingDependencyError
+        errors = {{}}
+        for name in {sorted(missing)!r}:
+            try:
+                getattr(recoverable, name)
+            except MissingDependencyError as exc:
+                errors[name] = str(exc)
+        print(json.dumps({{"names": {{p: sorted(n) for p, n in namespaces.items()}}, "errors": errors}}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+
+    for package in ("recoverable", "recoverable.storages"):
+        exported = set(importlib.import_module(package).__all__)
+        assert set(report["names"][package]) >= exported - missing, package
+        assert not set(report["names"][package]) & missing, package
+    assert set(report["errors"]) == missing  # named on their own, they still say what to install
+    for message in report["errors"].values():
+        assert "pip install 'recoverable[" in message
+
+
+def test_a_star_import_includes_the_optional_clients_when_installed() -> None:
+    namespace: dict[str, object] = {}
+    exec("from recoverable import *", namespace)  # noqa: S102 - the star import under test
+
+    assert namespace["RedisStorageClient"] is recoverable.RedisStorageClient
+    assert namespace["SqlStorageClient"] is recoverable.SqlStorageClient

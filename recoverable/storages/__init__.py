@@ -12,6 +12,7 @@ the table of types); a storage client keeps bytes, content types and versions:
 Every client implements the small async ABC `StorageClient` / `KeyValueStoreClient`.
 """
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from recoverable.storages._base import KeyValueStoreClient, StorageClient
@@ -44,6 +45,22 @@ __all__ = [
     "StoredRecord",
     "default_storage_client",
 ]
+
+_OPTIONAL_CLIENTS = {"RedisStorageClient": "redis", "SqlStorageClient": "sqlalchemy"}
+"""The storage clients that need an extra, and the package each needs."""
+
+
+def _without_missing_clients(names: list[str]) -> None:
+    """Leave out of a star import the optional clients whose package is missing (found without importing it).
+
+    `from ... import *` fetches every name in `__all__`, and one such client would fail the whole import.
+    """
+    for name, package in _OPTIONAL_CLIENTS.items():
+        if name in names and importlib.util.find_spec(package) is None:
+            names.remove(name)
+
+
+_without_missing_clients(__all__)
 
 
 def __getattr__(name: str) -> object:
