@@ -227,15 +227,26 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
     async def drop(self) -> None:
         await self._run(
             scripts.UNREGISTER,
-            [self._registry.stores, self._registry.names, self._registry.aliases],
+            [self._registry.stores, self._registry.names, self._registry.aliases, self._registry.dropped],
             [self._id, self._name or "", self._alias or ""],
             action="drop",
         )
+        await self.finish_drop()
+
+    async def finish_drop(self) -> None:
+        """Delete the keys of this store, which is out of the registry already, then forget that it was dropped.
+
+        `drop()` ends with this; a storage client also runs it for a drop that a crash stopped half-way.
+        """
         try:
             await self._redis.delete(self._keys.meta)
         except (redis_exceptions.RedisError, OSError) as exc:
             raise backend_error(self._server, "drop", exc, store=self._label()) from exc
         await self._delete_records(mode="drop")
+        try:
+            await self._redis.srem(self._registry.dropped, self._id)
+        except (redis_exceptions.RedisError, OSError) as exc:
+            raise backend_error(self._server, "drop", exc, store=self._label()) from exc
 
     @override
     async def purge(self) -> None:

@@ -8,6 +8,7 @@ of the client touches keys of one slot only; the registry of stores has the hash
 {P}:stores             hash: store id -> JSON {"id", "name", "alias", "created_at"}: the stores that exist
 {P}:names              hash: store name -> store id
 {P}:aliases            hash: alias -> store id (the default store is the alias "default")
+{P}:dropped            set: ids of dropped stores whose keys may not all be deleted yet
 {P:<id>}:meta          hash: id, name, alias, created_at, modified_at, accessed_at (microseconds since the
                        epoch, UTC) and counter, the source of the store's record versions
 {P:<id>}:keys          sorted set: every key of the store as its UTF-8 bytes, all with score 0, so that
@@ -21,9 +22,10 @@ and the prefix holds no braces, so the first `{...}` of every key is the hash ta
 record key contains.
 
 A store is alive while its `:meta` hash exists; every script checks it first, so a dropped store fails
-at once for every client that still has it open. Dropping takes the store out of the registry, deletes
-`:meta`, then deletes the records in batches; a crash in between leaves records that no store refers to,
-and nothing else.
+at once for every client that still has it open. Dropping takes the store out of the registry and adds
+its id to `:dropped` (one script), deletes `:meta`, deletes the records in batches, then removes the id
+from `:dropped`. When a crash stops a drop half-way, the next storage client of the prefix to open or
+list stores finishes it, so no record outlives its store.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class RegistryKeys:
     stores: bytes
     names: bytes
     aliases: bytes
+    dropped: bytes
 
     @classmethod
     def for_prefix(cls, prefix: str) -> RegistryKeys:
@@ -69,6 +72,7 @@ class RegistryKeys:
             stores=f"{tag}:stores".encode(),
             names=f"{tag}:names".encode(),
             aliases=f"{tag}:aliases".encode(),
+            dropped=f"{tag}:dropped".encode(),
         )
 
 

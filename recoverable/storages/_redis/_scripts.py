@@ -69,8 +69,10 @@ return ARGV[2]
 
 UNREGISTER = Script(
     """
--- KEYS: the stores hash, the names index, the aliases index. ARGV: store id, name or '', alias or ''.
+-- KEYS: the stores hash, the names index, the aliases index, the dropped set. ARGV: store id, name or '',
+-- alias or ''. The id goes into the dropped set until all the store's keys are deleted.
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], ARGV[3]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[3]) end
 return 1

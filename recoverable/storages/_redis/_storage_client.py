@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from recoverable.configuration import Configuration
-from recoverable.errors import ConfigurationError, StoreNotFoundError
+from recoverable.errors import ConfigurationError, RecoverableError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._redis import _scripts as scripts
@@ -102,6 +102,7 @@ class RedisStorageClient(StorageClient):
                 ) from None
             self._owns_client = True
         self._durability_checked = False
+        self._drops_finished = False
 
     @property
     def key_prefix(self) -> str:
@@ -129,6 +130,7 @@ class RedisStorageClient(StorageClient):
         label = id or name or alias or "default"
         try:
             await self._check_durability()
+            await self._finish_stopped_drops()
             for _ in range(_OPEN_ATTEMPTS):
                 entry = await self._find(id=id, name=name, alias=alias)
                 if entry is None:
@@ -217,6 +219,7 @@ class RedisStorageClient(StorageClient):
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
+        await self._finish_stopped_drops()
         try:
             entries = await self._redis.hgetall(self._registry.stores)
             stores = [json.loads(raw) for raw in entries.values()]
@@ -242,6 +245,26 @@ class RedisStorageClient(StorageClient):
                 )
             )
         return sorted(listed, key=lambda m: (m.created_at, m.id))
+
+    async def _finish_stopped_drops(self) -> None:
+        """Once per client: delete what is left of stores whose drop a crash stopped half-way."""
+        if self._drops_finished:
+            return
+        self._drops_finished = True
+        try:
+            dropped = await self._redis.smembers(self._registry.dropped)
+            for raw in dropped:
+                store_id = _text(raw)
+                logger.info("finishing the drop of store %s on Redis at %s", store_id, self._server.description)
+                await self._client_for({"id": store_id, "name": None, "alias": None, "created_at": 0}).finish_drop()
+        except (RecoverableError, redis_exceptions.RedisError, OSError) as exc:
+            # Leftovers take space but no store shows them; the next open or listing tries again.
+            self._drops_finished = False
+            logger.warning(
+                "could not finish the drops of key-value stores stopped half-way on Redis at %s: %s",
+                self._server.description,
+                exc,
+            )
 
     async def _check_durability(self) -> None:
         if self._durability_checked:

@@ -169,6 +169,86 @@ async def test_a_store_dropped_by_another_client_is_gone_for_this_one(
     assert fresh.store_id != store.store_id
 
 
+async def test_a_drop_that_a_crash_stopped_is_finished_by_the_next_client(
+    redis_url: str, raw_redis: Redis, key_prefix: str
+) -> None:
+    # A real process drops a store of 2,500 records and is SIGKILLed after the first batch of deletes.
+    code = textwrap.dedent(
+        f"""
+        import asyncio, os, signal
+        from recoverable.storages import RedisStorageClient
+        from recoverable.storages._redis import _scripts
+
+        first_batch = _scripts.PURGE_BATCH
+
+        class DieAfterOneBatch(_scripts.Script):
+            async def __call__(self, client, keys, args):
+                deleted = await first_batch(client, keys, args)
+                os.kill(os.getpid(), signal.SIGKILL)
+                return deleted
+
+        _scripts.PURGE_BATCH = DieAfterOneBatch(first_batch.source)
+
+        async def main():
+            async with RedisStorageClient({redis_url!r}, key_prefix={key_prefix!r}) as client:
+                store = await client.open_key_value_store_client(name="doomed")
+                kept = await client.open_key_value_store_client(name="kept")
+                await kept.set_record(key="k", value=b"1", content_type="application/json")
+                for start in range(0, 2500, 250):
+                    await asyncio.gather(*(
+                        store.set_record(key=f"k{{i:05}}", value=b"x", content_type="application/json")
+                        for i in range(start, start + 250)
+                    ))
+                print(store.store_id, flush=True)
+                await store.drop()
+
+        asyncio.run(main())
+        """
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await child.communicate()
+    assert child.returncode == -9, stderr.decode()
+    store_tag = f"{key_prefix}:{stdout.decode().strip()}"
+    left = await _keys(raw_redis, store_tag)
+    assert 1000 <= len(left) < 2500  # the crash came half-way through the records
+    registry_dropped = f"{{{key_prefix}}}:dropped".encode()
+    assert await raw_redis.smembers(registry_dropped) == {stdout.strip()}
+
+    async with RedisStorageClient(redis_url, key_prefix=key_prefix) as next_client:
+        listed = await next_client.list_key_value_stores()
+
+        assert [m.name for m in listed] == ["kept"]
+        assert await _keys(raw_redis, store_tag) == set()
+        assert not await raw_redis.exists(registry_dropped)
+        kept = await next_client.open_key_value_store_client(name="kept")
+        assert (await kept.get_record(key="k")) is not None
+
+
+async def test_stores_being_dropped_are_finished_once_per_client(
+    redis_client: RedisStorageClient, raw_redis: Redis, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await redis_client.open_key_value_store_client(name="half-dropped")
+    await store.set_record(key="k", value=b"1", content_type=JSON)
+    dropped = f"{{{key_prefix}}}:dropped".encode()
+    # What a drop stopped right after its first step leaves: the store out of the registry, its id in :dropped.
+    await raw_redis.hdel(f"{{{key_prefix}}}:stores".encode(), store.store_id)
+    await raw_redis.hdel(f"{{{key_prefix}}}:names".encode(), "half-dropped")
+    await raw_redis.sadd(dropped, store.store_id)
+
+    await redis_client.list_key_value_stores()  # this client had finished its drops before: none now
+    assert await raw_redis.smembers(dropped) == {store.store_id.encode()}
+
+    with caplog.at_level(logging.INFO, logger="recoverable"):
+        async with RedisStorageClient(services.redis_url(), key_prefix=key_prefix) as fresh:
+            await fresh.open_key_value_store_client(name="another")
+
+    assert await _keys(raw_redis, f"{key_prefix}:{store.store_id}") == set()
+    assert not await raw_redis.exists(dropped)
+    assert any(store.store_id in r.getMessage() and "finishing the drop" in r.getMessage() for r in caplog.records)
+
+
 async def test_key_prefixes_keep_clients_apart(redis_url: str, key_prefix: str) -> None:
     async with (
         RedisStorageClient(redis_url, key_prefix=key_prefix + "-a") as first,
