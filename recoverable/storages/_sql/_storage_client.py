@@ -25,7 +25,7 @@ from recoverable.storages._sql._schema import DEFAULT_TABLE_PREFIX, Tables, vali
 from recoverable.storages._sql._statements import Statements, insert_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -372,10 +372,11 @@ class _Lender:
     """Up to `limit` connections, made when first needed and kept, each lent to one operation at a time.
 
     After an operation that failed with one of the `harmless` exceptions (the database refused a
-    statement, the caller's own error), the connection is as good as before and is kept. After any other
-    (a lost connection, a driver in an unknown state), it is closed and the next operation gets a new one;
-    so is one that `usable` rejects, when an operation ends or before one begins (the server closed it
-    meanwhile). After `aclose()`, each connection is closed when its operation ends.
+    statement, the caller's own error, a cancellation), the connection is as good as before and is kept;
+    after a cancellation, once `settle` has run on it. After any other exception (a lost connection, a
+    driver in an unknown state), or when `settle` fails, it is closed and the next operation gets a new
+    one; so is one that `usable` rejects, when an operation ends or before one begins (the server closed
+    it meanwhile). After `aclose()`, each connection is closed when its operation ends.
     """
 
     def __init__(
@@ -386,12 +387,14 @@ class _Lender:
         harmless: tuple[type[BaseException], ...],
         usable: Callable[[Any], bool] | None = None,
         terminate: Callable[[Any], object] | None = None,
+        settle: Callable[[Any], Awaitable[object]] | None = None,
     ) -> None:
         self._engine = engine
         self._slots = asyncio.Semaphore(limit)
         self._harmless = harmless
         self._usable = usable
         self._terminate = terminate
+        self._settle = settle
         self._idle: list[_Held] = []
         self._closed = False
 
@@ -403,12 +406,23 @@ class _Lender:
             try:
                 yield held.driver
             except BaseException as exc:
-                if isinstance(exc, self._harmless):
+                if isinstance(exc, self._harmless) and await self._settled(held, exc):
                     await self._give_back(held)
                 else:
                     await self._discard(held)
                 raise
             await self._give_back(held)
+
+    async def _settled(self, held: _Held, exc: BaseException) -> bool:
+        """After a cancellation, whether `settle` brought the connection back to a known state."""
+        if self._settle is None or not isinstance(exc, asyncio.CancelledError):
+            return True
+        try:
+            # Shielded, as the task may be cancelled again; the connection is then closed instead.
+            await asyncio.shield(self._settle(held.driver))
+        except BaseException:  # noqa: BLE001 - whatever went wrong, the connection is closed
+            return False
+        return True
 
     async def _take(self) -> _Held:
         while self._idle:
@@ -521,11 +535,13 @@ class PostgresConnections(DriverConnections):
         self._lender = _Lender(
             engine,
             _POSTGRES_CONNECTIONS,
-            # After an error of the server (a failed statement) the connection is idle and usable, asyncpg's
-            # transaction() having rolled back. After a cancellation too: asyncpg has the server cancel the
-            # statement, and the connection's next statement waits for that.
+            # After an error of the server (a failed statement) the connection is idle and usable,
+            # `transaction()` having rolled back.
             harmless=(asyncpg.PostgresError, RecoverableError, asyncio.CancelledError),
-            # A rollback cut short by a second cancellation would leave the next operation in a transaction.
+            # After a cancellation, asyncpg has the server cancel the statement, whose answer may still be on
+            # its way: a BEGIN may have begun a transaction the connection does not know of yet. A ROLLBACK
+            # runs after that answer, and ends any transaction (it only warns when there is none).
+            settle=lambda connection: connection.execute("ROLLBACK"),
             usable=lambda connection: not connection.is_closed() and not connection.is_in_transaction(),
             terminate=lambda connection: connection.terminate(),
         )
@@ -543,8 +559,21 @@ class PostgresConnections(DriverConnections):
     @override
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[DriverTransaction]:
-        async with self._lender.lend() as connection, connection.transaction():
-            yield _PostgresTransaction(connection)
+        # Plain statements, not asyncpg's `transaction()`: a BEGIN of that one cancelled on its way leaves
+        # the connection sure it is in a transaction, and the connection's next one would be a SAVEPOINT.
+        async with self._lender.lend() as connection:
+            await connection.execute("BEGIN")
+            try:
+                yield _PostgresTransaction(connection)
+            except asyncio.CancelledError:
+                raise  # the lender's settle rolls back, after the cancelled statement's answer
+            except BaseException:
+                try:
+                    await connection.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - the error to report is the one above
+                    connection.terminate()  # in an unknown state: the lender closes it
+                raise
+            await connection.execute("COMMIT")
 
     @override
     async def aclose(self) -> None:
