@@ -214,15 +214,20 @@ async def test_facade_refuses_bad_limits(kvs: KeyValueStore, limit: object) -> N
         ("", "a"),
         (None, "\U0010ffff"),
         ("\U0010ffff", None),
+        ("a\ud800", None),
+        ("\udfff", None),
+        (None, "a\ud800"),
     ],
 )
 async def test_listing_bounds_no_key_can_hold(
     store: KeyValueStoreClient, start: str | None, prefix: str | None
 ) -> None:
-    # NUL, the empty string and the highest code point are bounds no key holds: each backend must still
-    # order and cut around them exactly as code points say.
-    keys = ["a", "a\x01", "ab", "a\ud7ff", "a\ue000", "a\U0010ffff", "b", "\U0010ffff", "\U0010ffffa"]
+    # NUL, the empty string, the highest code point and lone surrogates are bounds no key holds: each
+    # backend must still order and cut around them exactly as code points say.
+    keys = ["a", "a\x01", "ab", "a\ud7ff", "a\ud7ffz", "a\ue000", "a\U0010ffff", "b", "\U0010ffff", "\U0010ffffa"]
     for key in keys:
         await store.set_record(key=key, value=b"1", content_type="application/json")
     expected = sorted(k for k in keys if (start is None or k > start) and k.startswith(prefix or ""))
     assert [info.key async for info in store.iterate_keys(exclusive_start_key=start, prefix=prefix)] == expected
+    first_two = store.iterate_keys(exclusive_start_key=start, prefix=prefix, limit=2)
+    assert [info.key async for info in first_two] == expected[:2]

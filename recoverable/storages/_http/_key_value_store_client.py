@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -34,6 +35,7 @@ _NOT_FOUND = 404
 _PRECONDITION_FAILED = 412
 _PURGE_CONCURRENCY = 16
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_metadata(transport: HttpTransport, reply: Reply, *, target: Target, action: str) -> KeyValueStoreMetadata:
@@ -224,6 +226,14 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
         prefix: str | None = None,
     ) -> AsyncIterator[KeyInfo]:
         self._check_alive()
+        # A URL cannot carry a lone surrogate, and no key holds one: no key starts with such a prefix, and
+        # such a start is replaced by one before the same keys.
+        if prefix is not None and _LONE_SURROGATE.search(prefix):
+            return
+        if exclusive_start_key is not None and (surrogate := _LONE_SURROGATE.search(exclusive_start_key)):
+            async for info in self._keys_after_surrogate(exclusive_start_key[: surrogate.start()], limit, prefix):
+                yield info
+            return
         cursor = exclusive_start_key
         remaining = limit
         while remaining is None or remaining > 0:
@@ -240,6 +250,22 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
             if not truncated or not items or next_key is None or next_key == cursor:
                 return
             cursor = next_key
+
+    async def _keys_after_surrogate(self, head: str, limit: int | None, prefix: str | None) -> AsyncIterator[KeyInfo]:
+        """The keys after `head` followed by a lone surrogate.
+
+        They are the keys after every key that starts with `head` and then U+D7FF, the code point just below
+        the surrogates: the listing starts after `head` + U+D7FF and skips the keys that start with it.
+        """
+        below = head + "\ud7ff"
+        listed = 0
+        async for info in self.iterate_keys(exclusive_start_key=below, prefix=prefix):
+            if info.key.startswith(below):
+                continue
+            yield info
+            listed += 1
+            if limit is not None and listed >= limit:
+                return
 
     async def _key_page(
         self, cursor: str | None, limit: int, prefix: str | None

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, StorageBackendError, StoreNotFoundError, VersionConflictError
-from recoverable.storages import KeyValueStore, MemoryStorageClient, RedisStorageClient, default_storage_client
+from recoverable.storages import KeyValueStore, RedisStorageClient, default_storage_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -91,35 +91,6 @@ async def test_every_key_of_a_store_is_in_the_slot_of_its_hash_tag(
     assert record is not None
     assert record.value == b"v"
     assert (await store.get_metadata()).name == "slots"
-
-
-@pytest.mark.parametrize(
-    ("start", "prefix"),
-    [
-        ("a\x00", None),
-        ("a\x00zzz", "a"),
-        (None, "a\x00"),
-        ("a\ud800", None),
-        ("\udfff", None),
-        (None, "a\ud800"),
-        ("", None),
-        ("", "a"),
-        (None, "\U0010ffff"),
-        ("\U0010ffff", None),
-    ],
-)
-async def test_listing_bounds_no_key_can_hold(
-    redis_client: RedisStorageClient, start: str | None, prefix: str | None
-) -> None:
-    keys = ["a", "a\x01", "ab", "a\ud7ff", "a\ue000", "a\U0010ffff", "b", "\U0010ffff", "\U0010ffffa"]
-    store = await redis_client.open_key_value_store_client(name="bounds")
-    reference = await MemoryStorageClient().open_key_value_store_client(name="bounds")
-    for key in keys:
-        await store.set_record(key=key, value=b"1", content_type=JSON)
-        await reference.set_record(key=key, value=b"1", content_type=JSON)
-
-    expected = [info.key async for info in reference.iterate_keys(exclusive_start_key=start, prefix=prefix)]
-    assert [info.key async for info in store.iterate_keys(exclusive_start_key=start, prefix=prefix)] == expected
 
 
 async def test_versions_are_counters_of_the_store(redis_client: RedisStorageClient) -> None:

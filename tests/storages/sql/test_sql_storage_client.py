@@ -22,7 +22,6 @@ from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, StorageBackendError, StoreNotFoundError, VersionConflictError
 from recoverable.storages import (
     KeyValueStore,
-    MemoryStorageClient,
     SqlStorageClient,
     StoredRecord,
     default_storage_client,
@@ -235,35 +234,6 @@ async def test_long_keys_of_any_characters(sql_client: SqlStorageClient) -> None
     assert await _keys(store, prefix="h" * 256) == sorted(k for k in keys if k.startswith("h" * 256))
     start = "h" * 255 + "a"
     assert await _keys(store, exclusive_start_key=start, limit=2) == [k for k in sorted(keys) if k > start][:2]
-
-
-@pytest.mark.parametrize(
-    ("start", "prefix"),
-    [
-        ("a\x00", None),
-        ("a\x00zzz", "a"),
-        (None, "a\x00"),
-        ("a\ud800", None),
-        ("\udfff", None),
-        (None, "a\ud800"),
-        ("", None),
-        ("", "a"),
-        (None, "\U0010ffff"),
-        ("\U0010ffff", None),
-    ],
-)
-async def test_listing_bounds_no_key_can_hold(
-    sql_client: SqlStorageClient, start: str | None, prefix: str | None
-) -> None:
-    keys = ["a", "a\x01", "ab", "a\ud7ff", "a\ue000", "a\U0010ffff", "b", "\U0010ffff", "\U0010ffffa"]
-    store = await sql_client.open_key_value_store_client(name="bounds")
-    reference = await MemoryStorageClient().open_key_value_store_client(name="bounds")
-    for key in keys:
-        await store.set_record(key=key, value=b"1", content_type=JSON)
-        await reference.set_record(key=key, value=b"1", content_type=JSON)
-
-    expected = await _keys(reference, exclusive_start_key=start, prefix=prefix)
-    assert await _keys(store, exclusive_start_key=start, prefix=prefix) == expected
 
 
 # --- atomicity under concurrent writers -----------------------------------------------------------------
