@@ -252,19 +252,41 @@ class StateLease:
         if self._record is None or self._lost is not None:
             return
         record = self._record.model_copy(update={"expires_at": datetime.now(UTC) + self._ttl})
-        try:
-            self._version = await self._io(
-                "renewing",
-                self._store.client.set_record(
-                    key=self.key, value=self._encode(record), content_type=JSON, if_version=self._version
-                ),
-            )
-        except VersionConflictError:
-            current, _ = await self._read()
-            owner = current.describe() if current else "nobody (the lease was deleted)"
-            self.lose(f"lost the lease of state {self.key!r} in store {self._store.label!r}: it is now held by {owner}")
+        for attempt in range(2):
+            try:
+                self._version = await self._io(
+                    "renewing",
+                    self._store.client.set_record(
+                        key=self.key, value=self._encode(record), content_type=JSON, if_version=self._version
+                    ),
+                )
+            except VersionConflictError:
+                ours, current = await self._still_ours()
+                if ours and attempt == 0:
+                    continue
+                owner = current.describe() if current else "nobody (the lease was deleted)"
+                self.lose(
+                    f"lost the lease of state {self.key!r} in store {self._store.label!r}: it is now held by {owner}"
+                )
+                return
+            self._record = record
             return
-        self._record = record
+
+    async def _still_ours(self) -> tuple[bool, LeaseRecord | None]:
+        """After a conflict: whether the lease record is still this owner's, and the record that is there.
+
+        A renewal whose answer was lost (a timeout, a retry after a dropped connection) may have landed and
+        changed the version; the record then holds this owner and fencing token, and its version is taken.
+        """
+        current, version = await self._read()
+        ours = (
+            current is not None
+            and self._record is not None
+            and (current.owner, current.token) == (self._record.owner, self._record.token)
+        )
+        if ours:
+            self._version = version
+        return ours, current
 
     def lose(self, reason: str) -> None:
         """Mark the lease lost: the state must stop saving."""
@@ -289,6 +311,13 @@ class StateLease:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
         if self._record is not None and self._lost is None:
-            with contextlib.suppress(VersionConflictError):
+            try:
                 await self._io("releasing", self._store.client.delete_record(key=self.key, if_version=self._version))
+            except VersionConflictError:
+                ours, _ = await self._still_ours()
+                if ours:
+                    with contextlib.suppress(VersionConflictError):
+                        await self._io(
+                            "releasing", self._store.client.delete_record(key=self.key, if_version=self._version)
+                        )
         self._record = None

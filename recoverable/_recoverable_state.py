@@ -209,6 +209,8 @@ class RecoverableState(Generic[TStateModel]):
         self._initialized = False
         self._last_persisted: bytes | None = None
         self._version: str | None = None
+        # What a fenced save that failed without an answer tried to write: it may have landed all the same.
+        self._unanswered: bytes | None = None
         self._lease_ttl = lease_ttl
         self._on_owned: Literal["fail", "wait"] = on_owned
         self._lease_wait_timeout = lease_wait_timeout
@@ -529,21 +531,43 @@ class RecoverableState(Generic[TStateModel]):
             if data == self._last_persisted:
                 return
             if self._lease is None:
-                write = kvs.client.set_record(key=self._key, value=data, content_type=JSON)
-            else:
-                # Fenced: only on top of the record this process loaded or wrote last.
-                write = kvs.client.set_record(
-                    key=self._key,
-                    value=data,
-                    content_type=JSON,
-                    if_version=self._version,
-                    if_absent=self._version is None,
+                self._version = await self._with_timeout(
+                    "save", kvs.client.set_record(key=self._key, value=data, content_type=JSON)
                 )
-            try:
-                self._version = await self._with_timeout("save", write)
-            except VersionConflictError as exc:
-                raise self._overwritten(exc) from exc
+            else:
+                await self._fenced_save(kvs, data)
             self._last_persisted = data
+
+    async def _fenced_save(self, kvs: KeyValueStore, data: bytes) -> None:
+        """Write `data` only on top of the record this process loaded or wrote last."""
+        for attempt in range(2):
+            try:
+                self._version = await self._with_timeout(
+                    "save",
+                    kvs.client.set_record(
+                        key=self._key,
+                        value=data,
+                        content_type=JSON,
+                        if_version=self._version,
+                        if_absent=self._version is None,
+                    ),
+                )
+            except VersionConflictError as exc:
+                # A write of this process whose answer was lost (a timeout, a retry after a dropped
+                # connection) may have landed: then the record holds its bytes, and is ours to build on.
+                current = await self._with_timeout("read", kvs.client.get_record(key=self._key))
+                if attempt == 0 and current is not None and current.value in (data, self._unanswered):
+                    self._version = current.version
+                    self._unanswered = None
+                    if current.value == data:
+                        return
+                    continue
+                raise self._overwritten(exc) from exc
+            except Exception:
+                self._unanswered = data
+                raise
+            self._unanswered = None
+            return
 
     async def _release_lease(self) -> None:
         lease, self._lease = self._lease, None

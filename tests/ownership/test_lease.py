@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import BaseModel
+from state.support import open_instrumented_store
 
 from recoverable import (
     EventManager,
@@ -23,6 +24,7 @@ from recoverable import (
     StateOwnershipError,
 )
 from recoverable._ownership import LEASE_SUFFIX, LeaseRecord
+from recoverable.errors import StateTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -254,3 +256,29 @@ async def test_a_live_owner_on_another_host_is_not_taken_over_before_expiry(kvs:
     await kvs.set_value(LEASE, elsewhere.model_dump(mode="json", by_alias=True))
     with pytest.raises(StateOwnershipError, match="another-host"):
         await make_state(kvs).initialize()
+
+
+@pytest.mark.parametrize("then", ["renew", "teardown"])
+async def test_a_renewal_that_timed_out_after_it_landed_keeps_the_lease(kvs: KeyValueStore, then: str) -> None:
+    # The renewal reaches the store, but its answer comes after the timeout. The version of the lease
+    # changed under the owner: the next renewal (or the release) must see the record is still its own.
+    instrumented, client = await open_instrumented_store(kvs.storage_client, name="owned-slowly")
+    state = make_state(instrumented, timeout=timedelta(milliseconds=200))
+    await state.initialize()
+    lease = state._lease
+    assert lease is not None
+    client.lease_answer_delay = 30.0
+    with pytest.raises(StateTimeoutError, match="renewing"):
+        await lease.renew()
+    client.lease_answer_delay = 0.0
+
+    if then == "renew":
+        await lease.renew()
+        state.current_value.done = 5
+        await state.persist_state()  # would raise StateOwnershipError had the lease been taken for lost
+        assert await instrumented.get_value(KEY) == {"done": 5}
+    await state.teardown()
+
+    assert await lease_of(instrumented) is None  # released, so the next owner need not wait for it to expire
+    async with make_state(instrumented) as successor:
+        assert successor.current_value.done == (5 if then == "renew" else 0)

@@ -104,6 +104,9 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         failing_writes: How many of the next `set_record` calls (leases aside) fail with `StorageBackendError`.
         get_delay: Seconds each `get_record` sleeps before reading.
         set_delay: Seconds each `set_record` sleeps before writing.
+        answer_delay: Seconds each `set_record` sleeps after writing, before it returns: a write that
+            lands while its caller has given up waiting.
+        lease_answer_delay: The same for the writes of the state's lease.
     """
 
     def __init__(self, inner: KeyValueStoreClient) -> None:
@@ -112,6 +115,8 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         self.failing_writes = 0
         self.get_delay = 0.0
         self.set_delay = 0.0
+        self.answer_delay = 0.0
+        self.lease_answer_delay = 0.0
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
@@ -139,9 +144,11 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
     ) -> str:
         if key.endswith(LEASE_SUFFIX):
             # The state's ownership lease is bookkeeping of its own, not a save of the state.
-            return await self.inner.set_record(
+            version = await self.inner.set_record(
                 key=key, value=value, content_type=content_type, if_version=if_version, if_absent=if_absent
             )
+            await asyncio.sleep(self.lease_answer_delay)
+            return version
         self.set_calls += 1
         if self.failing_writes > 0:
             self.failing_writes -= 1
@@ -150,9 +157,12 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
             ) from OSError(errno.EIO, "Input/output error")
         if self.set_delay:
             await asyncio.sleep(self.set_delay)
-        return await self.inner.set_record(
+        version = await self.inner.set_record(
             key=key, value=value, content_type=content_type, if_version=if_version, if_absent=if_absent
         )
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+        return version
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:

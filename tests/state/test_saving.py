@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recoverable import RecoverableState
-from recoverable.errors import StateTimeoutError, StorageBackendError
+from recoverable.errors import StateOwnershipError, StateTimeoutError, StorageBackendError
 from recoverable.events import LocalEventManager
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, StorageClient
 from state.support import (
@@ -307,6 +307,59 @@ async def test_load_timeout(storage_client: StorageClient) -> None:
     assert KEY in str(caught.value)
     assert STORE_NAME in str(caught.value)
     assert not state.is_initialized
+
+
+async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
+    # The write reaches the store, but its answer comes after the timeout: the next save must build on the
+    # record this process wrote, not take it for another writer's and give up the state.
+    kvs, client = await open_instrumented_store(storage_client)
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=quiet_event_manager(),
+        timeout=timedelta(milliseconds=200),
+    )
+    await state.initialize()
+    state.current_value.pages_done = 1
+    client.answer_delay = 30.0
+    with pytest.raises(StateTimeoutError, match="save"):
+        await state.persist_state()
+    assert await kvs.get_value(KEY) == {"pagesDone": 1, "seen": [], "tags": {}}  # it landed all the same
+
+    client.answer_delay = 0.0
+    state.current_value.pages_done = 2
+    await state.persist_state()
+    assert await kvs.get_value(KEY) == {"pagesDone": 2, "seen": [], "tags": {}}
+
+    state.current_value.pages_done = 3
+    await state.teardown()
+    assert await kvs.get_value(KEY) == {"pagesDone": 3, "seen": [], "tags": {}}
+
+
+async def test_a_save_that_timed_out_is_not_mistaken_for_one_that_landed(storage_client: StorageClient) -> None:
+    # Someone else wrote the record meanwhile, with other contents: that is still refused.
+    kvs, client = await open_instrumented_store(storage_client)
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=quiet_event_manager(),
+        timeout=timedelta(milliseconds=200),
+    )
+    await state.initialize()
+    state.current_value.pages_done = 1
+    client.answer_delay = 30.0
+    with pytest.raises(StateTimeoutError, match="save"):
+        await state.persist_state()
+    client.answer_delay = 0.0
+    await client.inner.set_record(key=KEY, value=b'{"pagesDone": 99}', content_type="application/json")
+
+    state.current_value.pages_done = 2
+    with pytest.raises(StateOwnershipError, match="written by someone else"):
+        await state.persist_state()
+    assert await kvs.get_value(KEY) == {"pagesDone": 99}
+    await state.teardown()
 
 
 async def test_save_timeout(storage_client: StorageClient) -> None:
