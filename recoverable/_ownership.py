@@ -110,6 +110,7 @@ class StateLease:
         logger: logging.Logger,
     ) -> None:
         self._store = store
+        self.state_key = state_key
         self.key = state_key + LEASE_SUFFIX
         self._ttl = ttl
         self._on_owned = on_owned
@@ -220,7 +221,7 @@ class StateLease:
                 if current is not None:
                     self._log.warning(
                         "took over the lease of state %r in store %r from %s",
-                        self.key,
+                        self.state_key,
                         self._store.label,
                         current.describe(),
                     )
@@ -244,7 +245,7 @@ class StateLease:
                         f"gave up waiting after {self._wait_timeout}: {message}", owner=current.describe()
                     )
                 pause = min(pause, max(deadline - loop.time(), 0.0))
-            self._log.info("waiting for the lease of state %r held by %s", self.key, current.describe())
+            self._log.info("waiting for the lease of state %r held by %s", self.state_key, current.describe())
             await asyncio.sleep(pause)
 
     async def renew(self) -> None:
@@ -265,9 +266,8 @@ class StateLease:
                 if ours and attempt == 0:
                     continue
                 owner = current.describe() if current else "nobody (the lease was deleted)"
-                self.lose(
-                    f"lost the lease of state {self.key!r} in store {self._store.label!r}: it is now held by {owner}"
-                )
+                where = f"state {self.state_key!r} in store {self._store.label!r}"
+                self.lose(f"lost the lease of {where}: it is now held by {owner}")
                 return
             self._record = record
             return

@@ -166,7 +166,7 @@ async def test_an_expired_lease_is_taken_over_and_the_stale_owner_cannot_write(
     with caplog.at_level(logging.WARNING, logger="recoverable.state"):
         new = make_state(kvs, lease_ttl=ttl)
         assert (await new.initialize()).done == 1
-    assert "took over the lease" in caplog.text
+    assert f"took over the lease of state {KEY!r} in store " in caplog.text
     lease = await lease_of(kvs)
     assert lease is not None
     assert lease.token == 2  # the fencing token grows with each change of owner
@@ -218,7 +218,7 @@ async def test_a_lost_lease_is_logged_by_periodic_saves_never_raised(
 
             manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
             await manager.wait_for_all_listeners_to_complete()
-        assert "lost the lease" in caplog.text
+        assert f"lost the lease of state {KEY!r} in store " in caplog.text
         assert await kvs.get_value(KEY) is None
         await state.teardown()
 
