@@ -209,8 +209,9 @@ class RecoverableState(Generic[TStateModel]):
         self._initialized = False
         self._last_persisted: bytes | None = None
         self._version: str | None = None
-        # What a fenced save that failed without an answer tried to write: it may have landed all the same.
-        self._unanswered: bytes | None = None
+        # What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or
+        # None for no record); it may have landed all the same. Empty when there is no such write.
+        self._unanswered: list[bytes | None] = []
         self._lease_ttl = lease_ttl
         self._on_owned: Literal["fail", "wait"] = on_owned
         self._lease_wait_timeout = lease_wait_timeout
@@ -378,11 +379,10 @@ class RecoverableState(Generic[TStateModel]):
         if self._persistence_enabled:
             async with self._persist_lock:
                 self._check_ownership()
-                if_version = self._version if self._lease is not None else None
-                try:
-                    await self._with_timeout("reset", self._store().delete_value(self._key, if_version=if_version))
-                except VersionConflictError as exc:
-                    raise self._overwritten(exc) from exc
+                if self._lease is None:
+                    await self._with_timeout("reset", self._store().delete_value(self._key))
+                else:
+                    await self._fenced_delete(self._store())
                 self._last_persisted = None
                 self._version = None
 
@@ -553,21 +553,46 @@ class RecoverableState(Generic[TStateModel]):
                     ),
                 )
             except VersionConflictError as exc:
-                # A write of this process whose answer was lost (a timeout, a retry after a dropped
-                # connection) may have landed: then the record holds its bytes, and is ours to build on.
-                current = await self._with_timeout("read", kvs.client.get_record(key=self._key))
-                if attempt == 0 and current is not None and current.value in (data, self._unanswered):
-                    self._version = current.version
-                    self._unanswered = None
-                    if current.value == data:
-                        return
+                if attempt == 0 and await self._adopt_landed_write(kvs, data):
                     continue
                 raise self._overwritten(exc) from exc
             except Exception:
-                self._unanswered = data
+                self._unanswered = [data]
                 raise
-            self._unanswered = None
+            self._unanswered = []
             return
+
+    async def _fenced_delete(self, kvs: KeyValueStore) -> None:
+        """Delete the record only if it is the one this process loaded or wrote last."""
+        for attempt in range(2):
+            try:
+                await self._with_timeout("reset", kvs.delete_value(self._key, if_version=self._version))
+            except VersionConflictError as exc:
+                if attempt == 0 and await self._adopt_landed_write(kvs, None):
+                    if self._version is None:
+                        return  # gone already
+                    continue
+                raise self._overwritten(exc) from exc
+            except Exception:
+                self._unanswered = [None]
+                raise
+            self._unanswered = []
+            return
+
+    async def _adopt_landed_write(self, kvs: KeyValueStore, attempted: bytes | None) -> bool:
+        """After a conflict: whether the record is what this process tried to leave there (None: no record).
+
+        A write of this process whose answer was lost (a timeout, a retry after a dropped connection) may
+        have landed; then the record holds what it wrote, is this process's to build on, and its version is
+        taken. Another writer's record is not.
+        """
+        current = await self._with_timeout("read", kvs.client.get_record(key=self._key))
+        found = None if current is None else current.value
+        if found != attempted and found not in self._unanswered:
+            return False
+        self._version = None if current is None else current.version
+        self._unanswered = []
+        return True
 
     async def _release_lease(self) -> None:
         lease, self._lease = self._lease, None

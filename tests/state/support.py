@@ -104,8 +104,8 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         failing_writes: How many of the next `set_record` calls (leases aside) fail with `StorageBackendError`.
         get_delay: Seconds each `get_record` sleeps before reading.
         set_delay: Seconds each `set_record` sleeps before writing.
-        answer_delay: Seconds each `set_record` sleeps after writing, before it returns: a write that
-            lands while its caller has given up waiting.
+        answer_delay: Seconds each `set_record` and `delete_record` sleeps after writing, before it returns:
+            a write that lands while its caller has given up waiting.
         lease_answer_delay: The same for the writes of the state's lease.
     """
 
@@ -166,7 +166,10 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
-        return await self.inner.delete_record(key=key, if_version=if_version)
+        deleted = await self.inner.delete_record(key=key, if_version=if_version)
+        if self.answer_delay and not key.endswith(LEASE_SUFFIX):
+            await asyncio.sleep(self.answer_delay)
+        return deleted
 
     @override
     async def iterate_keys(

@@ -337,6 +337,31 @@ async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(stor
     assert await kvs.get_value(KEY) == {"pagesDone": 3, "seen": [], "tags": {}}
 
 
+async def test_a_reset_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
+    kvs, client = await open_instrumented_store(storage_client)
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=quiet_event_manager(),
+        timeout=timedelta(milliseconds=200),
+    )
+    await state.initialize()
+    state.current_value.pages_done = 1
+    await state.persist_state()
+    client.answer_delay = 30.0
+    with pytest.raises(StateTimeoutError, match="reset"):
+        await state.reset()
+    assert not await kvs.record_exists(KEY)  # the delete landed all the same
+    client.answer_delay = 0.0
+
+    await state.reset()  # again: nothing left to delete, and that is no conflict
+    state.current_value.pages_done = 2
+    await state.persist_state()
+    assert await kvs.get_value(KEY) == {"pagesDone": 2, "seen": [], "tags": {}}
+    await state.teardown()
+
+
 async def test_a_save_that_timed_out_is_not_mistaken_for_one_that_landed(storage_client: StorageClient) -> None:
     # Someone else wrote the record meanwhile, with other contents: that is still refused.
     kvs, client = await open_instrumented_store(storage_client)
