@@ -202,6 +202,11 @@ class StateLease:
         deadline = None if self._wait_timeout is None else loop.time() + self._wait_timeout.total_seconds()
         while True:
             current, version = await self._read()
+            if current is not None and current.owner == self._owner:
+                # A take of this lease whose answer was lost landed all the same (a retry of it then met a
+                # conflict, the record having changed under it): the lease is held already.
+                self._hold(current, version)
+                return
             if self._is_free(current):
                 token = (current.token + 1) if current else 1
                 record = self._new_record(token)
@@ -225,9 +230,7 @@ class StateLease:
                         self._store.label,
                         current.describe(),
                     )
-                self._record = record
-                self._lost = None
-                self._renewer = asyncio.create_task(self._renew_loop(), name=f"renew lease {self.key}")
+                self._hold(record, self._version)
                 return
             assert current is not None  # noqa: S101 - _is_free(None) is True
             message = (
@@ -247,6 +250,12 @@ class StateLease:
                 pause = min(pause, max(deadline - loop.time(), 0.0))
             self._log.info("waiting for the lease of state %r held by %s", self.state_key, current.describe())
             await asyncio.sleep(pause)
+
+    def _hold(self, record: LeaseRecord, version: str | None) -> None:
+        self._record = record
+        self._version = version
+        self._lost = None
+        self._renewer = asyncio.create_task(self._renew_loop(), name=f"renew lease {self.key}")
 
     async def renew(self) -> None:
         """Extend the lease now. On conflict the lease is marked lost (see `check`)."""

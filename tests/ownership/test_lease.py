@@ -282,3 +282,23 @@ async def test_a_renewal_that_timed_out_after_it_landed_keeps_the_lease(kvs: Key
     assert await lease_of(instrumented) is None  # released, so the next owner need not wait for it to expire
     async with make_state(instrumented) as successor:
         assert successor.current_value.done == (5 if then == "renew" else 0)
+
+
+async def test_a_take_of_the_lease_that_landed_unanswered_holds_it(kvs: KeyValueStore) -> None:
+    # The first attempt to take the lease lands but its answer is lost; the retry meets a conflict with it.
+    instrumented, client = await open_instrumented_store(kvs.storage_client, name="taken-unanswered")
+    client.lease_writes_answered_as_conflicts = 1
+    state = make_state(instrumented)
+    await state.initialize()  # not "held by process <this one>"
+    assert client.lease_writes_answered_as_conflicts == 0
+
+    state.current_value.done = 2
+    await state.persist_state()
+    lease = state._lease
+    assert lease is not None
+    await lease.renew()
+    with pytest.raises(StateOwnershipError, match="held by process"):
+        await make_state(instrumented).initialize()
+    await state.teardown()
+    assert await lease_of(instrumented) is None
+    assert await instrumented.get_value(KEY) == {"done": 2}

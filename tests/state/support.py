@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import override
 
 from recoverable._ownership import LEASE_SUFFIX
-from recoverable.errors import StorageBackendError
+from recoverable.errors import StorageBackendError, VersionConflictError
 from recoverable.events import Event, EventManager, EventPersistStateData
 from recoverable.storages import (
     FileSystemStorageClient,
@@ -107,6 +107,8 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         answer_delay: Seconds each `set_record` and `delete_record` sleeps after writing, before it returns:
             a write that lands while its caller has given up waiting.
         lease_answer_delay: The same for the writes of the state's lease.
+        lease_writes_answered_as_conflicts: How many of the next lease writes land and are then answered
+            with `VersionConflictError`, as a retry whose first attempt landed unanswered is.
     """
 
     def __init__(self, inner: KeyValueStoreClient) -> None:
@@ -117,6 +119,7 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         self.set_delay = 0.0
         self.answer_delay = 0.0
         self.lease_answer_delay = 0.0
+        self.lease_writes_answered_as_conflicts = 0
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
@@ -148,6 +151,11 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
                 key=key, value=value, content_type=content_type, if_version=if_version, if_absent=if_absent
             )
             await asyncio.sleep(self.lease_answer_delay)
+            if self.lease_writes_answered_as_conflicts > 0:
+                self.lease_writes_answered_as_conflicts -= 1
+                raise VersionConflictError.for_record(
+                    store="instrumented", key=key, expected=if_version, actual=version
+                )
             return version
         self.set_calls += 1
         if self.failing_writes > 0:
