@@ -309,17 +309,22 @@ async def test_load_timeout(storage_client: StorageClient) -> None:
     assert not state.is_initialized
 
 
-async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
-    # The write reaches the store, but its answer comes after the timeout: the next save must build on the
-    # record this process wrote, not take it for another writer's and give up the state.
-    kvs, client = await open_instrumented_store(storage_client)
-    state = RecoverableState(
+def state_with_short_timeout(kvs: KeyValueStore) -> RecoverableState[Progress]:
+    """A state whose saves give up waiting for an answer after 200 ms."""
+    return RecoverableState(
         default_state=Progress(),
         persist_state_key=KEY,
         key_value_store=kvs,
         event_manager=quiet_event_manager(),
         timeout=timedelta(milliseconds=200),
     )
+
+
+async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
+    # The write reaches the store, but its answer comes after the timeout: the next save must build on the
+    # record this process wrote, not take it for another writer's and give up the state.
+    kvs, client = await open_instrumented_store(storage_client)
+    state = state_with_short_timeout(kvs)
     await state.initialize()
     state.current_value.pages_done = 1
     client.answer_delay = 30.0
@@ -339,13 +344,7 @@ async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(stor
 
 async def test_a_reset_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
     kvs, client = await open_instrumented_store(storage_client)
-    state = RecoverableState(
-        default_state=Progress(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=quiet_event_manager(),
-        timeout=timedelta(milliseconds=200),
-    )
+    state = state_with_short_timeout(kvs)
     await state.initialize()
     state.current_value.pages_done = 1
     await state.persist_state()
@@ -365,13 +364,7 @@ async def test_a_reset_that_timed_out_after_it_landed_keeps_the_state_saving(sto
 async def test_a_save_that_timed_out_is_not_mistaken_for_one_that_landed(storage_client: StorageClient) -> None:
     # Someone else wrote the record meanwhile, with other contents: that is still refused.
     kvs, client = await open_instrumented_store(storage_client)
-    state = RecoverableState(
-        default_state=Progress(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=quiet_event_manager(),
-        timeout=timedelta(milliseconds=200),
-    )
+    state = state_with_short_timeout(kvs)
     await state.initialize()
     state.current_value.pages_done = 1
     client.answer_delay = 30.0
