@@ -382,7 +382,7 @@ class RecoverableState(Generic[TStateModel]):
                 if self._lease is None:
                     await self._with_timeout("reset", self._store().delete_value(self._key))
                 else:
-                    await self._fenced_delete(self._store())
+                    await self._fenced_write(self._store(), None)
                 self._last_persisted = None
                 self._version = None
 
@@ -535,46 +535,35 @@ class RecoverableState(Generic[TStateModel]):
                     "save", kvs.client.set_record(key=self._key, value=data, content_type=JSON)
                 )
             else:
-                await self._fenced_save(kvs, data)
+                await self._fenced_write(kvs, data)
             self._last_persisted = data
 
-    async def _fenced_save(self, kvs: KeyValueStore, data: bytes) -> None:
-        """Write `data` only on top of the record this process loaded or wrote last."""
+    async def _fenced_write(self, kvs: KeyValueStore, attempted: bytes | None) -> None:
+        """Leave `attempted` in the record (None: delete it), only over the version this process saw last."""
         for attempt in range(2):
             try:
-                self._version = await self._with_timeout(
-                    "save",
-                    kvs.client.set_record(
-                        key=self._key,
-                        value=data,
-                        content_type=JSON,
-                        if_version=self._version,
-                        if_absent=self._version is None,
-                    ),
-                )
+                if attempted is None:
+                    await self._with_timeout("reset", kvs.delete_value(self._key, if_version=self._version))
+                    self._version = None
+                else:
+                    self._version = await self._with_timeout(
+                        "save",
+                        kvs.client.set_record(
+                            key=self._key,
+                            value=attempted,
+                            content_type=JSON,
+                            if_version=self._version,
+                            if_absent=self._version is None,
+                        ),
+                    )
             except VersionConflictError as exc:
-                if attempt == 0 and await self._adopt_landed_write(kvs, data):
+                if attempt == 0 and await self._adopt_landed_write(kvs, attempted):
+                    if attempted is None and self._version is None:
+                        return  # deleted already
                     continue
                 raise self._overwritten(exc) from exc
             except Exception:
-                self._unanswered = [data]
-                raise
-            self._unanswered = []
-            return
-
-    async def _fenced_delete(self, kvs: KeyValueStore) -> None:
-        """Delete the record only if it is the one this process loaded or wrote last."""
-        for attempt in range(2):
-            try:
-                await self._with_timeout("reset", kvs.delete_value(self._key, if_version=self._version))
-            except VersionConflictError as exc:
-                if attempt == 0 and await self._adopt_landed_write(kvs, None):
-                    if self._version is None:
-                        return  # gone already
-                    continue
-                raise self._overwritten(exc) from exc
-            except Exception:
-                self._unanswered = [None]
+                self._unanswered = [attempted]
                 raise
             self._unanswered = []
             return
