@@ -239,61 +239,6 @@ async def test_long_keys_of_any_characters(sql_client: SqlStorageClient) -> None
 # --- atomicity under concurrent writers -----------------------------------------------------------------
 
 
-async def test_conditional_increments_from_many_clients_lose_nothing(database_url: str, table_prefix: str) -> None:
-    writers, increments = 6, 15
-    clients = [SqlStorageClient(database_url, table_prefix=table_prefix) for _ in range(writers)]
-    conflicts = 0
-
-    async def writer(client: SqlStorageClient) -> None:
-        nonlocal conflicts
-        store = await client.open_key_value_store_client(name="counter")
-        done = 0
-        while done < increments:
-            record = await store.get_record(key="n")
-            assert record is not None
-            try:
-                await store.set_record(
-                    key="n", value=str(int(record.value) + 1).encode(), content_type=JSON, if_version=record.version
-                )
-            except VersionConflictError:
-                conflicts += 1
-                continue
-            done += 1
-
-    try:
-        first = await clients[0].open_key_value_store_client(name="counter")
-        await first.set_record(key="n", value=b"0", content_type=JSON, if_absent=True)
-        await asyncio.gather(*(writer(client) for client in clients))
-        record = await first.get_record(key="n")
-    finally:
-        for client in clients:
-            await client.aclose()
-
-    assert record is not None
-    assert int(record.value) == writers * increments
-    assert conflicts > 0  # the writers did race
-
-
-async def test_if_absent_has_exactly_one_winner(database_url: str, table_prefix: str) -> None:
-    clients = [SqlStorageClient(database_url, table_prefix=table_prefix) for _ in range(8)]
-    try:
-        stores = [await client.open_key_value_store_client(name="race") for client in clients]
-        results = await asyncio.gather(
-            *(
-                store.set_record(key="lease", value=str(i).encode(), content_type=JSON, if_absent=True)
-                for i, store in enumerate(stores)
-            ),
-            return_exceptions=True,
-        )
-    finally:
-        for client in clients:
-            await client.aclose()
-
-    winners = [r for r in results if isinstance(r, str)]
-    assert len(winners) == 1
-    assert all(isinstance(r, VersionConflictError) and r.actual == winners[0] for r in results if r not in winners)
-
-
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
