@@ -29,11 +29,23 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 TINY = timedelta(milliseconds=50)
+SHORT = timedelta(milliseconds=200)
 
 
 async def stored_bytes(kvs: KeyValueStore) -> bytes | None:
     record = await kvs.client.get_record(key=KEY)
     return None if record is None else record.value
+
+
+def state_with_timeout(kvs: KeyValueStore, timeout: timedelta = SHORT) -> RecoverableState[Progress]:
+    """A state of `kvs` whose loads and saves give up waiting for an answer after `timeout`."""
+    return RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        key_value_store=kvs,
+        event_manager=quiet_event_manager(),
+        timeout=timeout,
+    )
 
 
 # --- when it saves ----------------------------------------------------------------------------------------
@@ -294,13 +306,7 @@ async def test_failing_teardown_save_raises(storage_client: StorageClient) -> No
 async def test_load_timeout(storage_client: StorageClient) -> None:
     kvs, client = await open_instrumented_store(storage_client)
     client.get_delay = 30.0
-    state = RecoverableState(
-        default_state=Progress(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=quiet_event_manager(),
-        timeout=TINY,
-    )
+    state = state_with_timeout(kvs, TINY)
     with pytest.raises(StateTimeoutError, match="load") as caught:
         await state.initialize()
     assert isinstance(caught.value, TimeoutError)
@@ -309,22 +315,11 @@ async def test_load_timeout(storage_client: StorageClient) -> None:
     assert not state.is_initialized
 
 
-def state_with_short_timeout(kvs: KeyValueStore) -> RecoverableState[Progress]:
-    """A state whose saves give up waiting for an answer after 200 ms."""
-    return RecoverableState(
-        default_state=Progress(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=quiet_event_manager(),
-        timeout=timedelta(milliseconds=200),
-    )
-
-
 async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
     # The write reaches the store, but its answer comes after the timeout: the next save must build on the
     # record this process wrote, not take it for another writer's and give up the state.
     kvs, client = await open_instrumented_store(storage_client)
-    state = state_with_short_timeout(kvs)
+    state = state_with_timeout(kvs)
     await state.initialize()
     state.current_value.pages_done = 1
     client.answer_delay = 30.0
@@ -344,7 +339,7 @@ async def test_a_save_that_timed_out_after_it_landed_keeps_the_state_saving(stor
 
 async def test_a_reset_that_timed_out_after_it_landed_keeps_the_state_saving(storage_client: StorageClient) -> None:
     kvs, client = await open_instrumented_store(storage_client)
-    state = state_with_short_timeout(kvs)
+    state = state_with_timeout(kvs)
     await state.initialize()
     state.current_value.pages_done = 1
     await state.persist_state()
@@ -364,7 +359,7 @@ async def test_a_reset_that_timed_out_after_it_landed_keeps_the_state_saving(sto
 async def test_a_save_that_timed_out_is_not_mistaken_for_one_that_landed(storage_client: StorageClient) -> None:
     # Someone else wrote the record meanwhile, with other contents: that is still refused.
     kvs, client = await open_instrumented_store(storage_client)
-    state = state_with_short_timeout(kvs)
+    state = state_with_timeout(kvs)
     await state.initialize()
     state.current_value.pages_done = 1
     client.answer_delay = 30.0
@@ -382,13 +377,7 @@ async def test_a_save_that_timed_out_is_not_mistaken_for_one_that_landed(storage
 
 async def test_save_timeout(storage_client: StorageClient) -> None:
     kvs, client = await open_instrumented_store(storage_client)
-    state = RecoverableState(
-        default_state=Progress(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=quiet_event_manager(),
-        timeout=TINY,
-    )
+    state = state_with_timeout(kvs, TINY)
     await state.initialize()
     state.current_value.pages_done = 1
     client.set_delay = 30.0
@@ -405,13 +394,7 @@ async def test_save_timeout(storage_client: StorageClient) -> None:
 
 async def test_teardown_save_timeout(storage_client: StorageClient) -> None:
     kvs, client = await open_instrumented_store(storage_client)
-    state = RecoverableState(
-        default_state=Progress(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=quiet_event_manager(),
-        timeout=TINY,
-    )
+    state = state_with_timeout(kvs, TINY)
     await state.initialize()
     state.current_value.pages_done = 1
     client.set_delay = 30.0
