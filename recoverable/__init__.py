@@ -35,6 +35,7 @@ from recoverable.errors import (
     StateValidationError,
     StorageBackendError,
     StorageError,
+    StoreLockedError,
     StoreNotFoundError,
     VersionConflictError,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "StorageBackendError",
     "StorageClient",
     "StorageError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "VersionConflictError",
     "__version__",

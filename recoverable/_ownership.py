@@ -12,10 +12,17 @@ The lease of the state saved under `KEY` is the JSON record `KEY.lease` in the s
   cannot both win: the storage client's conditional write decides.
 - The owner renews it every third of its time to live with `if_version=` its own last version; a renewal
   that conflicts means someone else took the lease: ownership is lost and the state stops saving.
-- `token` (the fencing token) grows by one at each change of owner. A new owner also rewrites the state
-  record once, conditionally, right after taking the lease, so a write by the previous owner that is
-  still in flight either lands before (and is loaded) or is refused after (its version no longer matches).
-  Every later save of the state is conditional on the version the owner last wrote.
+- `token` (the fencing token) grows by one at each change of owner. A new owner that took the lease over
+  (from an expired, dead or damaged lease) also rewrites the state record once, conditionally, right
+  after loading it and before handing the state to its user (`RecoverableState` does), so a write by the
+  previous owner that is still in flight either lands before (and is loaded) or is refused after (its
+  version no longer matches). Every later save of the state is conditional on the version the owner last
+  wrote. A lease released by its owner needs no such rewrite: an owner releases only once none of its
+  writes is left without an answer.
+- On the file system a write holds the store's writers' lock. A previous owner frozen while holding it
+  (SIGSTOP, a paused container) would block the takeover for as long as it stays frozen, and would
+  finish its write once resumed. When the process holding that lock is the owner of the expired lease,
+  on this host, the new owner ends it with SIGKILL (fencing by ending the stale owner) and takes over.
 
 Expiry compares wall clocks; machines sharing a store need clocks synchronised to well under the time to live.
 """
@@ -26,14 +33,16 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import psutil
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from recoverable._timeout import bounded
-from recoverable.errors import StateOwnershipError, VersionConflictError
+from recoverable.errors import StateOwnershipError, StoreLockedError, VersionConflictError
 from recoverable.storages._serialization import JSON
 
 if TYPE_CHECKING:
@@ -52,19 +61,25 @@ DEFAULT_LEASE_TTL = timedelta(seconds=30)
 OnOwned = Literal["fail", "wait"]
 _T = TypeVar("_T")
 _WAIT_POLL_SECS = 0.5
+_FENCE_WAIT_SECS = 10.0
+_FENCE_POLL_SECS = 0.02
+_MAX_PID = 2**31 - 1  # pid_t is a signed 32-bit integer
 
 
 class LeaseRecord(BaseModel):
-    """The JSON of a lease record."""
+    """The JSON of a lease record.
+
+    Every field read from a store is checked: a record that fails is a damaged lease, never a raw error.
+    """
 
     model_config = ConfigDict(populate_by_name=True)
 
-    owner: str
-    pid: int
-    host: str
-    token: int = 1
-    acquired_at: datetime = Field(alias="acquiredAt")
-    expires_at: datetime = Field(alias="expiresAt")
+    owner: str = Field(min_length=1, max_length=200)
+    pid: int = Field(ge=1, le=_MAX_PID)
+    host: str = Field(max_length=255)
+    token: int = Field(default=1, ge=1, lt=2**53)  # exact in every JSON reader
+    acquired_at: AwareDatetime = Field(alias="acquiredAt")
+    expires_at: AwareDatetime = Field(alias="expiresAt")
 
     def describe(self) -> str:
         """A human description of the owner, for messages."""
@@ -75,13 +90,13 @@ class LeaseRecord(BaseModel):
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs; a zombie (dead, not yet reaped) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
+    except psutil.Error:
+        return True  # it exists, but belongs to someone we may not inspect
 
 
 class StateLease:
@@ -123,6 +138,8 @@ class StateLease:
         self._version: str | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._lost: str | None = None
+        self.took_over = False
+        """Whether the lease was taken from a previous owner (expired, dead or damaged), not found free."""
 
     @property
     def token(self) -> int | None:
@@ -177,9 +194,16 @@ class StateLease:
             return None, None
         try:
             return LeaseRecord.model_validate_json(stored.value), stored.version
-        except ValidationError:
+        except ValidationError as exc:
+            problem = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)[:3]
+            )
             self._log.warning(
-                "lease record %r of store %r is damaged; treating it as expired", self.key, self._store.label
+                "lease record %r of store %r is damaged (%s); treating it as expired",
+                self.key,
+                self._store.label,
+                problem,
             )
             return None, stored.version
 
@@ -208,30 +232,9 @@ class StateLease:
                 self._hold(current, version)
                 return
             if self._is_free(current):
-                token = (current.token + 1) if current else 1
-                record = self._new_record(token)
-                try:
-                    self._version = await self._io(
-                        "taking",
-                        self._store.client.set_record(
-                            key=self.key,
-                            value=self._encode(record),
-                            content_type=JSON,
-                            if_version=version,
-                            if_absent=version is None,
-                        ),
-                    )
-                except VersionConflictError:
-                    continue  # someone else moved first: look again
-                if current is not None:
-                    self._log.warning(
-                        "took over the lease of state %r in store %r from %s",
-                        self.state_key,
-                        self._store.label,
-                        current.describe(),
-                    )
-                self._hold(record, self._version)
-                return
+                if await self._take(current, version):
+                    return
+                continue  # someone else moved first, or a frozen owner was ended: look again
             assert current is not None  # noqa: S101 - _is_free(None) is True
             message = (
                 f"state lease {self.key!r} in store {self._store.label!r} is held by {current.describe()}. Stop "
@@ -250,6 +253,97 @@ class StateLease:
                 pause = min(pause, max(deadline - loop.time(), 0.0))
             self._log.info("waiting for the lease of state %r held by %s", self.state_key, current.describe())
             await asyncio.sleep(pause)
+
+    async def _take(self, current: LeaseRecord | None, version: str | None) -> bool:
+        """Write this owner's lease over the free `current` (at `version`); False when that lost a race."""
+        record = self._new_record((current.token + 1) if current else 1)
+        # Set before the write: a take whose answer was lost is found held by `acquire` on its next look.
+        self.took_over = version is not None
+        try:
+            self._version = await self._io(
+                "taking",
+                self._store.client.set_record(
+                    key=self.key,
+                    value=self._encode(record),
+                    content_type=JSON,
+                    if_version=version,
+                    if_absent=version is None,
+                ),
+            )
+        except VersionConflictError:
+            return False
+        except StoreLockedError as exc:
+            if current is None or not await self._end_frozen_owner(current, exc):
+                raise
+            return False
+        if current is not None:
+            self._log.warning(
+                "took over the lease of state %r in store %r from %s",
+                self.state_key,
+                self._store.label,
+                current.describe(),
+            )
+        self._hold(record, self._version)
+        return True
+
+    async def _end_frozen_owner(self, previous: LeaseRecord, exc: StoreLockedError) -> bool:
+        """End the expired owner `previous` when it is what holds the store's writers' lock; True if ended.
+
+        A process frozen in the middle of a write keeps the lock for as long as it stays frozen, and once
+        resumed it would finish that write over the new owner's. Ending it is the only way to make sure it
+        never writes again; it is done only to the very process named by the expired lease, on this host.
+        """
+        pid = exc.holder_pid
+        if pid is None or pid != previous.pid or previous.host != self._host or pid == os.getpid():
+            return False
+        if previous.expires_at > datetime.now(UTC):
+            return False
+        try:
+            status: str = psutil.Process(pid).status()
+        except psutil.Error:
+            status = "unknown"
+        self._log.error(
+            "the expired owner of state %r, %s, holds the writers' lock of store %r (process status: %s) and "
+            "would finish its write after the takeover once it runs again; ending it with SIGKILL",
+            self.state_key,
+            previous.describe(),
+            self._store.label,
+            status,
+        )
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        for _ in range(int(_FENCE_WAIT_SECS / _FENCE_POLL_SECS)):
+            if not _pid_alive(pid):
+                break
+            await asyncio.sleep(_FENCE_POLL_SECS)
+        return True
+
+    async def confirm(self) -> bool:
+        """Read the lease record again: whether it still names this owner and fencing token.
+
+        A process frozen for longer than its lease is not told by anything that it lost it; a check that
+        reads the record after reading the state record sees any takeover that happened before that read.
+        """
+        if self._record is None or self._lost is not None:
+            return False
+        current, _ = await self._read()
+        return current is not None and (current.owner, current.token) == (self._record.owner, self._record.token)
+
+    async def current_owner(self) -> str:
+        """A description of whoever holds the lease record now, for messages."""
+        try:
+            current, _ = await self._read()
+        except Exception:  # noqa: BLE001 - only for a message; the cause of the message matters more
+            return "an unknown process (the lease could not be read)"
+        if current is None:
+            return "nobody (the lease was deleted)"
+        if self._record is not None and (current.owner, current.token) == (self._record.owner, self._record.token):
+            return "this very process: something wrote the record without taking its lease"
+        return current.describe()
 
     def _hold(self, record: LeaseRecord, version: str | None) -> None:
         self._record = record
@@ -312,14 +406,19 @@ class StateLease:
             except Exception:  # noqa: BLE001 - a failed renewal is retried; the lease lives on until it expires
                 self._log.exception("renewing the lease %r failed; retrying in %.1f s", self.key, period)
 
-    async def release(self) -> None:
-        """Stop renewing and delete the lease if it is still ours."""
+    async def release(self, *, let_expire: bool = False) -> None:
+        """Stop renewing and delete the lease if it is still ours.
+
+        Args:
+            let_expire: Keep the record: the next owner then takes it over when it expires, and rewrites
+                the state record first, which a write of this process still under way cannot match.
+        """
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        if self._record is not None and self._lost is None:
+        if self._record is not None and self._lost is None and not let_expire:
             try:
                 await self._io("releasing", self._store.client.delete_record(key=self.key, if_version=self._version))
             except VersionConflictError:

@@ -24,12 +24,14 @@ from recoverable.errors import (
 )
 from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager, PlatformEventManager
 from recoverable.storages import KeyValueStore
-from recoverable.storages._serialization import JSON
+from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from types import TracebackType
+
+    from recoverable.storages._models import StoredRecord
 
 __all__ = ["RecoverableState"]
 
@@ -37,6 +39,14 @@ TStateModel = TypeVar("TStateModel")
 _T = TypeVar("_T")
 
 _default_logger = logging.getLogger("recoverable.state")
+
+_CLAIM_ATTEMPTS = 5
+_NO_STATE = b"null"
+
+
+def _means_no_state(stored: StoredRecord) -> bool:
+    """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
+    return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
 
 
 class _SharedEventManager:
@@ -209,6 +219,8 @@ class RecoverableState(Generic[TStateModel]):
         self._initialized = False
         self._last_persisted: bytes | None = None
         self._version: str | None = None
+        # The version of the JSON null this process wrote to claim a missing record at a takeover.
+        self._placeholder_version: str | None = None
         # What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or
         # None for no record); it may have landed all the same. Empty when there is no such write.
         self._unanswered: list[bytes | None] = []
@@ -307,6 +319,9 @@ class RecoverableState(Generic[TStateModel]):
         """Stop listening for events and save the state one last time.
 
         Raises:
+            StateOwnershipError: The last save was refused because another process owns the state now; the
+                changes since the last save that landed are not saved (the state is still in
+                `current_value`). Everything else was let go.
             StorageError: The last save failed; the state is still in `current_value`.
             StateTimeoutError: The last save took longer than the timeout.
         """
@@ -314,11 +329,12 @@ class RecoverableState(Generic[TStateModel]):
             return
         if self._persistence_enabled is True:
             self._events().off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+        refused: StateOwnershipError | None = None
         if self._persistence_enabled:
             try:
                 await self._persist()
-            except StateOwnershipError:
-                pass  # another process owns the state now: there is nothing left to save here
+            except StateOwnershipError as exc:
+                refused = exc  # another process owns the state now: say so once everything is let go
             except BaseException:
                 # Stay initialized, listening and owning the state: teardown() or persist_state() can retry.
                 if self._persistence_enabled is True:
@@ -329,6 +345,12 @@ class RecoverableState(Generic[TStateModel]):
         shared, self._shared_event_manager = self._shared_event_manager, None
         if shared is not None:
             await _SharedEventManager.release(shared)
+        if refused is not None:
+            raise StateOwnershipError(
+                f"the last save of state {self._key!r} was refused, and its changes since the last save are lost: "
+                f"{refused}",
+                owner=refused.owner,
+            ) from refused
 
     async def __aenter__(self) -> Self:
         await self.initialize()
@@ -396,6 +418,8 @@ class RecoverableState(Generic[TStateModel]):
             return False
         if self._key_value_store is None:
             raise StateNotInitializedError(f"state {self._key!r} has not been initialized")
+        if self._placeholder_version is not None and self._placeholder_version == self._version:
+            return False  # only the JSON null this owner wrote to claim the missing record at a takeover
         return await self._key_value_store.record_exists(self._key)
 
     # --- internals --------------------------------------------------------------------------------
@@ -459,34 +483,71 @@ class RecoverableState(Generic[TStateModel]):
         )
 
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
-        stored = await kvs.client.get_record(key=self._key)
+        """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
+        for _ in range(_CLAIM_ATTEMPTS):
+            stored = await kvs.client.get_record(key=self._key)
+            state = await self._from_record(kvs, stored)
+            if self._lease is None or not self._lease.took_over:
+                return state
+            try:
+                await self._claim(kvs, stored)
+            except VersionConflictError:
+                continue  # a write of the previous owner landed in between: load that one instead
+            return state
+        raise StateOwnershipError(
+            f"state {self._key!r} in store {kvs.label!r} kept changing while this process took it over "
+            f"({_CLAIM_ATTEMPTS} times): another process still writes it without holding the lease. Find and stop it"
+        )
+
+    async def _claim(self, kvs: KeyValueStore, stored: StoredRecord | None) -> None:
+        """Rewrite the record just loaded, conditionally, so that its version changes under any stale writer.
+
+        A previous owner frozen or cut off in the middle of a save may still send it, conditional on the
+        version loaded here; after this rewrite that condition can no longer hold. A missing record is
+        claimed with JSON null, which loads as "no saved state".
+        """
+        if stored is None:
+            self._version = await kvs.client.set_record(
+                key=self._key, value=_NO_STATE, content_type=JSON, if_absent=True
+            )
+            self._placeholder_version = self._version
+        else:
+            self._version = await kvs.client.set_record(
+                key=self._key, value=stored.value, content_type=stored.content_type, if_version=stored.version
+            )
+
+    async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> TStateModel:
         self._version = stored.version if stored is not None else None
-        if stored is None or stored.value.strip() in (b"", b"null"):
-            # Nothing saved, or a record Crawlee's reset() left behind (JSON null / application/x-none).
+        self._placeholder_version = None
+        if stored is None or _means_no_state(stored):
             self._last_persisted = None
             return self._copy(self._default_state)
+        if not stored.value.strip():
+            what = "is empty" if not stored.value else "holds only white space"
+            return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
         try:
             state = self._adapter.validate_json(stored.value)
         except ValidationError as exc:
-            return await self._invalid(kvs, stored.value, stored.content_type, exc)
+            errors: list[dict[str, Any]] = [
+                {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
+            ]
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(root)" for e in errors[:10])
+            problem = (
+                f"is not valid JSON ({errors[0]['msg']})"
+                if any(e["type"] == "json_invalid" for e in errors)
+                else f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
+            )
+            return await self._invalid(kvs, stored, problem, errors)
         self._last_persisted = stored.value
         return state
 
-    async def _invalid(self, kvs: KeyValueStore, raw: bytes, content_type: str, exc: ValidationError) -> TStateModel:
-        errors: list[dict[str, Any]] = [
-            {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
-        ]
-        not_json = any(e["type"] == "json_invalid" for e in errors)
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(root)" for e in errors[:10])
-        problem = (
-            f"is not valid JSON ({errors[0]['msg']})"
-            if not_json
-            else f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
-        )
+    async def _invalid(
+        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[dict[str, Any]]
+    ) -> TStateModel:
         if self._on_invalid == "reset":
             suffix = f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
             backup = self._key[: MAX_KEY_LENGTH - len(suffix)] + suffix
-            await kvs.client.set_record(key=backup, value=raw, content_type=content_type)
+            await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
             self._log.warning(
                 "saved state %r in store %r %s; starting from the default state, the bad record is kept as %r",
                 self._key,
@@ -513,23 +574,26 @@ class RecoverableState(Generic[TStateModel]):
         if self._lease is not None:
             self._lease.ensure_valid()
 
-    def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
-        """The state record changed under us although we hold the lease: another writer is at work."""
+    async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
+        """The state record changed under us: another process took the state over, or writes it regardless."""
+        owner = await self._lease.current_owner() if self._lease is not None else None
         message = (
             f"state {self._key!r} in store {self._store().label!r} was written by someone else since this process "
             f"loaded or saved it (expected version {exc.expected}, found {exc.actual}); refusing to overwrite it"
         )
+        if owner is not None:
+            message += f". Its lease is held by {owner}"
         if self._lease is not None:
             self._lease.lose(message)
-        return StateOwnershipError(message)
+        return StateOwnershipError(message, owner=owner)
 
     async def _persist(self) -> None:
         kvs = self._store()
         async with self._persist_lock:
-            self._check_ownership()
             data = self._serialize(self.current_value)
             if data == self._last_persisted:
-                return
+                return  # nothing to save: nothing is lost either, whoever owns the state now
+            self._check_ownership()
             if self._lease is None:
                 self._version = await self._with_timeout(
                     "save", kvs.client.set_record(key=self._key, value=data, content_type=JSON)
@@ -561,7 +625,7 @@ class RecoverableState(Generic[TStateModel]):
                     if attempted is None and self._version is None:
                         return  # deleted already
                     continue
-                raise self._overwritten(exc) from exc
+                raise await self._overwritten(exc) from exc
             except Exception:
                 self._unanswered = [attempted]
                 raise
@@ -579,6 +643,10 @@ class RecoverableState(Generic[TStateModel]):
         found = None if current is None else current.value
         if found != attempted and found not in self._unanswered:
             return False
+        # A new owner that took over rewrote the record with the very bytes it loaded, which may be what this
+        # process wrote: the record is ours only while the lease still is, read after the record.
+        if self._lease is not None and not await self._with_timeout("check of the lease", self._lease.confirm()):
+            return False
         self._version = None if current is None else current.version
         self._unanswered = []
         return True
@@ -586,8 +654,17 @@ class RecoverableState(Generic[TStateModel]):
     async def _release_lease(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
+            # A write that got no answer may still land: only a takeover (which rewrites the record) is safe
+            # from it, so such a lease is left to expire instead of being deleted.
+            let_expire = bool(self._unanswered)
+            if let_expire:
+                self._log.warning(
+                    "a write of state %r got no answer and may still land; its lease is left to expire instead of "
+                    "being released, so that the next owner takes it over safely",
+                    self._key,
+                )
             try:
-                await lease.release()
+                await lease.release(let_expire=let_expire)
             except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
                 self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
 

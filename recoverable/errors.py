@@ -17,6 +17,7 @@ RecoverableError
 │   ├── SerializationError          a value cannot be turned into bytes (also a TypeError)
 │   ├── DeserializationError        stored bytes cannot be read back as their content type
 │   └── StorageBackendError         the backend failed (disk, network, database); cause attached
+│       └── StoreLockedError        another process kept the store's writers' lock past the timeout
 └── StateError                      RecoverableState was misused or its record is unusable
     ├── StateNotInitializedError    persist/read before initialize()
     ├── StateValidationError        the saved record does not fit the model, or is not JSON
@@ -42,6 +43,7 @@ __all__ = [
     "StateValidationError",
     "StorageBackendError",
     "StorageError",
+    "StoreLockedError",
     "StoreNotFoundError",
     "VersionConflictError",
 ]
@@ -139,6 +141,22 @@ class DeserializationError(StorageError):
 
 class StorageBackendError(StorageError):
     """The storage backend failed (file system, network, database). The cause is `__cause__`."""
+
+
+class StoreLockedError(StorageBackendError):
+    """Another process held the store's writers' lock for longer than the client waits for it.
+
+    Only the file system storage client has such a lock. Nothing was written.
+
+    Attributes:
+        holder_pid: The process holding the lock, when it could be found out.
+    """
+
+    def __init__(
+        self, message: str, *, store: str | None = None, key: str | None = None, holder_pid: int | None = None
+    ) -> None:
+        super().__init__(message, store=store, key=key)
+        self.holder_pid = holder_pid
 
 
 class StateError(RecoverableError):

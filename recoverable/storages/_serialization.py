@@ -24,6 +24,7 @@ from recoverable.errors import DeserializationError, SerializationError
 
 __all__ = [
     "BINARY",
+    "CRAWLEE_NONE",
     "JSON",
     "TEXT",
     "decode_value",
@@ -35,7 +36,7 @@ __all__ = [
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 BINARY = "application/octet-stream"
-_CRAWLEE_NONE = "application/x-none"
+CRAWLEE_NONE = "application/x-none"
 _ANY = SchemaSerializer(core_schema.any_schema())
 
 
@@ -151,7 +152,7 @@ def decode_value(data: bytes, content_type: str, *, key: str, store: str | None 
         DeserializationError: The bytes are not what the content type says (invalid JSON or text).
     """
     media = content_type.split(";", 1)[0].strip().lower()
-    if media == _CRAWLEE_NONE:
+    if media == CRAWLEE_NONE:
         return None
     if is_json(media):
         try:

@@ -191,10 +191,14 @@ async def test_a_write_under_a_held_lease_by_someone_else_is_detected_not_overwr
     with pytest.raises(StateOwnershipError, match="written by someone else"):
         await state.persist_state()
     assert await kvs.get_value(KEY) == {"done": 500}
-    # Ownership is given up: later saves are refused too, and teardown leaves the record alone.
+    # Ownership is given up: later saves are refused too, and teardown leaves the record alone and says the
+    # last changes are lost.
     with pytest.raises(StateOwnershipError):
         await state.persist_state()
-    await state.teardown()
+    with pytest.raises(StateOwnershipError, match="last save of state 'CRAWL' was refused") as caught:
+        await state.teardown()
+    assert "without taking its lease" in str(caught.value)
+    assert not state.is_initialized
     assert await kvs.get_value(KEY) == {"done": 500}
 
 
@@ -220,7 +224,9 @@ async def test_a_lost_lease_is_logged_by_periodic_saves_never_raised(
             await manager.wait_for_all_listeners_to_complete()
         assert f"lost the lease of state {KEY!r} in store " in caplog.text
         assert await kvs.get_value(KEY) is None
-        await state.teardown()
+        with pytest.raises(StateOwnershipError, match="last save of state 'CRAWL' was refused"):
+            await state.teardown()
+        assert not state.is_initialized
 
 
 async def test_a_lease_left_by_a_dead_process_on_this_host_is_taken_at_once(kvs: KeyValueStore) -> None:

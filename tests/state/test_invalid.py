@@ -151,8 +151,8 @@ async def test_on_invalid_reset_with_a_valid_record_loads_it(kvs: KeyValueStore)
 
 @pytest.mark.parametrize(
     ("raw", "content_type"),
-    [(b"null", JSON), (b" null\n", JSON), (b"", "application/x-none"), (b"", JSON)],
-    ids=["json-null", "json-null-padded", "x-none", "empty"],
+    [(b"null", JSON), (b" null\n", JSON), (b"", "application/x-none")],
+    ids=["json-null", "json-null-padded", "x-none"],
 )
 async def test_null_record_loads_as_default(kvs: KeyValueStore, raw: bytes, content_type: str) -> None:
     await kvs.client.set_record(key=KEY, value=raw, content_type=content_type)
@@ -164,4 +164,40 @@ async def test_null_record_loads_as_default(kvs: KeyValueStore, raw: bytes, cont
     assert await state_keys(kvs) == [KEY]  # no backup: nothing was wrong
     await emit_persist_state(manager)
     assert await kvs.get_value(KEY) == {"pagesDone": 0, "seen": ["default"], "tags": {}}
+    await state.teardown()
+
+
+# --- empty records ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"", b" ", b"\n\t \r\n"], ids=["empty", "space", "white-space"])
+async def test_an_empty_record_is_invalid_and_stays_untouched(storage_client: StorageClient, raw: bytes) -> None:
+    kvs, client = await open_instrumented_store(storage_client)
+    await kvs.client.set_record(key=KEY, value=raw, content_type=JSON)
+    before = await kvs.client.get_record(key=KEY)
+    writes = client.set_calls
+
+    state = make_state(kvs)
+    with pytest.raises(StateValidationError, match=r"is empty|only white space") as caught:
+        await state.initialize()
+    assert caught.value.key == KEY
+    assert f"({len(raw)} bytes)" in str(caught.value)
+    assert client.set_calls == writes
+    after = await kvs.client.get_record(key=KEY)
+    assert after is not None
+    assert before is not None
+    assert (after.value, after.version) == (before.value, before.version)
+    assert not state.is_initialized
+
+
+async def test_an_empty_record_with_on_invalid_reset_is_kept_as_a_backup(kvs: KeyValueStore) -> None:
+    await kvs.client.set_record(key=KEY, value=b"  ", content_type=JSON)
+    state = make_state(kvs, on_invalid="reset")
+    assert await state.initialize() == Progress(seen=["default"])
+    keys = await state_keys(kvs)
+    backups = [k for k in keys if BACKUP_KEY.fullmatch(k)]
+    assert len(backups) == 1, keys
+    backup = await kvs.client.get_record(key=backups[0])
+    assert backup is not None
+    assert backup.value == b"  "
     await state.teardown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
@@ -10,6 +11,7 @@ from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import KeyValueStoreClient
+from recoverable.storages._file_system._store_dir import LockWait
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
@@ -31,15 +33,30 @@ def _off_loop(func: Callable[_P, _T]) -> Callable[_P, Coroutine[None, None, _T]]
     return cast("Callable[_P, Coroutine[None, None, _T]]", wrap(func))
 
 
+async def _locked(func: Callable[[LockWait], _T], lock_timeout: float) -> _T:
+    """Run a blocking function that takes the writers' lock in the default executor.
+
+    When the awaiting task is cancelled (a timeout, the program stopping), the worker thread stops
+    waiting for the lock too, instead of blocking on it for as long as another process holds it.
+    """
+    wait = LockWait(timeout=lock_timeout)
+    try:
+        return await _off_loop(func)(wait)
+    except asyncio.CancelledError:
+        wait.cancel.set()
+        raise
+
+
 class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     """A store in one folder: a file per record, each write one durable all-or-nothing replace.
 
     The folder layout is documented in `recoverable.storages._file_system._layout`.
     """
 
-    def __init__(self, *, metadata: KeyValueStoreMetadata, store_dir: StoreDir) -> None:
+    def __init__(self, *, metadata: KeyValueStoreMetadata, store_dir: StoreDir, lock_timeout: float) -> None:
         self._metadata = metadata
         self._dir = store_dir
+        self._lock_timeout = lock_timeout
         self._accessed_at = metadata.accessed_at
 
     @property
@@ -101,8 +118,11 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     ) -> str:
         self._check_alive()
         try:
-            return await _off_loop(self._dir.write)(
-                key, value, content_type, if_version=if_version, if_absent=if_absent
+            return await _locked(
+                lambda wait: self._dir.write(
+                    key, value, content_type, if_version=if_version, if_absent=if_absent, wait=wait
+                ),
+                self._lock_timeout,
             )
         except OSError as exc:
             raise self._dir.backend_error("write", exc, key) from exc
@@ -111,7 +131,9 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         self._check_alive()
         try:
-            return await _off_loop(self._dir.delete)(key, if_version=if_version)
+            return await _locked(
+                lambda wait: self._dir.delete(key, if_version=if_version, wait=wait), self._lock_timeout
+            )
         except OSError as exc:
             raise self._dir.backend_error("delete", exc, key) from exc
 
@@ -146,7 +168,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
         if self._dir.dropped:
             return
         try:
-            await _off_loop(self._dir.drop)()
+            await _locked(self._dir.drop, self._lock_timeout)
         except FileNotFoundError:
             self._dir.dropped = True
         except OSError as exc:
@@ -156,6 +178,6 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def purge(self) -> None:
         self._check_alive()
         try:
-            await _off_loop(self._dir.purge)()
+            await _locked(self._dir.purge, self._lock_timeout)
         except OSError as exc:
             raise self._dir.backend_error("purge", exc) from exc

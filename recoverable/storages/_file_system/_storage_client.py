@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from typing_extensions import override
 
 from recoverable.configuration import Configuration
-from recoverable.errors import InvalidStoreNameError, StorageBackendError, StoreNotFoundError
+from recoverable.errors import ConfigurationError, InvalidStoreNameError, StorageBackendError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._file_system._key_value_store_client import FileSystemKeyValueStoreClient
 from recoverable.storages._file_system._layout import METADATA_FILE, TEMP_PREFIX, alias_dir_name
@@ -30,6 +30,9 @@ __all__ = ["FileSystemStorageClient"]
 
 _SUBDIR = "key_value_stores"
 
+DEFAULT_LOCK_TIMEOUT = timedelta(seconds=10)
+"""How long a write waits for its store's writers' lock unless `lock_timeout=` says otherwise."""
+
 
 class FileSystemStorageClient(StorageClient):
     """Stores as folders under `storage_dir/key_value_stores/`, readable with any text editor.
@@ -40,18 +43,32 @@ class FileSystemStorageClient(StorageClient):
     are read as they are, and a record is moved to this layout the first time it is written again.
 
     Writers take an exclusive `flock` on the store's `.lock`, so conditional writes stay atomic between
-    processes on one machine. POSIX only (Linux, macOS); network file systems must honour `flock`.
+    processes on one machine. POSIX only (Linux, macOS); network file systems must honour `flock`. A
+    write waits for that lock at most `lock_timeout`, then raises `StoreLockedError` naming the process
+    holding it (a process frozen mid-write keeps it until it is resumed or ends); a cancelled write stops
+    waiting at once.
 
     Args:
         storage_dir: The root folder; `RECOVERABLE_STORAGE_DIR` (default `./storage`) when omitted.
         configuration: Where `storage_dir` comes from when it is not given.
+        lock_timeout: Longest a write waits for the writers' lock of its store.
+
+    Raises:
+        ConfigurationError: `lock_timeout` is not a positive timedelta.
     """
 
     def __init__(
-        self, *, storage_dir: str | os.PathLike[str] | None = None, configuration: Configuration | None = None
+        self,
+        *,
+        storage_dir: str | os.PathLike[str] | None = None,
+        configuration: Configuration | None = None,
+        lock_timeout: timedelta = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
+        if not isinstance(lock_timeout, timedelta) or lock_timeout <= timedelta(0):
+            raise ConfigurationError(f"lock_timeout must be a positive timedelta, not {lock_timeout!r}")
         if storage_dir is None:
             storage_dir = (configuration or Configuration.from_env()).storage_dir
+        self._lock_timeout = lock_timeout
         self._root = Path(storage_dir)
         self._case_insensitive: bool | None = None
         self._id_dirs: dict[str, Path] = {}
@@ -119,7 +136,9 @@ class FileSystemStorageClient(StorageClient):
         store_dir: StoreDir = store_dir_for(
             folder, label=metadata.name or metadata.id, case_insensitive=bool(self._case_insensitive)
         )
-        return FileSystemKeyValueStoreClient(metadata=metadata, store_dir=store_dir)
+        return FileSystemKeyValueStoreClient(
+            metadata=metadata, store_dir=store_dir, lock_timeout=self._lock_timeout.total_seconds()
+        )
 
     def _ensure_root(self) -> None:
         if self._case_insensitive is not None and self._stores_dir.is_dir():

@@ -14,11 +14,19 @@ import shutil
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recoverable.errors import StorageBackendError, StorageError, StoreNotFoundError, VersionConflictError
+import psutil
+
+from recoverable.errors import (
+    StorageBackendError,
+    StorageError,
+    StoreLockedError,
+    StoreNotFoundError,
+    VersionConflictError,
+)
 from recoverable.storages._file_system._layout import (
     CRAWLEE_SIDECAR_SUFFIX,
     KEYS_DIR,
@@ -35,10 +43,23 @@ from recoverable.storages._file_system._layout import (
 from recoverable.storages._models import KeyInfo, StoredRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Literal
 
-__all__ = ["StoreDir", "create_exclusive", "durable_write", "fsync_dir", "store_dir_for"]
+__all__ = [
+    "LockWait",
+    "LockWaitCancelledError",
+    "StoreDir",
+    "create_exclusive",
+    "durable_write",
+    "fsync_dir",
+    "store_dir_for",
+]
+
+_HOLDER_OFFSET = 8
+"""Where in `.lock` its holder writes its process id (the first 8 bytes hold the generation)."""
+_LOCK_POLL_MIN_SECS = 0.0005
+_LOCK_POLL_MAX_SECS = 0.02
 
 _registry_lock = threading.Lock()
 _registry: dict[str, StoreDir] = {}
@@ -128,6 +149,18 @@ def version_of(stat: os.stat_result) -> str:
     return f"{stat.st_mtime_ns:x}-{stat.st_ino:x}-{stat.st_size:x}"
 
 
+class LockWaitCancelledError(Exception):
+    """The operation waiting for the writers' lock was cancelled; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockWait:
+    """How long an operation waits for the writers' lock, and the event that ends the wait early."""
+
+    timeout: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass(slots=True)
 class _Entry:
     """Where a key's record lives, as the last scan or write of this process saw it."""
@@ -206,18 +239,75 @@ class StoreDir:
             self._swept = False
 
     @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """Hold the lock of writers: threads of this process, then processes (flock on `.lock`)."""
-        with self._lock:
+    def write_lock(self, wait: LockWait) -> Iterator[None]:
+        """Hold the lock of writers: threads of this process, then processes (flock on `.lock`).
+
+        Waiting for it is bounded by `wait.timeout` (then `StoreLockedError` names the holder) and ends
+        early when `wait.cancel` is set: a process frozen while holding the lock never blocks another one
+        for ever, nor keeps it from exiting.
+        """
+        deadline = time.monotonic() + wait.timeout
+        self._wait_for(lambda: self._lock.acquire(timeout=_LOCK_POLL_MAX_SECS), deadline, wait, holder=os.getpid())
+        try:
             self._reopen_lock_file_if_replaced()
             fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._wait_for(lambda: _try_flock(fd), deadline, wait, holder=None)
             try:
+                # Read by whoever waits too long for the lock, to name the process holding it.
+                os.pwrite(fd, os.getpid().to_bytes(8, "little"), _HOLDER_OFFSET)
                 if not self._swept:
                     self._sweep_temp_files()
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _wait_for(self, attempt: Callable[[], bool], deadline: float, wait: LockWait, *, holder: int | None) -> None:
+        """Call `attempt` until it returns True, backing off; raise at the deadline or on cancellation."""
+        pause = _LOCK_POLL_MIN_SECS
+        while not attempt():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._locked_error(wait, holder if holder is not None else self.lock_holder())
+            if wait.cancel.wait(min(pause, remaining)):
+                raise LockWaitCancelledError
+            pause = min(pause * 2, _LOCK_POLL_MAX_SECS)
+
+    def lock_holder(self) -> int | None:
+        """The process holding the writers' lock of this folder, when it can be found out."""
+        try:
+            fd = self._lock_file()
+            st = os.fstat(fd)
+            recorded = int.from_bytes(os.pread(fd, 8, _HOLDER_OFFSET).ljust(8, b"\0"), "little")
+        except OSError:
+            return None
+        holders = _flock_holders(st)
+        if holders is None:  # no /proc/locks here: trust what the last holder wrote
+            return recorded or None
+        if not holders:
+            return None
+        return recorded if recorded in holders else min(holders)
+
+    def _locked_error(self, wait: LockWait, holder: int | None) -> StoreLockedError:
+        if holder == os.getpid():
+            who = "another thread of this process"
+            todo = "a write of this process takes that long: raise lock_timeout= of FileSystemStorageClient"
+        elif holder is not None:
+            who = f"process {holder} on this host ({_process_status(holder)})"
+            todo = (
+                f"if it is frozen (SIGSTOP, a debugger, a paused container), resume it with `kill -CONT {holder}` or "
+                "end it; if its writes are just slow, raise lock_timeout= of FileSystemStorageClient"
+            )
+        else:
+            who = "another process"
+            todo = "find the process that has the file open (`fuser`), then resume or end it"
+        return StoreLockedError(
+            f"the writers' lock {self.path / LOCK_FILE} of key-value store {self.label!r} was held by {who} for "
+            f"longer than {wait.timeout:g} s; nothing was written. {todo[0].upper()}{todo[1:]}",
+            store=self.label,
+            holder_pid=holder,
+        )
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files of writes that a crash cut short; only a holder of the writers' lock may."""
@@ -446,12 +536,13 @@ class StoreDir:
         *,
         if_version: str | None,
         if_absent: bool,
+        wait: LockWait,
     ) -> str:
         """Write the record of `key` durably and return its version."""
         extension = extension_for(content_type)
         stem, hashed = encode_key(key, case_insensitive=self.case_insensitive, extension=extension)
         name = f"{stem}.{extension}"
-        with self.write_lock():
+        with self.write_lock(wait):
             index = self._fresh_index()
             old = index.get(key)
             old_stat = self._check(key, old, if_version, if_absent=if_absent)
@@ -509,9 +600,9 @@ class StoreDir:
         if entry.crawlee_sidecar is not None:
             (self.path / entry.crawlee_sidecar).unlink(missing_ok=True)
 
-    def delete(self, key: str, *, if_version: str | None) -> bool:
+    def delete(self, key: str, *, if_version: str | None, wait: LockWait) -> bool:
         """Delete the record of `key`; return whether there was one."""
-        with self.write_lock():
+        with self.write_lock(wait):
             index = self._fresh_index()
             entry = index.get(key)
             self._check(key, entry, if_version, if_absent=False)
@@ -523,9 +614,9 @@ class StoreDir:
             self._bump_generation()
         return True
 
-    def purge(self) -> None:
+    def purge(self, wait: LockWait) -> None:
         """Delete every record, keeping the store's metadata."""
-        with self.write_lock():
+        with self.write_lock(wait):
             for entry in self._fresh_index().values():
                 self._remove_files(entry)
             shutil.rmtree(self.path / KEYS_DIR, ignore_errors=True)
@@ -533,9 +624,9 @@ class StoreDir:
             self._bump_generation()
             self._scan()
 
-    def drop(self) -> None:
+    def drop(self, wait: LockWait) -> None:
         """Delete the whole store folder: first renamed away in one step, then removed."""
-        with self.write_lock():
+        with self.write_lock(wait):
             graveyard = self.path.parent / f"{TEMP_PREFIX}dropped.{secrets.token_hex(8)}"
             os.replace(self.path, graveyard)
             fsync_dir(self.path.parent)
@@ -546,6 +637,38 @@ class StoreDir:
             if fd is not None:
                 os.close(fd)
         shutil.rmtree(graveyard, ignore_errors=True)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _flock_holders(st: os.stat_result) -> set[int] | None:
+    """The processes holding a flock on the file of `st`, from /proc/locks; None where there is none."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders: set[int] = set()
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have "->" after the number.
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():  # noqa: PLR2004
+            holders.add(int(fields[4]))
+    return holders
+
+
+def _process_status(pid: int) -> str:
+    try:
+        return str(psutil.Process(pid).status())
+    except psutil.Error:
+        return "status unknown"
 
 
 def _read_all(fd: int, size_hint: int) -> bytes:
