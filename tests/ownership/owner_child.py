@@ -4,10 +4,15 @@ Usage: owner_child.py SPEC_JSON TTL_MS ON_OWNED
 
 SPEC_JSON names the storage client: {"kind": "file_system", "storage_dir": ...}, {"kind": "sql", "url": ...,
 "table_prefix": ...}, {"kind": "redis", "url": ..., "key_prefix": ...} or {"kind": "http", "base_url": ...,
-"token": ...}. It prints one line per event, flushed:
+"token": ...}. Optional keys: "pad_bytes" (the state carries that many bytes more, to make saves long),
+"lock_timeout_ms" (of the file system and SQL clients), "settle_ms" (wait that long after loading before
+the first save), "hold_lock" (file system: after the first save, take the
+store's writers' lock and keep it, as a process frozen in the middle of a write does). It prints one line
+per event, flushed:
 
-- `OWNER <done>` once it holds the lease, with the counter it loaded;
-- `SAVED <done>` after each save that returned;
+- `OWNER <done> <writer>` once it holds the lease, with the counter it loaded and who saved it;
+- `SAVING <done>` before each save, `SAVED <done>` after each save that returned;
+- `LOCKED` once it holds the store's writers' lock (with "hold_lock");
 - `REFUSED <json>` and exit 3 when another process holds the lease;
 - `LOST <message>` and exit 4 when a save is refused because another process took the state over.
 """
@@ -16,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -31,16 +38,20 @@ STORE = "owned"
 
 class Progress(BaseModel):
     done: int = 0
+    writer: int = 0
+    pad: str = ""
 
 
 def build_client(spec: dict[str, Any]) -> StorageClient:
     kind = spec["kind"]
     if kind == "file_system":
-        return FileSystemStorageClient(storage_dir=spec["storage_dir"])
+        lock_timeout = timedelta(milliseconds=spec.get("lock_timeout_ms", 10_000))
+        return FileSystemStorageClient(storage_dir=spec["storage_dir"], lock_timeout=lock_timeout)
     if kind == "sql":
         from recoverable.storages import SqlStorageClient  # noqa: PLC0415
 
-        return SqlStorageClient(spec["url"], table_prefix=spec["table_prefix"])
+        lock_timeout = timedelta(milliseconds=spec.get("lock_timeout_ms", 30_000))
+        return SqlStorageClient(spec["url"], table_prefix=spec["table_prefix"], lock_timeout=lock_timeout)
     if kind == "redis":
         from recoverable.storages import RedisStorageClient  # noqa: PLC0415
 
@@ -73,16 +84,40 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
         except StateOwnershipError as exc:
             say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
             return 3
-        say(f"OWNER {loaded.done}")
+        say(f"OWNER {loaded.done} {loaded.writer}")
+        loaded.writer = os.getpid()
+        loaded.pad = "x" * spec.get("pad_bytes", 0)
+        await asyncio.sleep(spec.get("settle_ms", 0) / 1000)
         while True:
             state.current_value.done += 1
+            say(f"SAVING {state.current_value.done}")
             try:
                 await state.persist_state()
             except StateOwnershipError as exc:
                 say(f"LOST {exc}")
                 return 4
             say(f"SAVED {state.current_value.done}")
+            if spec.get("hold_lock"):
+                hold_lock(kvs)
+                await asyncio.Event().wait()  # frozen from here on, by the test
             await asyncio.sleep(0.1)
+
+
+def hold_lock(kvs: KeyValueStore) -> None:
+    """Take the store's writers' lock in a thread and never let go of it."""
+    from recoverable.storages._file_system._store_dir import LockWait  # noqa: PLC0415
+
+    store_dir = kvs.client._dir  # type: ignore[attr-defined]
+    taken = threading.Event()
+
+    def hold() -> None:
+        with store_dir.write_lock(LockWait(timeout=10)):
+            taken.set()
+            threading.Event().wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    taken.wait()
+    say("LOCKED")
 
 
 if __name__ == "__main__":

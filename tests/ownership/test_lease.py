@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 from pydantic import BaseModel
 from state.support import open_instrumented_store
@@ -24,7 +25,7 @@ from recoverable import (
     StateOwnershipError,
 )
 from recoverable._ownership import LEASE_SUFFIX, LeaseRecord
-from recoverable.errors import StateTimeoutError
+from recoverable.errors import StateTimeoutError, VersionConflictError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -308,3 +309,173 @@ async def test_a_take_of_the_lease_that_landed_unanswered_holds_it(kvs: KeyValue
     await state.teardown()
     assert await lease_of(instrumented) is None
     assert await instrumented.get_value(KEY) == {"done": 2}
+
+
+# --- lease records tampered with --------------------------------------------------------------------------
+
+
+def _lease_json(**changes: object) -> dict[str, object]:
+    now = datetime.now(UTC)
+    record: dict[str, object] = {
+        "owner": "someone",
+        "pid": 1,
+        "host": "another-host",
+        "token": 4,
+        "acquiredAt": now.isoformat(),
+        "expiresAt": (now + timedelta(hours=1)).isoformat(),
+    }
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"expiresAt": "2999-01-01T00:00:00"}, "expiresAt"),  # no time zone
+        ({"acquiredAt": "2020-01-01T00:00:00"}, "acquiredAt"),
+        ({"pid": 2**63}, "pid"),
+        ({"pid": -5}, "pid"),
+        ({"pid": 0}, "pid"),
+        ({"pid": "12"}, None),  # a number in a string is read as the number: not damaged, but a live lease
+        ({"token": 2**64}, "token"),
+        ({"token": 0}, "token"),
+        ({"owner": ""}, "owner"),
+        ({"host": "h" * 10_000}, "host"),
+        ({"expiresAt": "not a time"}, "expiresAt"),
+        ({"expiresAt": None}, "expiresAt"),
+    ],
+)
+async def test_a_tampered_lease_is_a_damaged_lease_never_a_raw_error(
+    kvs: KeyValueStore, caplog: pytest.LogCaptureFixture, changes: dict[str, object], field: str | None
+) -> None:
+    await kvs.set_value(LEASE, _lease_json(**changes))
+    state = make_state(kvs)
+    if field is None:
+        with pytest.raises(StateOwnershipError, match="another-host"):
+            await state.initialize()
+        return
+    with caplog.at_level(logging.WARNING, logger="recoverable.state"):
+        await state.initialize()
+    assert f"lease record {LEASE!r} of store 'owned' is damaged ({field}" in caplog.text
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.pid == os.getpid()
+    await state.teardown()
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b"null", b'{"owner": 1}', b"\xff\xfe", b"{" * 100_000])
+async def test_a_lease_record_that_is_no_lease_at_all_is_damaged(kvs: KeyValueStore, raw: bytes) -> None:
+    await kvs.client.set_record(key=LEASE, value=raw, content_type="application/json")
+    state = make_state(kvs)
+    await state.initialize()
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.pid == os.getpid()
+    await state.teardown()
+
+
+async def test_a_lease_left_by_a_zombie_on_this_host_is_taken_at_once(kvs: KeyValueStore) -> None:
+    # Started without asyncio's child watcher, and not waited for: once it exits, it stays a zombie.
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: ASYNC220 - asyncio would reap it
+    try:
+        for _ in range(200):
+            if psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the child did not exit")
+        now = datetime.now(UTC)
+        left_behind = LeaseRecord(
+            owner="zombie",
+            pid=zombie.pid,
+            host=socket.gethostname(),
+            acquired_at=now,
+            expires_at=now + timedelta(hours=1),
+        )
+        await kvs.set_value(LEASE, left_behind.model_dump(mode="json", by_alias=True))
+        state = make_state(kvs)
+        await asyncio.wait_for(state.initialize(), timeout=5)
+        assert psutil.pid_exists(zombie.pid)  # still not reaped
+        await state.teardown()
+    finally:
+        zombie.wait()
+
+
+# --- what a takeover does to the state record -------------------------------------------------------------
+
+
+async def test_a_takeover_rewrites_the_record_so_the_stale_owners_version_is_gone(kvs: KeyValueStore) -> None:
+    ttl = timedelta(milliseconds=300)
+    stale = make_state(kvs, lease_ttl=ttl)
+    await stale.initialize()
+    stale.current_value.done = 1
+    await stale.persist_state()
+    stale_version = stale._version
+    stop_renewing(stale)
+    await asyncio.sleep(0.4)
+
+    new = make_state(kvs, lease_ttl=ttl)
+    assert (await new.initialize()).done == 1
+    record = await kvs.client.get_record(key=KEY)
+    assert record is not None
+    assert record.value == b'{"done":1}'
+    assert record.version != stale_version  # a write conditional on what the stale owner saw cannot land
+    with pytest.raises(VersionConflictError):
+        await kvs.client.set_record(
+            key=KEY, value=b'{"done":2}', content_type="application/json", if_version=stale_version
+        )
+    await new.teardown()
+    stale._lease = None  # its lease is gone: nothing to release
+
+
+async def test_a_takeover_of_a_state_never_saved_claims_it_and_still_has_no_saved_state(kvs: KeyValueStore) -> None:
+    ttl = timedelta(milliseconds=300)
+    stale = make_state(kvs, lease_ttl=ttl)
+    await stale.initialize()
+    stop_renewing(stale)
+    await asyncio.sleep(0.4)
+
+    new = make_state(kvs, lease_ttl=ttl)
+    await new.initialize()
+    assert await kvs.get_value(KEY) is None  # JSON null: "nothing saved"
+    assert await kvs.record_exists(KEY)
+    assert not await new.has_persisted_state()
+    # The stale owner's first save, sent late, required the record to be absent: it is refused.
+    stale.current_value.done = 5
+    with pytest.raises(StateOwnershipError):
+        await stale.persist_state()
+    new.current_value.done = 1
+    await new.persist_state()
+    assert await new.has_persisted_state()
+    await new.teardown()
+    assert await kvs.get_value(KEY) == {"done": 1}
+    stale._lease = None
+
+
+async def test_a_stale_owner_does_not_adopt_the_new_owners_rewrite_of_its_own_bytes(kvs: KeyValueStore) -> None:
+    """The new owner rewrites the very bytes the stale owner saved last; the stale owner must not take them for
+    a save of its own whose answer was lost, and write on."""
+    ttl = timedelta(milliseconds=300)
+    stale = make_state(kvs, lease_ttl=ttl)
+    await stale.initialize()
+    stale.current_value.done = 1
+    await stale.persist_state()
+    saved = stale._last_persisted
+    stale._unanswered = [saved]  # as if that save had timed out after it landed
+    stale._version = None
+    stop_renewing(stale)
+    await asyncio.sleep(0.4)
+
+    new = make_state(kvs, lease_ttl=ttl)
+    await new.initialize()
+    stale._lease._record = stale._lease._record.model_copy(  # type: ignore[union-attr]
+        update={"expires_at": datetime.now(UTC) + timedelta(hours=1)}
+    )  # it believes its lease is fine: frozen, it never saw the time pass
+    stale.current_value.done = 2
+    with pytest.raises(StateOwnershipError, match="lease is held by process"):
+        await stale.persist_state()
+    new.current_value.done = 10
+    await new.persist_state()  # the rightful owner is never refused
+    assert await kvs.get_value(KEY) == {"done": 10}
+    await new.teardown()
+    stale._lease = None

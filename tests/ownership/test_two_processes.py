@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import services
 
-from recoverable import KeyValueStore
+from recoverable import KeyValueStore, StoreLockedError
 from recoverable.storages import FileSystemStorageClient
 
 if TYPE_CHECKING:
@@ -236,3 +238,183 @@ def test_the_file_system_lease_names_this_host(tmp_path: Path, child_env: dict[s
     finally:
         owner.stop()
     assert isinstance(FileSystemStorageClient, type)
+
+
+# --- an owner frozen in the middle of a save ----------------------------------------------------------------
+
+FREEZE_ROUNDS = int(os.environ.get("RECOVERABLE_TEST_FREEZE_ROUNDS", "4"))
+BIG_STATE = 3 << 20
+
+
+def _saved_values(lines: list[str]) -> list[int]:
+    return [int(line.split()[1]) for line in lines if line.startswith("SAVED ")]
+
+
+def _drain(owner: Owner) -> None:
+    """Read what a child that has exited printed after the lines already read."""
+    assert owner.proc.stdout is not None
+    owner.lines.extend(owner.proc.stdout.read().splitlines())
+
+
+@pytest.mark.slow
+def test_an_owner_frozen_mid_save_never_lands_a_save_after_a_takeover(
+    spec: dict[str, Any], child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The frozen owner's save in flight lands before the new owner loads (and is loaded), or never."""
+    rng = random.Random()
+    ttl_ms = 2000
+    big = {**spec, "pad_bytes": BIG_STATE, "lock_timeout_ms": 1000, "settle_ms": 300}
+    for round_no in range(FREEZE_ROUNDS):
+        stale = start_owner(big, child_env, ttl_ms=ttl_ms)
+        new: Owner | None = None
+        try:
+            stale.read_until(("OWNER",))
+            stale.read_until(("SAVED",))
+            stale.read_until(("SAVING",))
+            time.sleep(rng.uniform(0, 0.04))  # somewhere in the middle of that save
+            stale.proc.send_signal(signal.SIGSTOP)
+            time.sleep(ttl_ms / 1000 + 0.3)
+
+            new = start_owner(big, child_env, ttl_ms=ttl_ms, on_owned="wait")
+            owner = new.read_until(("OWNER", "REFUSED"))
+            assert owner.startswith("OWNER"), owner
+            loaded = int(owner.split()[1])
+            stale.proc.send_signal(signal.SIGCONT)  # right after the new owner loaded
+
+            for _ in range(5):
+                new.read_until(("SAVED",))  # fails if the new owner is refused (it prints LOST and exits)
+            # The frozen owner learns it lost the state at its next save, or was ended by the new owner's
+            # takeover because it froze holding the lock of a file system store or a SQLite database.
+            code = stale.proc.wait(timeout=WAIT_SECS)
+            _drain(stale)
+            assert code in (4, -signal.SIGKILL), (round_no, code, stale.lines[-3:])
+            if code == -signal.SIGKILL:
+                assert spec["kind"] == "file_system" or str(spec.get("url")).startswith("sqlite")
+            # A save of the frozen owner that returned landed before the takeover, and the new owner loaded it.
+            assert max(_saved_values(stale.lines)) <= loaded, (round_no, loaded, stale.lines[-4:])
+
+            new.read_until(("SAVED",))
+            new.proc.kill()
+            new.proc.wait(timeout=WAIT_SECS)
+            _drain(new)
+            assert not any(line.startswith("LOST") for line in new.lines), new.lines[-3:]
+            new_last = max(_saved_values(new.lines))
+            record = asyncio.run(_read_record(spec))
+            assert record["writer"] == new.proc.pid, (round_no, record["writer"], stale.proc.pid)
+            assert record["done"] in (new_last, new_last + 1)
+        finally:
+            if stale.proc.poll() is None:
+                stale.proc.send_signal(signal.SIGCONT)
+            stale.stop()
+            if new is not None:
+                new.stop()
+
+
+async def _read_record(spec: dict[str, Any]) -> dict[str, Any]:
+    from owner_child import KEY, STORE, build_client  # noqa: PLC0415
+
+    async with build_client(spec) as client:
+        kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        value = await kvs.get_value(KEY)
+    assert isinstance(value, dict)
+    return value
+
+
+def test_an_expired_owner_frozen_holding_the_store_lock_is_ended_and_taken_over(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    spec: dict[str, Any] = {"kind": "file_system", "storage_dir": str(tmp_path / "storage"), "lock_timeout_ms": 500}
+    ttl_ms = 1500
+    stale = start_owner({**spec, "hold_lock": True}, child_env, ttl_ms=ttl_ms)
+    new: Owner | None = None
+    try:
+        stale.read_until(("LOCKED",))
+        stale.proc.send_signal(signal.SIGSTOP)
+
+        # Any other writer of the store is told who holds the lock, and waits no longer than its timeout.
+        started = time.monotonic()
+        with pytest.raises(StoreLockedError) as caught:
+            asyncio.run(_write_other(spec["storage_dir"], lock_timeout=timedelta(milliseconds=300)))
+        assert time.monotonic() - started < 5
+        assert caught.value.holder_pid == stale.proc.pid
+        message = str(caught.value)
+        assert f"held by process {stale.proc.pid} on this host (stopped)" in message
+        assert f"kill -CONT {stale.proc.pid}" in message
+
+        time.sleep(ttl_ms / 1000 + 0.3)
+        new = start_owner(spec, child_env, ttl_ms=ttl_ms)
+        owner = new.read_until(("OWNER", "REFUSED"), deadline_secs=15)
+        assert owner.startswith("OWNER"), owner
+        assert stale.proc.wait(timeout=WAIT_SECS) == -signal.SIGKILL  # ended: it can never finish a write
+        for _ in range(3):
+            new.read_until(("SAVED",))
+        assert new.proc.stderr is not None
+        new.proc.kill()
+        new.proc.wait(timeout=WAIT_SECS)
+        log = new.proc.stderr.read()
+        assert f"process {stale.proc.pid}" in log
+        assert "ending it with SIGKILL" in log
+        record = asyncio.run(_read_record(spec))
+        assert record["writer"] == new.proc.pid
+    finally:
+        if stale.proc.poll() is None:
+            stale.proc.send_signal(signal.SIGCONT)
+        stale.stop()
+        if new is not None:
+            new.stop()
+
+
+async def _write_other(storage_dir: str, *, lock_timeout: timedelta) -> None:
+    from owner_child import STORE  # noqa: PLC0415
+
+    async with FileSystemStorageClient(storage_dir=storage_dir, lock_timeout=lock_timeout) as client:
+        kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        await kvs.set_value("other", 1)
+
+
+def test_a_writer_waiting_for_a_frozen_lock_holder_exits_when_asked(tmp_path: Path, child_env: dict[str, str]) -> None:
+    spec = {"kind": "file_system", "storage_dir": str(tmp_path / "storage")}
+    holder = start_owner({**spec, "hold_lock": True}, child_env, ttl_ms=30_000)
+    waiter: subprocess.Popen[str] | None = None
+    try:
+        holder.read_until(("LOCKED",))
+        holder.proc.send_signal(signal.SIGSTOP)
+        code = (
+            "import asyncio, sys\n"
+            "from datetime import timedelta\n"
+            "from recoverable import KeyValueStore\n"
+            "from recoverable.storages import FileSystemStorageClient\n"
+            "async def main():\n"
+            "    client = FileSystemStorageClient(storage_dir=sys.argv[1], lock_timeout=timedelta(minutes=10))\n"
+            "    kvs = await KeyValueStore.open(name=sys.argv[2], storage_client=client)\n"
+            "    print('WRITING', flush=True)\n"
+            "    await kvs.set_value('other', 1)\n"
+            "asyncio.run(main())\n"
+        )
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", code, spec["storage_dir"], "owned"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env,
+        )
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline().strip() == "WRITING"
+        time.sleep(1.0)  # waiting for the lock by now
+        assert waiter.poll() is None
+        started = time.monotonic()
+        waiter.send_signal(signal.SIGINT)
+        waiter.wait(timeout=10)  # a thread blocked on the lock would keep it alive for ten minutes
+        assert time.monotonic() - started < 5
+        assert waiter.stderr is not None
+        assert "KeyboardInterrupt" in waiter.stderr.read()
+    finally:
+        if waiter is not None and waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+        if waiter is not None:
+            for pipe in (waiter.stdout, waiter.stderr):
+                if pipe is not None:
+                    pipe.close()
+        holder.proc.send_signal(signal.SIGCONT)
+        holder.stop()

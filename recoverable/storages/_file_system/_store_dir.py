@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
-
 from recoverable.errors import (
     StorageBackendError,
     StorageError,
@@ -40,6 +38,7 @@ from recoverable.storages._file_system._layout import (
     key_hash,
     split_record_name,
 )
+from recoverable.storages._lock_holders import describe_holder, lock_holders
 from recoverable.storages._models import KeyInfo, StoredRecord
 
 if TYPE_CHECKING:
@@ -277,12 +276,10 @@ class StoreDir:
     def lock_holder(self) -> int | None:
         """The process holding the writers' lock of this folder, when it can be found out."""
         try:
-            fd = self._lock_file()
-            st = os.fstat(fd)
-            recorded = int.from_bytes(os.pread(fd, 8, _HOLDER_OFFSET).ljust(8, b"\0"), "little")
+            recorded = int.from_bytes(os.pread(self._lock_file(), 8, _HOLDER_OFFSET).ljust(8, b"\0"), "little")
         except OSError:
             return None
-        holders = _flock_holders(st)
+        holders = lock_holders([str(self.path / LOCK_FILE)], kind="FLOCK")
         if holders is None:  # no /proc/locks here: trust what the last holder wrote
             return recorded or None
         if not holders:
@@ -291,20 +288,13 @@ class StoreDir:
 
     def _locked_error(self, wait: LockWait, holder: int | None) -> StoreLockedError:
         if holder == os.getpid():
-            who = "another thread of this process"
-            todo = "a write of this process takes that long: raise lock_timeout= of FileSystemStorageClient"
-        elif holder is not None:
-            who = f"process {holder} on this host ({_process_status(holder)})"
-            todo = (
-                f"if it is frozen (SIGSTOP, a debugger, a paused container), resume it with `kill -CONT {holder}` or "
-                "end it; if its writes are just slow, raise lock_timeout= of FileSystemStorageClient"
-            )
+            who, todo = "another thread of this process", "a write of this process takes that long"
         else:
-            who = "another process"
-            todo = "find the process that has the file open (`fuser`), then resume or end it"
+            who, todo = describe_holder(holder)
         return StoreLockedError(
             f"the writers' lock {self.path / LOCK_FILE} of key-value store {self.label!r} was held by {who} for "
-            f"longer than {wait.timeout:g} s; nothing was written. {todo[0].upper()}{todo[1:]}",
+            f"longer than {wait.timeout:g} s; nothing was written. {todo[0].upper()}{todo[1:]}; if its writes are "
+            "just slow, raise lock_timeout= of FileSystemStorageClient",
             store=self.label,
             holder_pid=holder,
         )
@@ -645,30 +635,6 @@ def _try_flock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
-
-
-def _flock_holders(st: os.stat_result) -> set[int] | None:
-    """The processes holding a flock on the file of `st`, from /proc/locks; None where there is none."""
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    holders: set[int] = set()
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have "->" after the number.
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():  # noqa: PLR2004
-            holders.add(int(fields[4]))
-    return holders
-
-
-def _process_status(pid: int) -> str:
-    try:
-        return str(psutil.Process(pid).status())
-    except psutil.Error:
-        return "status unknown"
 
 
 def _read_all(fd: int, size_hint: int) -> bytes:

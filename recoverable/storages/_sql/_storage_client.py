@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from typing_extensions import override
@@ -36,7 +37,8 @@ __all__ = ["DriverConnections", "DriverTransaction", "SqlStorageClient"]
 
 _BACKEND_ERRORS = (sqlalchemy_exc.SQLAlchemyError, OSError)
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
-_SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_SQLITE_LOCK_TIMEOUT = timedelta(seconds=30)
+"""How long a write of a SQLite database waits for its write lock unless `lock_timeout=` says otherwise."""
 # The PostgreSQL connections of a client's record operations and writes: as many of them run at once.
 _POSTGRES_CONNECTIONS = 4
 
@@ -69,10 +71,14 @@ class SqlStorageClient(StorageClient):
         table_prefix: The start of the table names; clients with different prefixes never see each
             other's stores.
         configuration: Where the URL comes from when neither `url` nor `engine` is given.
+        lock_timeout: SQLite: longest a write waits for the database's write lock (its `busy_timeout`),
+            then `StoreLockedError` names the process holding it (a process frozen in the middle of a
+            write keeps it until it runs again or ends). With `engine=`, busy_timeout is the caller's to set.
 
     Raises:
         ConfigurationError: No URL was given or configured, the URL or engine names another database or
-            driver, or an in-memory SQLite database, or both `url` and `engine` were given.
+            driver, or an in-memory SQLite database, or both `url` and `engine` were given, or `lock_timeout`
+            is not a positive timedelta.
         MissingDependencyError: SQLAlchemy (raised on import) or the database driver is not installed.
     """
 
@@ -83,7 +89,10 @@ class SqlStorageClient(StorageClient):
         engine: sqlalchemy_asyncio.AsyncEngine | None = None,
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         configuration: Configuration | None = None,
+        lock_timeout: timedelta = DEFAULT_SQLITE_LOCK_TIMEOUT,
     ) -> None:
+        if not isinstance(lock_timeout, timedelta) or lock_timeout <= timedelta(0):
+            raise ConfigurationError(f"lock_timeout must be a positive timedelta, not {lock_timeout!r}")
         self._tables = Tables.for_prefix(validate_table_prefix(table_prefix))
         if engine is not None:
             if url is not None:
@@ -110,9 +119,16 @@ class SqlStorageClient(StorageClient):
                     "SqlStorageClient needs a database: pass url='sqlite+aiosqlite:///state.db' or "
                     "'postgresql+asyncpg://user@host/db', or set RECOVERABLE_SQL_URL"
                 )
-            self._engine = _create_engine(url)
+            self._engine = _create_engine(url, lock_timeout)
             self._owns_engine = True
-        self._database = DatabaseInfo(self._engine.url.render_as_string(hide_password=True), self._engine.url.password)
+        self._database = DatabaseInfo(
+            self._engine.url.render_as_string(hide_password=True),
+            self._engine.url.password,
+            sqlite_file=os.path.abspath(self._engine.url.database or "")
+            if self._engine.dialect.name == "sqlite"
+            else None,
+            lock_timeout_secs=lock_timeout.total_seconds(),
+        )
         self._dialect = self._engine.dialect.name
         self._statements = Statements.build(self._tables, self._engine.dialect)
         self._connections: DriverConnections = (
@@ -191,35 +207,43 @@ class SqlStorageClient(StorageClient):
             accessed_at=aware(row.accessed_at),
         )
 
-    async def _open(self, *, id: str | None, name: str | None, alias: str | None) -> sqlalchemy.Row[Any] | None:
+    async def _open(
+        self, *, id: str | None, name: str | None, alias: str | None
+    ) -> sqlalchemy.Row[Any, Any, Any, Any] | None:
         stores = self._tables.stores
+        columns = (stores.c.id, stores.c.name, stores.c.created_at, stores.c.accessed_at)
+        column, label = (
+            (stores.c.id, id)
+            if id is not None
+            else (stores.c.name, name)
+            if name is not None
+            else (stores.c.alias, alias)
+        )
+        # An existing store is found by a read, which waits for no writer: a process frozen in the middle of
+        # a write keeps SQLite's write lock, and must not keep the others from even opening the store.
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(sqlalchemy.select(*columns).where(column == label))).first()
+        if row is not None or id is not None:
+            return row
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            if id is not None:
-                where = stores.c.id == id
-            else:
-                column, label = (stores.c.name, name) if name is not None else (stores.c.alias, alias)
-                # A write first (SQLite then takes its write lock at once), which does nothing when the
-                # store exists; concurrent openers of a new name all end up with the one row that won.
-                await conn.execute(
-                    insert_for(self._dialect, stores)
-                    .values(
-                        id=new_store_id(),
-                        name=name,
-                        alias=alias,
-                        created_at=now,
-                        modified_at=now,
-                        accessed_at=now,
-                        version_counter=0,
-                    )
-                    .on_conflict_do_nothing(index_elements=[column.name])
+            # A write first (SQLite then takes its write lock at once), which does nothing when the store
+            # exists; concurrent openers of a new name all end up with the one row that won.
+            await conn.execute(
+                insert_for(self._dialect, stores)
+                .values(
+                    id=new_store_id(),
+                    name=name,
+                    alias=alias,
+                    created_at=now,
+                    modified_at=now,
+                    accessed_at=now,
+                    version_counter=0,
                 )
-                where = column == label
+                .on_conflict_do_nothing(index_elements=[column.name])
+            )
             touched = await conn.execute(
-                sqlalchemy.update(stores)
-                .where(where)
-                .values(accessed_at=now)
-                .returning(stores.c.id, stores.c.name, stores.c.created_at, stores.c.accessed_at)
+                sqlalchemy.update(stores).where(column == label).values(accessed_at=now).returning(*columns)
             )
             return touched.first()
 
@@ -253,7 +277,7 @@ class SqlStorageClient(StorageClient):
             await self._engine.dispose()
 
 
-def _create_engine(url: str) -> sqlalchemy_asyncio.AsyncEngine:
+def _create_engine(url: str, lock_timeout: timedelta) -> sqlalchemy_asyncio.AsyncEngine:
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy_exc.ArgumentError:
@@ -285,7 +309,10 @@ def _create_engine(url: str) -> sqlalchemy_asyncio.AsyncEngine:
     except sqlalchemy_exc.ArgumentError as exc:
         raise ConfigurationError(f"cannot use {shown}: {exc}") from exc
     if backend == "sqlite":
-        sqlalchemy.event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        busy_timeout_ms = max(1, round(lock_timeout.total_seconds() * 1000))
+        sqlalchemy.event.listen(
+            engine.sync_engine, "connect", functools.partial(_sqlite_on_connect, busy_timeout_ms=busy_timeout_ms)
+        )
     return engine
 
 
@@ -307,11 +334,15 @@ def _prepare_sqlite_file(url: sqlalchemy.URL, shown: str) -> None:
         raise ConfigurationError(f"cannot create the folder {folder} of {shown}: {exc.strerror or exc}") from exc
 
 
-def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+def _sqlite_on_connect(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry, *, busy_timeout_ms: int
+) -> None:
     # WAL: readers never block the writer and a commit is one append; FULL: that append is fsync'd
     # before the commit returns, so a returned write survives a power loss.
     try:
-        cast("sqlalchemy.engine.AdaptedConnection", dbapi_connection).run_async(_sqlite_settings)
+        cast("sqlalchemy.engine.AdaptedConnection", dbapi_connection).run_async(
+            functools.partial(_sqlite_settings, busy_timeout_ms=busy_timeout_ms)
+        )
     except BaseException:
         # SQLAlchemy does not close a connection whose connect event failed; left to the garbage
         # collector, aiosqlite's thread would outlive the event loop.
@@ -319,21 +350,21 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
         raise
 
 
-async def _sqlite_settings(connection: Any) -> None:
+async def _sqlite_settings(connection: Any, *, busy_timeout_ms: int) -> None:
     """Set up one of aiosqlite's connections."""
 
     async def pragma(statement: str) -> None:
         async with connection.execute(statement) as cursor:
             await cursor.fetchall()  # a statement left with rows unread would keep holding its lock
 
-    await pragma(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    await pragma(f"PRAGMA busy_timeout={busy_timeout_ms}")
     await pragma("PRAGMA synchronous=FULL")
     # Turning a new database to WAL takes its exclusive lock, and when several connections try at once
     # SQLite can answer some of them "database is locked" whatever busy_timeout says (it does not wait
     # where waiting could deadlock). Such a connection tries again; the mode is the file's, so once one
     # of them has switched, the others' switch is a no-op.
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = loop.time() + busy_timeout_ms / 1000
     attempt = 0
     while True:
         try:
