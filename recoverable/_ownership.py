@@ -147,6 +147,11 @@ class StateLease:
         return self._record.token if self._record else None
 
     @property
+    def lost(self) -> bool:
+        """Whether this process learnt that it lost the lease."""
+        return self._lost is not None
+
+    @property
     def held(self) -> bool:
         """Whether this process holds the lease and has not learnt it lost it."""
         return self._record is not None and self._lost is None
@@ -333,8 +338,8 @@ class StateLease:
         current, _ = await self._read()
         return current is not None and (current.owner, current.token) == (self._record.owner, self._record.token)
 
-    async def current_owner(self) -> str:
-        """A description of whoever holds the lease record now, for messages."""
+    async def current_owner(self) -> str | None:
+        """A description of whoever else holds the lease record now, for messages; None while it is still ours."""
         try:
             current, _ = await self._read()
         except Exception:  # noqa: BLE001 - only for a message; the cause of the message matters more
@@ -342,7 +347,7 @@ class StateLease:
         if current is None:
             return "nobody (the lease was deleted)"
         if self._record is not None and (current.owner, current.token) == (self._record.owner, self._record.token):
-            return "this very process: something wrote the record without taking its lease"
+            return None
         return current.describe()
 
     def _hold(self, record: LeaseRecord, version: str | None) -> None:

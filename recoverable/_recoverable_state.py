@@ -400,7 +400,7 @@ class RecoverableState(Generic[TStateModel]):
         self._state = self._copy(self._default_state)
         if self._persistence_enabled:
             async with self._persist_lock:
-                self._check_ownership()
+                await self._check_ownership()
                 if self._lease is None:
                     await self._with_timeout("reset", self._store().delete_value(self._key))
                 else:
@@ -570,22 +570,36 @@ class RecoverableState(Generic[TStateModel]):
             return state.__pydantic_serializer__.to_json(state, by_alias=True)
         return self._adapter.dump_json(state, by_alias=True)
 
-    def _check_ownership(self) -> None:
-        if self._lease is not None:
-            self._lease.ensure_valid()
-
     async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
         """The state record changed under us: another process took the state over, or writes it regardless."""
-        owner = await self._lease.current_owner() if self._lease is not None else None
         message = (
             f"state {self._key!r} in store {self._store().label!r} was written by someone else since this process "
             f"loaded or saved it (expected version {exc.expected}, found {exc.actual}); refusing to overwrite it"
         )
-        if owner is not None:
-            message += f". Its lease is held by {owner}"
+        owner = None
         if self._lease is not None:
+            owner = await self._lease.current_owner()
+            message += (
+                ". Its lease is still this process's: something wrote the record without taking its lease"
+                if owner is None
+                else f". Its lease is held by {owner}"
+            )
             self._lease.lose(message)
         return StateOwnershipError(message, owner=owner)
+
+    async def _check_ownership(self) -> None:
+        if self._lease is None:
+            return
+        try:
+            self._lease.ensure_valid()
+        except StateOwnershipError as exc:
+            if exc.owner is not None or self._lease.lost:
+                raise
+            # The lease ran out while this process could not renew it (frozen, cut off): name who has it now.
+            owner = await self._lease.current_owner()
+            if owner is None:
+                raise
+            raise StateOwnershipError(f"{exc}. It is now held by {owner}", owner=owner) from None
 
     async def _persist(self) -> None:
         kvs = self._store()
@@ -593,7 +607,7 @@ class RecoverableState(Generic[TStateModel]):
             data = self._serialize(self.current_value)
             if data == self._last_persisted:
                 return  # nothing to save: nothing is lost either, whoever owns the state now
-            self._check_ownership()
+            await self._check_ownership()
             if self._lease is None:
                 self._version = await self._with_timeout(
                     "save", kvs.client.set_record(key=self._key, value=data, content_type=JSON)
@@ -673,6 +687,10 @@ class RecoverableState(Generic[TStateModel]):
             await self.persist_state(event_data)
         except StateNotInitializedError:
             pass
+        except StateOwnershipError as exc:
+            self._log.error(
+                "state %r is no longer saved by this process, its changes are not saved: %s", self._key, exc
+            )
         except Exception:  # noqa: BLE001 - a failed periodic save must never crash the program
             self._log.exception(
                 "saving state %r failed; it stays in memory and the save is retried on the next PERSIST_STATE",

@@ -479,3 +479,52 @@ async def test_a_stale_owner_does_not_adopt_the_new_owners_rewrite_of_its_own_by
     assert await kvs.get_value(KEY) == {"done": 10}
     await new.teardown()
     stale._lease = None
+
+
+async def test_a_stale_owner_is_told_who_took_the_state_over_by_its_periodic_saves_and_teardown(
+    kvs: KeyValueStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    ttl = timedelta(milliseconds=300)
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    async with manager:
+        stale = RecoverableState(
+            default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=manager, lease_ttl=ttl
+        )
+        await stale.initialize()
+        stale.current_value.done = 1
+        await stale.persist_state()
+        stop_renewing(stale)
+        await asyncio.sleep(0.4)
+        new = make_state(kvs, lease_ttl=ttl)
+        await new.initialize()
+
+        stale.current_value.done = 2
+        with caplog.at_level(logging.ERROR, logger="recoverable.state"):
+            from recoverable import Event, EventPersistStateData  # noqa: PLC0415
+
+            manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
+            await manager.wait_for_all_listeners_to_complete()
+        assert f"state {KEY!r} is no longer saved by this process" in caplog.text
+        assert "fencing token 2" in caplog.text
+        with pytest.raises(StateOwnershipError, match="last save of state 'CRAWL' was refused") as caught:
+            await stale.teardown()
+        assert caught.value.owner is not None
+        assert "fencing token 2" in caught.value.owner
+        assert await kvs.get_value(KEY) == {"done": 1}
+        await new.teardown()
+
+
+async def test_a_teardown_without_changes_after_losing_the_state_raises_nothing(kvs: KeyValueStore) -> None:
+    ttl = timedelta(milliseconds=300)
+    stale = make_state(kvs, lease_ttl=ttl)
+    await stale.initialize()
+    stale.current_value.done = 1
+    await stale.persist_state()
+    stop_renewing(stale)
+    await asyncio.sleep(0.4)
+    new = make_state(kvs, lease_ttl=ttl)
+    await new.initialize()
+    await stale.teardown()  # nothing changed since its last save: nothing is lost
+    assert not stale.is_initialized
+    assert (await lease_of(kvs)) is not None  # the new owner's lease is left alone
+    await new.teardown()
