@@ -98,26 +98,39 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
                 return 4
             say(f"SAVED {state.current_value.done}")
             if spec.get("hold_lock"):
-                hold_lock(kvs)
+                await hold_lock(kvs)
                 await asyncio.Event().wait()  # frozen from here on, by the test
             await asyncio.sleep(0.1)
 
 
-def hold_lock(kvs: KeyValueStore) -> None:
-    """Take the store's writers' lock in a thread and never let go of it."""
-    from recoverable.storages._file_system._store_dir import LockWait  # noqa: PLC0415
+async def hold_lock(kvs: KeyValueStore) -> None:
+    """Take the lock a write of the store takes, and never let go of it.
 
-    store_dir = kvs.client._dir  # type: ignore[attr-defined]
-    taken = threading.Event()
+    File system: the store's writers' lock, in a thread. SQL: a transaction that locked the store's row
+    (SQLite: the database's write lock).
+    """
+    client: Any = kvs.client
+    if hasattr(client, "_dir"):
+        from recoverable.storages._file_system._store_dir import LockWait  # noqa: PLC0415
 
-    def hold() -> None:
-        with store_dir.write_lock(LockWait(timeout=10)):
-            taken.set()
-            threading.Event().wait()
+        taken = threading.Event()
 
-    threading.Thread(target=hold, daemon=True).start()
-    taken.wait()
+        def hold() -> None:
+            with client._dir.write_lock(LockWait(timeout=10)):
+                taken.set()
+                threading.Event().wait()
+
+        threading.Thread(target=hold, daemon=True).start()
+        taken.wait()
+    else:
+        # Kept referenced: a context manager that is collected ends its transaction.
+        _held.append(client._db.transaction())
+        transaction = await _held[-1].__aenter__()
+        await client._bump(transaction)
     say("LOCKED")
+
+
+_held: list[Any] = []
 
 
 if __name__ == "__main__":

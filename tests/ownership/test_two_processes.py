@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -320,10 +319,19 @@ async def _read_record(spec: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def test_an_expired_owner_frozen_holding_the_store_lock_is_ended_and_taken_over(
-    tmp_path: Path, child_env: dict[str, str]
+@pytest.mark.parametrize("kind", ["file_system", "sqlite", "postgres"])
+def test_an_expired_owner_frozen_holding_the_store_lock_is_taken_over(
+    kind: str, tmp_path: Path, child_env: dict[str, str]
 ) -> None:
-    spec: dict[str, Any] = {"kind": "file_system", "storage_dir": str(tmp_path / "storage"), "lock_timeout_ms": 500}
+    """File system and SQLite: the frozen owner is ended (it would finish its write once resumed); PostgreSQL:
+    the server ends its idle transaction, and nothing of it is committed."""
+    spec: dict[str, Any] = {"lock_timeout_ms": 500}
+    if kind == "file_system":
+        spec |= {"kind": "file_system", "storage_dir": str(tmp_path / "storage")}
+    elif kind == "sqlite":
+        spec |= {"kind": "sql", "url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}", "table_prefix": "own_"}
+    else:
+        spec |= {"kind": "sql", "url": services.postgres_url(), "table_prefix": services.sql_table_prefix(tmp_path)}
     ttl_ms = 1500
     stale = start_owner({**spec, "hold_lock": True}, child_env, ttl_ms=ttl_ms)
     new: Owner | None = None
@@ -331,29 +339,34 @@ def test_an_expired_owner_frozen_holding_the_store_lock_is_ended_and_taken_over(
         stale.read_until(("LOCKED",))
         stale.proc.send_signal(signal.SIGSTOP)
 
-        # Any other writer of the store is told who holds the lock, and waits no longer than its timeout.
-        started = time.monotonic()
-        with pytest.raises(StoreLockedError) as caught:
-            asyncio.run(_write_other(spec["storage_dir"], lock_timeout=timedelta(milliseconds=300)))
-        assert time.monotonic() - started < 5
-        assert caught.value.holder_pid == stale.proc.pid
-        message = str(caught.value)
-        assert f"held by process {stale.proc.pid} on this host (stopped)" in message
-        assert f"kill -CONT {stale.proc.pid}" in message
+        if kind != "postgres":
+            # Any other writer is told who holds the lock, and waits no longer than its timeout.
+            started = time.monotonic()
+            with pytest.raises(StoreLockedError) as caught:
+                asyncio.run(_write_other({**spec, "lock_timeout_ms": 300}))
+            assert time.monotonic() - started < 5
+            assert caught.value.holder_pid == stale.proc.pid
+            message = str(caught.value)
+            assert f"held by process {stale.proc.pid} on this host (stopped)" in message
+            assert f"kill -CONT {stale.proc.pid}" in message
 
         time.sleep(ttl_ms / 1000 + 0.3)
         new = start_owner(spec, child_env, ttl_ms=ttl_ms)
         owner = new.read_until(("OWNER", "REFUSED"), deadline_secs=15)
         assert owner.startswith("OWNER"), owner
-        assert stale.proc.wait(timeout=WAIT_SECS) == -signal.SIGKILL  # ended: it can never finish a write
         for _ in range(3):
             new.read_until(("SAVED",))
+        if kind == "postgres":
+            assert stale.proc.poll() is None  # nobody is signalled: the server ended its transaction
+        else:
+            assert stale.proc.wait(timeout=WAIT_SECS) == -signal.SIGKILL  # ended: it can never finish a write
         assert new.proc.stderr is not None
         new.proc.kill()
         new.proc.wait(timeout=WAIT_SECS)
         log = new.proc.stderr.read()
-        assert f"process {stale.proc.pid}" in log
-        assert "ending it with SIGKILL" in log
+        if kind != "postgres":
+            assert f"process {stale.proc.pid}" in log
+            assert "ending it with SIGKILL" in log
         record = asyncio.run(_read_record(spec))
         assert record["writer"] == new.proc.pid
     finally:
@@ -364,10 +377,10 @@ def test_an_expired_owner_frozen_holding_the_store_lock_is_ended_and_taken_over(
             new.stop()
 
 
-async def _write_other(storage_dir: str, *, lock_timeout: timedelta) -> None:
-    from owner_child import STORE  # noqa: PLC0415
+async def _write_other(spec: dict[str, Any]) -> None:
+    from owner_child import STORE, build_client  # noqa: PLC0415
 
-    async with FileSystemStorageClient(storage_dir=storage_dir, lock_timeout=lock_timeout) as client:
+    async with build_client(spec) as client:
         kvs = await KeyValueStore.open(name=STORE, storage_client=client)
         await kvs.set_value("other", 1)
 

@@ -73,7 +73,10 @@ class SqlStorageClient(StorageClient):
         configuration: Where the URL comes from when neither `url` nor `engine` is given.
         lock_timeout: SQLite: longest a write waits for the database's write lock (its `busy_timeout`),
             then `StoreLockedError` names the process holding it (a process frozen in the middle of a
-            write keeps it until it runs again or ends). With `engine=`, busy_timeout is the caller's to set.
+            write keeps it until it runs again or ends). PostgreSQL: longest a transaction of this client
+            may sit idle (`idle_in_transaction_session_timeout`): the server then ends it, with its locks,
+            so that a client frozen in the middle of a write blocks the others no longer than that. With
+            `engine=`, both are the caller's to set.
 
     Raises:
         ConfigurationError: No URL was given or configured, the URL or engine names another database or
@@ -301,7 +304,14 @@ def _create_engine(url: str, lock_timeout: timedelta) -> sqlalchemy_asyncio.Asyn
         _prepare_sqlite_file(parsed, shown)
     try:
         # hide_parameters: values (and keys) never appear in SQLAlchemy's error messages.
-        engine = sqlalchemy_asyncio.create_async_engine(parsed, hide_parameters=True)
+        connect_args: dict[str, Any] = {}
+        if backend == "postgresql":
+            # A client frozen in the middle of a transaction (SIGSTOP, a paused container) would keep the locks
+            # it took, the row of its store among them, and with it every writer of that store, for as long as
+            # it stays frozen: the server ends such a transaction instead, and nothing of it is committed.
+            timeout_ms = str(max(1, round(lock_timeout.total_seconds() * 1000)))
+            connect_args["server_settings"] = {"idle_in_transaction_session_timeout": timeout_ms}
+        engine = sqlalchemy_asyncio.create_async_engine(parsed, hide_parameters=True, connect_args=connect_args)
     except ImportError as exc:
         raise MissingDependencyError(
             f"the driver of {shown} is not installed ({exc.name or exc}): {INSTALL_HINT}"
