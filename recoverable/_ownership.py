@@ -3,7 +3,7 @@
 The lease of the state saved under `KEY` is the JSON record `KEY.lease` in the same store:
 
 ```json
-{"owner": "<random id>", "pid": 1234, "host": "crawler-7", "token": 3,
+{"owner": "<random id>", "pid": 1234, "host": "crawler-7", "token": 3, "processStartedAt": "...",
  "acquiredAt": "...", "expiresAt": "..."}
 ```
 
@@ -80,6 +80,8 @@ class LeaseRecord(BaseModel):
     token: int = Field(default=1, ge=1, lt=2**53)  # exact in every JSON reader
     acquired_at: AwareDatetime = Field(alias="acquiredAt")
     expires_at: AwareDatetime = Field(alias="expiresAt")
+    process_started_at: AwareDatetime | None = Field(default=None, alias="processStartedAt")
+    """When the owner's process started: a later process given the same pid is not the owner."""
 
     def describe(self) -> str:
         """A human description of the owner, for messages."""
@@ -89,10 +91,27 @@ class LeaseRecord(BaseModel):
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs; a zombie (dead, not yet reaped) does not."""
+_SAME_START_SECS = 1.0
+
+
+def _started_at(pid: int) -> datetime | None:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
+    except psutil.Error:
+        return None
+
+
+def _pid_alive(pid: int, started_at: datetime | None = None) -> bool:
+    """Whether process `pid` of this host still runs, and is the one that started at `started_at` (if given).
+
+    A zombie (dead, not yet reaped by its parent) does not run; nor does the owner whose pid was given to
+    a process started later.
+    """
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_at is None or abs(process.create_time() - started_at.timestamp()) < _SAME_START_SECS
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:
@@ -134,6 +153,7 @@ class StateLease:
         self._log = logger
         self._owner = secrets.token_hex(8)
         self._host = socket.gethostname()
+        self._started_at = _started_at(os.getpid())
         self._record: LeaseRecord | None = None
         self._version: str | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -183,6 +203,7 @@ class StateLease:
             token=token,
             acquired_at=now,
             expires_at=now + self._ttl,
+            process_started_at=self._started_at,
         )
 
     async def _io(self, what: str, work: Awaitable[_T]) -> _T:
@@ -218,7 +239,11 @@ class StateLease:
         if record.expires_at <= datetime.now(UTC):
             return True
         # Same host, process gone: a crash left the lease behind; no need to wait for it to expire.
-        return record.host == self._host and record.pid != os.getpid() and not _pid_alive(record.pid)
+        return (
+            record.host == self._host
+            and record.pid != os.getpid()
+            and not _pid_alive(record.pid, record.process_started_at)
+        )
 
     async def acquire(self) -> None:
         """Take the lease, or fail / wait as `on_owned` says.
@@ -299,9 +324,17 @@ class StateLease:
         never writes again; it is done only to the very process named by the expired lease, on this host.
         """
         pid = exc.holder_pid
-        if pid is None or pid != previous.pid or previous.host != self._host or pid == os.getpid():
+        if pid is None:
             return False
-        if previous.expires_at > datetime.now(UTC):
+        if not _pid_alive(pid):
+            return True  # gone by now, and its lock with it: look again
+        if (
+            pid != previous.pid
+            or previous.host != self._host
+            or pid == os.getpid()
+            or previous.expires_at > datetime.now(UTC)
+            or not _pid_alive(pid, previous.process_started_at)  # a later process given the owner's pid
+        ):
             return False
         try:
             status: str = psutil.Process(pid).status()

@@ -528,3 +528,44 @@ async def test_a_teardown_without_changes_after_losing_the_state_raises_nothing(
     assert not stale.is_initialized
     assert (await lease_of(kvs)) is not None  # the new owner's lease is left alone
     await new.teardown()
+
+
+async def test_a_lease_whose_pid_now_belongs_to_a_later_process_is_taken_at_once(kvs: KeyValueStore) -> None:
+    # The pid of a live process of this host, recorded with a start time it does not have: the owner that
+    # had that pid is gone, and the pid was given to another program since.
+    live = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    try:
+        now = datetime.now(UTC)
+        left_behind = LeaseRecord(
+            owner="gone",
+            pid=live.pid,
+            host=socket.gethostname(),
+            acquired_at=now,
+            expires_at=now + timedelta(hours=1),
+            process_started_at=now - timedelta(days=3),
+        )
+        await kvs.set_value(LEASE, left_behind.model_dump(mode="json", by_alias=True))
+        state = make_state(kvs)
+        await asyncio.wait_for(state.initialize(), timeout=5)
+        await state.teardown()
+
+        # With the start time it does have, the same pid is a live owner.
+        started = datetime.fromtimestamp(psutil.Process(live.pid).create_time(), UTC)
+        await kvs.set_value(
+            LEASE, left_behind.model_copy(update={"process_started_at": started}).model_dump(mode="json", by_alias=True)
+        )
+        with pytest.raises(StateOwnershipError, match=f"process {live.pid}"):
+            await make_state(kvs).initialize()
+    finally:
+        live.kill()
+        await live.wait()
+
+
+async def test_the_lease_records_when_its_owner_process_started(kvs: KeyValueStore) -> None:
+    state = make_state(kvs)
+    await state.initialize()
+    raw = await kvs.get_value(LEASE)
+    assert isinstance(raw, dict)
+    started = datetime.fromisoformat(raw["processStartedAt"])
+    assert abs(started.timestamp() - psutil.Process().create_time()) < 0.01
+    await state.teardown()
