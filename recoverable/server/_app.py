@@ -11,7 +11,8 @@ import logging
 import math
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from recoverable.errors import (
@@ -121,7 +122,7 @@ def create_app(
     as it arrives, in small steps, and cut as soon as it passes the limit), and all the bodies in flight
     together within `max_bytes_in_flight`; a body that does not fit gets 503 with `Retry-After` before it
     is kept. A body must keep arriving (see `body_timeout`), or the request gets 408 and its connection is
-    closed.
+    closed. Creating a store, and looking up one seen before, never lists the backend's stores.
 
     Args:
         storage_client: The backend holding the stores.
@@ -287,10 +288,12 @@ class _Api:
         self._max_key_length = max_key_length
         self._budget = budget
         self._body_timeout = body_timeout
+        # The stores and names seen so far: each store is looked up in the backend once.
         self._stores: dict[str, KeyValueStoreClient] = {}
         self._names: dict[str, str] = {}
         self._open_lock = asyncio.Lock()
         self._writes: set[asyncio.Task[Any]] = set()
+        self._list_stores = _Fresh(self._backend.list_key_value_stores)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -383,10 +386,15 @@ class _Api:
         known = self._names.get(name)
         if known is not None:
             return known
-        for metadata in await self._backend.list_key_value_stores():
+        # A name not seen yet may be a store made behind the server's back, which only a listing tells.
+        # Concurrent lookups share a listing, so a flood of unknown names costs one listing at a time.
+        self._learn_names(await self._list_stores())
+        return self._names.get(name)
+
+    def _learn_names(self, stores: list[KeyValueStoreMetadata]) -> None:
+        for metadata in stores:
             if metadata.name is not None:
                 self._names[metadata.name] = metadata.id
-        return self._names.get(name)
 
     async def _store(self, ref: str) -> tuple[str, KeyValueStoreClient]:
         """Open the store a URL names: an id, `~name` or `username~name` (this server has one user).
@@ -442,10 +450,8 @@ class _Api:
         offset = _int_param(params, "offset", default=0, low=0)
         limit = _int_param(params, "limit", default=MAX_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT)
         desc = _bool_param(params, "desc")
-        all_stores = await self._backend.list_key_value_stores()
-        for metadata in all_stores:
-            if metadata.name is not None:
-                self._names[metadata.name] = metadata.id
+        all_stores = list(await self._list_stores())
+        self._learn_names(all_stores)
         if not _bool_param(params, "unnamed"):
             all_stores = [m for m in all_stores if m.name is not None]
         if desc:
@@ -470,17 +476,23 @@ class _Api:
                 self._stores[metadata.id] = store
                 return _json({"data": _store_json(metadata)}, 201, {"location": f"/v2/key-value-stores/{metadata.id}"})
             validate_store_name(name)
-            existing = await self._find_name(name)
-            if existing is not None:
+            known = self._names.get(name)
+            if known is not None:
                 try:
-                    store = await self._store_by_id(existing)
+                    store = await self._store_by_id(known)
                     return _json({"data": _store_json(await store.get_metadata())})
                 except (ApiError, StoreNotFoundError):
-                    self._forget(existing)
+                    self._forget(known)
+            # Opening by name finds the store or creates it, without listing the others. It is new when it
+            # was created after this moment (every backend stamps a new store with this machine's clock).
+            before = datetime.now(UTC)
             store = await self._backend.open_key_value_store_client(name=name)
             metadata = await store.get_metadata()
             self._stores[metadata.id] = store
             self._names[name] = metadata.id
+            created = metadata.created_at
+            if (created if created.tzinfo else created.replace(tzinfo=UTC)) < before:
+                return _json({"data": _store_json(metadata)})
             return _json({"data": _store_json(metadata)}, 201, {"location": f"/v2/key-value-stores/{metadata.id}"})
 
     async def store(self, request: Request) -> Response:
@@ -621,3 +633,32 @@ def _conditions(request: Request, header: str) -> _Condition:
         return parse_etag_list(value)
     except ValueError as exc:
         raise ApiError(400, ERROR_INVALID_REQUEST, f"the {header} header is not valid: {exc}") from None
+
+
+class _Fresh(Generic[_T]):
+    """Calls an async function so that every caller gets the result of a call that began after it asked.
+
+    Callers that ask before the next call begins share it, so a flood of callers costs at most one call
+    running and one waiting, and no caller gets an answer older than its question.
+    """
+
+    def __init__(self, function: Callable[[], Awaitable[_T]]) -> None:
+        self._function = function
+        self._running: asyncio.Task[_T] | None = None
+        self._next: asyncio.Task[_T] | None = None
+
+    async def __call__(self) -> _T:
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._run_after(self._running))
+        return await asyncio.shield(self._next)
+
+    async def _run_after(self, previous: asyncio.Task[_T] | None) -> _T:
+        if previous is not None:
+            await asyncio.wait([previous])
+        me: Any = asyncio.current_task()
+        self._running, self._next = me, None
+        try:
+            return await self._function()
+        finally:
+            if self._running is me:
+                self._running = None
