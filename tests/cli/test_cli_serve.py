@@ -120,6 +120,9 @@ def test_a_port_in_use_is_a_clear_error(start: Callable[..., ServeChild]) -> Non
         (["serve", "--max-body-size", "lots"], "is not a size"),
         (["serve", "--storage-client", "cloud"], "invalid choice"),
         (["serve", "--graceful-timeout", "0"], "not a positive number"),
+        (["serve", "--max-bytes-in-flight", "lots"], "is not a size"),
+        (["serve", "--header-timeout", "0"], "not a positive number"),
+        (["serve", "--body-timeout", "-1"], "not a positive number"),
         ([], "required"),
     ],
 )
@@ -135,12 +138,24 @@ def test_bad_max_key_length_is_refused(capsys: pytest.CaptureFixture[str]) -> No
     assert "max_key_length must be from 1 to 1024" in capsys.readouterr().err
 
 
+def test_a_budget_smaller_than_one_body_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["serve", "--storage-client", "memory", "--max-body-size", "1MiB", "--max-bytes-in-flight", "1KiB"]) == 2
+    )
+    assert (
+        "max_bytes_in_flight must be a number of bytes of at least max_body_size (1048576)" in capsys.readouterr().err
+    )
+
+
 def test_help_and_console_script(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["serve", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--host", "--port", "--storage-dir", "--storage-client", "--token", "--max-body-size"):
+    for option in (
+        *("--host", "--port", "--storage-dir", "--storage-client", "--token", "--max-body-size"),
+        *("--max-bytes-in-flight", "--header-timeout", "--body-timeout"),
+    ):
         assert option in text
     scripts = importlib.metadata.entry_points(group="console_scripts", name="recoverable")
     assert [s.value for s in scripts] == ["recoverable.cli:main"]
