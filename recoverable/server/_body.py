@@ -137,17 +137,7 @@ async def read_body(request: Request, *, limit: int, hold: BodyHold, body_timeou
         ClientDisconnect: The client went away.
     """
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity", *_WBITS):
-        raise ApiError(
-            415,
-            ERROR_UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Encoding {encoding!r} is not supported: send the body as it is, or with gzip or deflate",
-        )
-    declared = request.headers.get("content-length", "").strip()
-    if declared.isdigit():
-        if int(declared) > limit:
-            raise too_large(limit)
-        hold.reserve(int(declared))
+    _admit(request, encoding, limit, hold)
     decoder = _Decoder(encoding) if encoding in _WBITS else None
     out = io.BytesIO()  # grows in place, and getvalue() hands its buffer over without a copy
     received = 0
@@ -164,6 +154,26 @@ async def read_body(request: Request, *, limit: int, hold: BodyHold, body_timeou
         decoder.finish()
         hold.shrink(out.tell())  # the compressed bytes are gone; the decoded ones stay until the write is done
     return out.getvalue()
+
+
+def _admit(request: Request, encoding: str, limit: int, hold: BodyHold) -> None:
+    """Refuse a body before reading it when its headers already say it cannot be taken.
+
+    Raises:
+        ApiError: 415 for an unknown Content-Encoding; 413 for a Content-Length over `limit`; 503 when the
+            budget cannot hold that Content-Length.
+    """
+    if encoding not in ("", "identity", *_WBITS):
+        raise ApiError(
+            415,
+            ERROR_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Encoding {encoding!r} is not supported: send the body as it is, or with gzip or deflate",
+        )
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise too_large(limit)
+        hold.reserve(int(declared))
 
 
 async def _chunks(request: Request, body_timeout: float) -> AsyncIterator[bytes]:
@@ -207,8 +217,9 @@ async def _decode_into(out: io.BytesIO, decoder: _Decoder, chunk: bytes, limit: 
             size = out.tell() + len(piece)
             if size > limit:
                 raise too_large(limit, "the decompressed request body")
-            # The compressed chunk is held too while it is being decoded.
-            hold.reserve(size + len(chunk))
+            # Never more than the limit for one body (the compressed chunk being decoded is not counted),
+            # so that a body within the limit always fits a server that holds no other.
+            hold.reserve(size)
             out.write(piece)
         if calls % _SLICES_PER_YIELD == 0:
             await asyncio.sleep(0)

@@ -81,8 +81,8 @@ class _GuardedH11Protocol(H11Protocol):
     complete within `header_timeout` of the connection opening, or of the first byte of the next request;
     otherwise the client gets 408 and the connection is closed. The rest of a body the app answered
     without reading (413, 503, ...) is read and thrown away for at most `_DRAIN_TIMEOUT`, so that the
-    client gets to read the answer, then the connection is closed. The app bounds how slowly a body it
-    reads may arrive.
+    client gets to read the answer, then the connection is closed (uvicorn's keep-alive timeout closes it
+    sooner when nothing comes). The app bounds how slowly a body it reads may arrive.
     """
 
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
@@ -142,7 +142,9 @@ class _GuardedH11Protocol(H11Protocol):
         if self._guarding == "head" and self.conn.trailing_data[0]:
             # h11 cannot answer a request it has not parsed yet, so the answer is written as it is.
             message = f"the request line and headers did not arrive within {self.header_timeout:g} s"
-            body = json.dumps({"error": {"type": "request-timeout", "message": message}}).encode()
+            body = json.dumps(
+                {"error": {"type": "request-timeout", "message": message}}, separators=(",", ":")
+            ).encode()
             self.transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json; charset=utf-8\r\n"
                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
