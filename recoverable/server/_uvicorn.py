@@ -38,33 +38,45 @@ _MAX_REQUEST_HEAD = 128 * 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
 """Seconds a connection has to send a whole request line and headers."""
 
+DEFAULT_SEND_TIMEOUT = 30.0
+"""Seconds a client may leave an answer unread, with the server's send buffer full, before it is cut off."""
+
 _DRAIN_TIMEOUT = 30.0
 """Seconds the rest of a body the app refused without reading may take to arrive, before the connection is closed."""
 
+_CLOSE_GRACE = 5.0
+"""Seconds a connection closed for being too slow has to take its last answer, before it is cut."""
 
-def uvicorn_config(app: ASGIApp, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT, **options: Any) -> uvicorn.Config:
+
+def uvicorn_config(
+    app: ASGIApp,
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    **options: Any,
+) -> uvicorn.Config:
     """A uvicorn configuration for the app: HTTP/1.1 only, no websockets, lifespan on, long request heads.
 
     Args:
         app: The ASGI app.
         header_timeout: Seconds a connection has to send its request line and headers, from when it opens
             or from the first byte of its next request; then it gets 408 and is closed.
+        send_timeout: Seconds a client may read nothing of an answer while the server's send buffer is
+            full; then the connection is cut, and the answer's memory freed.
         options: More `uvicorn.Config` settings.
 
     Raises:
-        ConfigurationError: `header_timeout` is not a positive number.
+        ConfigurationError: A timeout is not a positive number.
     """
-    if (
-        isinstance(header_timeout, bool)
-        or not isinstance(header_timeout, int | float)
-        or not 0 < header_timeout < math.inf
-    ):
-        raise ConfigurationError(f"header_timeout must be a positive number of seconds, got {header_timeout!r}")
+    for name, value in (("header_timeout", header_timeout), ("send_timeout", send_timeout)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+            raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    guarded = {"header_timeout": float(header_timeout), "send_timeout": float(send_timeout)}
     settings: dict[str, Any] = {
         "lifespan": "on",
         "ws": "none",
         # Always h11 (never httptools), with the timeouts uvicorn lacks.
-        "http": type("GuardedH11Protocol", (_GuardedH11Protocol,), {"header_timeout": float(header_timeout)}),
+        "http": type("GuardedH11Protocol", (_GuardedH11Protocol,), guarded),
         "h11_max_incomplete_event_size": _MAX_REQUEST_HEAD,
         "server_header": False,
     }
@@ -73,7 +85,7 @@ def uvicorn_config(app: ASGIApp, *, header_timeout: float = DEFAULT_HEADER_TIMEO
 
 
 class _GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections that take too long to send a request head.
+    """uvicorn's h11 protocol, closing connections that take too long to send a request or to read an answer.
 
     uvicorn has no such timeout: its keep-alive timer runs only between requests, and stops at the first
     byte of the next one, so a client sending half a request line (or nothing at all on a new connection)
@@ -83,14 +95,19 @@ class _GuardedH11Protocol(H11Protocol):
     without reading (413, 503, ...) is read and thrown away for at most `_DRAIN_TIMEOUT`, so that the
     client gets to read the answer, then the connection is closed (uvicorn's keep-alive timeout closes it
     sooner when nothing comes). The app bounds how slowly a body it reads may arrive.
+
+    uvicorn has no write timeout either: a client that stops reading an answer keeps its connection and
+    the answer's memory for ever. Here a connection whose send buffer stays full for `send_timeout` is cut.
     """
 
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._guard: asyncio.TimerHandle | None = None
         self._guarding: str | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -106,7 +123,28 @@ class _GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._set_guard(None)
+        self._set_stalled(stalled=False)
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._set_stalled(stalled=True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._set_stalled(stalled=False)
+
+    def _set_stalled(self, *, stalled: bool) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        if stalled:
+            self._stalled = self.loop.call_later(self.send_timeout, self._cut_off)
+
+    def _cut_off(self) -> None:
+        self._stalled = None
+        logger.debug("cutting off %s: it read nothing of its answer for %g s", self.client, self.send_timeout)
+        self.transport.abort()
 
     def _update_guard(self) -> None:
         """Arm the timer that matches what the connection waits for, keeping its deadline while it waits."""
@@ -151,6 +189,8 @@ class _GuardedH11Protocol(H11Protocol):
             )
         logger.debug("closing the connection of %s: its %s took too long", self.client, self._guarding)
         self.transport.close()
+        # close() waits until what was written is sent, which a client that reads nothing can hold off.
+        self.loop.call_later(_CLOSE_GRACE, self.transport.abort)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
 import struct
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,7 @@ import pytest
 
 from recoverable.errors import ConfigurationError
 from recoverable.server import create_app
-from recoverable.server._uvicorn import uvicorn_config
+from recoverable.server._uvicorn import serve_in_background, uvicorn_config
 from recoverable.storages import MemoryStorageClient
 
 if TYPE_CHECKING:
@@ -226,10 +228,11 @@ def test_create_app_refuses_bad_bounds(options: dict[str, Any]) -> None:
         create_app(storage_client=MemoryStorageClient(), **options)
 
 
-@pytest.mark.parametrize("header_timeout", [0, -1, float("inf"), float("nan"), True])
-def test_a_bad_header_timeout_is_refused(header_timeout: float) -> None:
-    with pytest.raises(ConfigurationError, match="header_timeout"):
-        uvicorn_config(create_app(storage_client=MemoryStorageClient()), header_timeout=header_timeout)
+@pytest.mark.parametrize("name", ["header_timeout", "send_timeout"])
+@pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan"), True])
+def test_a_bad_connection_timeout_is_refused(name: str, value: float) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        uvicorn_config(create_app(storage_client=MemoryStorageClient()), **{name: value})
 
 
 async def test_a_body_within_the_limit_always_fits_an_idle_server(
@@ -246,3 +249,26 @@ async def test_a_body_within_the_limit_always_fits_an_idle_server(
         bomb = gzip.compress(bytes(64 * limit), compresslevel=9)
         status, kind, _ = _error(await api.put(_record(store_id, "k"), content=bomb, headers=GZIP))
         assert (status, kind) == (413, "request-too-large")
+
+
+async def test_a_client_that_reads_nothing_of_its_answers_is_cut_off() -> None:
+    backend = MemoryStorageClient()
+    store = await backend.open_key_value_store_client(name="s")
+    store_id = (await store.get_metadata()).id
+    await store.set_record(key="big", value=b"b" * (8 << 20), content_type="application/octet-stream")
+    async with serve_in_background(create_app(storage_client=backend), send_timeout=1) as url:
+        port = httpx.URL(url).port
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)  # noqa: FBT003 - the socket API takes a positional flag
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        request = f"GET /v2/key-value-stores/{store_id}/records/big HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        await loop.sock_sendall(sock, request * 3)
+        await asyncio.sleep(3)  # reading nothing of 24 MiB of answers
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10):
+                received += len(chunk)
+        sock.close()
+    assert received < 8 << 20, received
