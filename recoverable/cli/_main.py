@@ -84,7 +84,28 @@ def _parser() -> argparse.ArgumentParser:
         help="largest record accepted, e.g. 9MiB (default: 64MiB)",
     )
     serve.add_argument(
+        "--max-bytes-in-flight",
+        type=_size,
+        default=None,
+        help="most bytes of request bodies held at once, across all requests; a body that does not fit is "
+        "answered 503 with Retry-After (default: 4 times --max-body-size)",
+    )
+    serve.add_argument(
         "--max-key-length", type=int, default=None, help="longest record key accepted, at most 1024 (default: 1024)"
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        help="seconds a connection has to send a request's line and headers, or it gets 408 and is closed "
+        "(default: %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="longest pause, in seconds, within a request body; a body taking longer than this must also "
+        "average 64 KiB/s, or it gets 408 (default: %(default)s)",
     )
     serve.add_argument(
         "--graceful-timeout",

@@ -90,12 +90,17 @@ def _prepare(args: argparse.Namespace) -> tuple[ForegroundServer, socket.socket,
         file_system = FileSystemStorageClient(storage_dir=args.storage_dir or configuration.storage_dir)
         storage_client = file_system
         where = f"the folder {file_system.storage_dir.resolve()}"
-    limits = {"max_key_length": args.max_key_length} if args.max_key_length is not None else {}
+    limits: dict[str, int] = {}
+    if args.max_key_length is not None:
+        limits["max_key_length"] = args.max_key_length
+    if args.max_bytes_in_flight is not None:
+        limits["max_bytes_in_flight"] = args.max_bytes_in_flight
     try:
         app = create_app(
             storage_client=storage_client,
             token=token,
             max_body_size=args.max_body_size or DEFAULT_MAX_BODY_SIZE,
+            body_timeout=args.body_timeout,
             **limits,
         )
     except ConfigurationError as exc:
@@ -114,6 +119,7 @@ def _prepare(args: argparse.Namespace) -> tuple[ForegroundServer, socket.socket,
             log_level=args.log_level,
             access_log=args.access_log,
             timeout_graceful_shutdown=args.graceful_timeout,
+            header_timeout=args.header_timeout,
         )
     )
     logger.info(

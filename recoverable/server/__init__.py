@@ -15,10 +15,15 @@
 
 `{id}` may be a store id, `~name` or `username~name` (the server has one user, so the user name is not
 checked); a name that does not exist is 404, never created. Keys are percent-decoded as UTF-8 from the raw
-path, so any key of the library round-trips. Request bodies may be sent with `Content-Encoding: gzip` or
-`deflate`. Writes and deletes honour `If-Match` and `If-None-Match` (412 `precondition-failed`, with the
-current version as the ETag when the record exists). Errors are `{"error": {"type", "message"}}` with
-the platform's kebab-case types.
+path, so any key of the library round-trips. Request bodies may be sent with `Content-Encoding: gzip` (any
+number of members) or `deflate`. Writes and deletes honour `If-Match` and `If-None-Match` (412
+`precondition-failed`, with the current version as the ETag when the record exists). Errors are
+`{"error": {"type", "message"}}` with the platform's kebab-case types.
+
+The app is bounded: a body larger than `max_body_size` once decoded is 413; bodies held at once beyond
+`max_bytes_in_flight` get 503 `server-busy` with `Retry-After`; a body that stalls past `body_timeout` is
+408. `recoverable serve` also closes connections whose request line and headers take longer than
+`--header-timeout` (408), which plain uvicorn never does: run the app elsewhere behind a proxy that does.
 
 Needs the `server` extra: `pip install 'recoverable[server]'`.
 """

@@ -8,9 +8,11 @@ import enum
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from recoverable.errors import (
@@ -22,7 +24,7 @@ from recoverable.errors import (
     StoreNotFoundError,
     VersionConflictError,
 )
-from recoverable.server._body import read_body
+from recoverable.server._body import BodyBudget, read_body
 from recoverable.server._errors import ApiError
 from recoverable.storages._http._protocol import (
     ERROR_INVALID_RECORD_KEY,
@@ -61,15 +63,22 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from recoverable.server._body import BodyHold
     from recoverable.storages._base import KeyValueStoreClient, StorageClient
     from recoverable.storages._models import KeyValueStoreMetadata, StoredRecord
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "create_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_SIZE", "IN_FLIGHT_BODIES", "create_app"]
 
 logger = logging.getLogger("recoverable.server")
 
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 """The default limit on a record's size (the platform's is 9 MiB)."""
+
+IN_FLIGHT_BODIES = 4
+"""By default the bodies in flight may hold this many times `max_body_size` at once."""
+
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may pause, and its grace before `MIN_BODY_RATE` applies."""
 
 _VERSION = "0.1.0"
 _JSON = "application/json; charset=utf-8"
@@ -99,6 +108,8 @@ def create_app(
     token: str | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     max_key_length: int = MAX_KEY_LENGTH,
+    max_bytes_in_flight: int | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """Build the ASGI app serving `storage_client` over the Apify key-value store API v2.
 
@@ -107,12 +118,23 @@ def create_app(
     `If-None-Match` on record writes and deletes (412 `precondition-failed` when they do not hold). It
     never closes `storage_client`; on shutdown it waits for the writes it started to finish.
 
+    Its memory is bounded: a request body is read within `max_body_size` (a gzip or deflate body is decoded
+    as it arrives, in small steps, and cut as soon as it passes the limit), and all the bodies in flight
+    together within `max_bytes_in_flight`; a body that does not fit gets 503 with `Retry-After` before it
+    is kept. A body must keep arriving (see `body_timeout`), or the request gets 408 and its connection is
+    closed. Creating a store, and looking up one seen before, never lists the backend's stores.
+
     Args:
         storage_client: The backend holding the stores.
         token: When given, every request must carry `Authorization: Bearer <token>` (or `?token=`);
             otherwise 401.
         max_body_size: Largest record accepted, in bytes, after decompression; larger ones get 413.
         max_key_length: Longest record key accepted, in characters; at most `MAX_KEY_LENGTH`.
+        max_bytes_in_flight: Most bytes of request bodies held at once, across all requests (raw, and
+            decoded for compressed ones); at least `max_body_size`. By default `IN_FLIGHT_BODIES` times
+            `max_body_size`.
+        body_timeout: Longest pause, in seconds, between two parts of a request body; once a body has
+            taken this long, it must also average at least `MIN_BODY_RATE` bytes per second.
 
     Raises:
         ConfigurationError: A limit is out of range.
@@ -127,7 +149,27 @@ def create_app(
         raise ConfigurationError(f"max_key_length must be from 1 to {MAX_KEY_LENGTH}, got {max_key_length!r}")
     if token is not None and not token:
         raise ConfigurationError("token must not be empty: pass None to serve without authentication")
-    api = _Api(storage_client=storage_client, token=token, max_body_size=max_body_size, max_key_length=max_key_length)
+    if max_bytes_in_flight is None:
+        max_bytes_in_flight = IN_FLIGHT_BODIES * max_body_size
+    if (
+        isinstance(max_bytes_in_flight, bool)
+        or not isinstance(max_bytes_in_flight, int)
+        or max_bytes_in_flight < max_body_size
+    ):
+        raise ConfigurationError(
+            f"max_bytes_in_flight must be a number of bytes of at least max_body_size ({max_body_size}), so that "
+            f"a body of the largest size can be accepted; got {max_bytes_in_flight!r}"
+        )
+    if isinstance(body_timeout, bool) or not isinstance(body_timeout, int | float) or not 0 < body_timeout < math.inf:
+        raise ConfigurationError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
+    api = _Api(
+        storage_client=storage_client,
+        token=token,
+        max_body_size=max_body_size,
+        max_key_length=max_key_length,
+        budget=BodyBudget(max_bytes_in_flight),
+        body_timeout=float(body_timeout),
+    )
     store_path = "/v2/key-value-stores/{store}"
     routes = [
         Route("/v2/key-value-stores", api.endpoint(api.stores), methods=["GET", "POST"]),
@@ -231,16 +273,27 @@ class _Api:
     """The handlers, the caches of open stores, and the writes in flight."""
 
     def __init__(
-        self, *, storage_client: StorageClient, token: str | None, max_body_size: int, max_key_length: int
+        self,
+        *,
+        storage_client: StorageClient,
+        token: str | None,
+        max_body_size: int,
+        max_key_length: int,
+        budget: BodyBudget,
+        body_timeout: float,
     ) -> None:
         self._backend = storage_client
         self._token = token.encode() if token is not None else None
         self._max_body_size = max_body_size
         self._max_key_length = max_key_length
+        self._budget = budget
+        self._body_timeout = body_timeout
+        # The stores and names seen so far: each store is looked up in the backend once.
         self._stores: dict[str, KeyValueStoreClient] = {}
         self._names: dict[str, str] = {}
         self._open_lock = asyncio.Lock()
         self._writes: set[asyncio.Task[Any]] = set()
+        self._list_stores = _Fresh(self._backend.list_key_value_stores)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -296,11 +349,16 @@ class _Api:
         headers = {"etag": etag_for(actual)} if actual is not None else {}
         return _error(ApiError(412, ERROR_PRECONDITION_FAILED, message, headers))
 
-    async def _in_flight(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        """Run a write so that it completes even when the request is cancelled, and shutdown waits for it."""
+    async def _in_flight(self, coro: Coroutine[Any, Any, _T], hold: BodyHold | None = None) -> _T:
+        """Run a write so that it completes even when the request is cancelled, and shutdown waits for it.
+
+        `hold`, the budget share of the body being written, is kept until the write is done.
+        """
         task = asyncio.ensure_future(coro)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        if hold is not None:
+            hold.keep_until_done(task)
         return await asyncio.shield(task)
 
     def _key(self, request: Request) -> str:
@@ -328,10 +386,15 @@ class _Api:
         known = self._names.get(name)
         if known is not None:
             return known
-        for metadata in await self._backend.list_key_value_stores():
+        # A name not seen yet may be a store made behind the server's back, which only a listing tells.
+        # Concurrent lookups share a listing, so a flood of unknown names costs one listing at a time.
+        self._learn_names(await self._list_stores())
+        return self._names.get(name)
+
+    def _learn_names(self, stores: list[KeyValueStoreMetadata]) -> None:
+        for metadata in stores:
             if metadata.name is not None:
                 self._names[metadata.name] = metadata.id
-        return self._names.get(name)
 
     async def _store(self, ref: str) -> tuple[str, KeyValueStoreClient]:
         """Open the store a URL names: an id, `~name` or `username~name` (this server has one user).
@@ -387,10 +450,8 @@ class _Api:
         offset = _int_param(params, "offset", default=0, low=0)
         limit = _int_param(params, "limit", default=MAX_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT)
         desc = _bool_param(params, "desc")
-        all_stores = await self._backend.list_key_value_stores()
-        for metadata in all_stores:
-            if metadata.name is not None:
-                self._names[metadata.name] = metadata.id
+        all_stores = list(await self._list_stores())
+        self._learn_names(all_stores)
         if not _bool_param(params, "unnamed"):
             all_stores = [m for m in all_stores if m.name is not None]
         if desc:
@@ -415,17 +476,23 @@ class _Api:
                 self._stores[metadata.id] = store
                 return _json({"data": _store_json(metadata)}, 201, {"location": f"/v2/key-value-stores/{metadata.id}"})
             validate_store_name(name)
-            existing = await self._find_name(name)
-            if existing is not None:
+            known = self._names.get(name)
+            if known is not None:
                 try:
-                    store = await self._store_by_id(existing)
+                    store = await self._store_by_id(known)
                     return _json({"data": _store_json(await store.get_metadata())})
                 except (ApiError, StoreNotFoundError):
-                    self._forget(existing)
+                    self._forget(known)
+            # Opening by name finds the store or creates it, without listing the others. It is new when it
+            # was created after this moment (every backend stamps a new store with this machine's clock).
+            before = datetime.now(UTC)
             store = await self._backend.open_key_value_store_client(name=name)
             metadata = await store.get_metadata()
             self._stores[metadata.id] = store
             self._names[name] = metadata.id
+            created = metadata.created_at
+            if (created if created.tzinfo else created.replace(tzinfo=UTC)) < before:
+                return _json({"data": _store_json(metadata)})
             return _json({"data": _store_json(metadata)}, 201, {"location": f"/v2/key-value-stores/{metadata.id}"})
 
     async def store(self, request: Request) -> Response:
@@ -474,13 +541,14 @@ class _Api:
         key = self._key(request)
         method = request.method
         if method in ("PUT", "POST"):
-            # The body is read before the store is opened, so that a refused body costs no backend work.
-            body = await read_body(request, limit=self._max_body_size)
-            store_id, store = await self._store(ref)
-            content_type = request.headers.get("content-type") or _DEFAULT_CONTENT_TYPE
-            version = await self._call(
-                store_id, lambda: self._in_flight(self._put(store, key, body, content_type, request))
-            )
+            with self._budget.hold() as hold:
+                # The body is read before the store is opened, so that a refused body costs no backend work.
+                body = await read_body(request, limit=self._max_body_size, hold=hold, body_timeout=self._body_timeout)
+                store_id, store = await self._store(ref)
+                content_type = request.headers.get("content-type") or _DEFAULT_CONTENT_TYPE
+                version = await self._call(
+                    store_id, lambda: self._in_flight(self._put(store, key, body, content_type, request), hold)
+                )
             return _json({}, 201, {"etag": etag_for(version)})
         store_id, store = await self._store(ref)
         if method == "DELETE":
@@ -565,3 +633,32 @@ def _conditions(request: Request, header: str) -> _Condition:
         return parse_etag_list(value)
     except ValueError as exc:
         raise ApiError(400, ERROR_INVALID_REQUEST, f"the {header} header is not valid: {exc}") from None
+
+
+class _Fresh(Generic[_T]):
+    """Calls an async function so that every caller gets the result of a call that began after it asked.
+
+    Callers that ask before the next call begins share it, so a flood of callers costs at most one call
+    running and one waiting, and no caller gets an answer older than its question.
+    """
+
+    def __init__(self, function: Callable[[], Awaitable[_T]]) -> None:
+        self._function = function
+        self._running: asyncio.Task[_T] | None = None
+        self._next: asyncio.Task[_T] | None = None
+
+    async def __call__(self) -> _T:
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._run_after(self._running))
+        return await asyncio.shield(self._next)
+
+    async def _run_after(self, previous: asyncio.Task[_T] | None) -> _T:
+        if previous is not None:
+            await asyncio.wait([previous])
+        me: Any = asyncio.current_task()
+        self._running, self._next = me, None
+        try:
+            return await self._function()
+        finally:
+            if self._running is me:
+                self._running = None

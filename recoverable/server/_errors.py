@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["ApiError"]
+__all__ = ["ERROR_REQUEST_TIMEOUT", "ERROR_SERVER_BUSY", "ApiError"]
+
+ERROR_SERVER_BUSY = "server-busy"
+"""503: the server holds as many request bodies as its memory budget allows; retry after `Retry-After`."""
+ERROR_REQUEST_TIMEOUT = "request-timeout"
+"""408: the request's head or body did not arrive in time."""
 
 
 class ApiError(Exception):

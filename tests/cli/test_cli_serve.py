@@ -4,93 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import secrets
 import signal
 import socket
-import subprocess
-import time
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from cli._child import TOKEN
 from recoverable.cli import main
 from recoverable.errors import StorageBackendError
 from recoverable.storages import FileSystemStorageClient, HttpStorageClient
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
-TOKEN = secrets.token_urlsafe(16)
+    from cli._child import ServeChild
+
 JSON = "application/json"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class _Serve:
-    """A `recoverable serve` child process."""
-
-    def __init__(self, python: str, env: dict[str, str], cwd: Path, *args: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [python, "-m", "recoverable.cli", "serve", "--port", str(self.port), *args],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def wait_ready(self, token: str | None = TOKEN) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"recoverable serve exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/v2/key-value-stores", headers=headers, timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"recoverable serve did not answer within 30 s:\n{self.output()}")
-
-    def output(self) -> str:
-        if self.process.poll() is None:
-            self.process.kill()
-        out, _ = self.process.communicate(timeout=30)
-        return out
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def start(python: str, child_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., _Serve]]:
-    """`start(*args, env=...)` runs `recoverable serve --port <free> *args`; every child is killed at the end."""
-    started: list[_Serve] = []
-
-    def run(*args: str, env: dict[str, str] | None = None) -> _Serve:
-        started.append(_Serve(python, {**child_env, **(env or {})}, tmp_path, *args))
-        return started[-1]
-
-    yield run
-    for serve in started:
-        if serve.process.poll() is None:
-            serve.process.kill()
-        serve.process.communicate(timeout=30)
-
-
-async def test_serve_then_stop_gracefully_during_an_upload(start: Callable[..., _Serve], tmp_path: Path) -> None:
+async def test_serve_then_stop_gracefully_during_an_upload(start: Callable[..., ServeChild], tmp_path: Path) -> None:
     storage = tmp_path / "served"
     serve = start("--storage-dir", str(storage), env={"RECOVERABLE_HTTP_TOKEN": TOKEN})
     serve.wait_ready()
@@ -137,7 +72,7 @@ async def test_serve_then_stop_gracefully_during_an_upload(start: Callable[..., 
     assert late.value == body
 
 
-async def test_the_token_is_required_when_given(start: Callable[..., _Serve]) -> None:
+async def test_the_token_is_required_when_given(start: Callable[..., ServeChild]) -> None:
     serve = start("--storage-client", "memory", f"--token={TOKEN}")  # = form: a token may start with "-"
     serve.wait_ready()
     async with HttpStorageClient(base_url=serve.url, token=TOKEN[::-1]) as client:
@@ -148,7 +83,7 @@ async def test_the_token_is_required_when_given(start: Callable[..., _Serve]) ->
     assert serve.stop() == 0
 
 
-async def test_limits_from_the_command_line(start: Callable[..., _Serve]) -> None:
+async def test_limits_from_the_command_line(start: Callable[..., ServeChild]) -> None:
     serve = start("--storage-client", "memory", "--max-body-size", "1KiB", "--max-key-length", "256")
     serve.wait_ready(token=None)
     async with HttpStorageClient(base_url=serve.url) as client:
@@ -161,7 +96,7 @@ async def test_limits_from_the_command_line(start: Callable[..., _Serve]) -> Non
     assert serve.stop() == 0
 
 
-def test_a_public_address_needs_a_token(start: Callable[..., _Serve]) -> None:
+def test_a_public_address_needs_a_token(start: Callable[..., ServeChild]) -> None:
     serve = start("--host", "0.0.0.0")  # noqa: S104 - refused before binding
     assert serve.process.wait(timeout=30) == 2
     output = serve.output()
@@ -169,7 +104,7 @@ def test_a_public_address_needs_a_token(start: Callable[..., _Serve]) -> None:
     assert "RECOVERABLE_HTTP_TOKEN" in output
 
 
-def test_a_port_in_use_is_a_clear_error(start: Callable[..., _Serve]) -> None:
+def test_a_port_in_use_is_a_clear_error(start: Callable[..., ServeChild]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -185,6 +120,9 @@ def test_a_port_in_use_is_a_clear_error(start: Callable[..., _Serve]) -> None:
         (["serve", "--max-body-size", "lots"], "is not a size"),
         (["serve", "--storage-client", "cloud"], "invalid choice"),
         (["serve", "--graceful-timeout", "0"], "not a positive number"),
+        (["serve", "--max-bytes-in-flight", "lots"], "is not a size"),
+        (["serve", "--header-timeout", "0"], "not a positive number"),
+        (["serve", "--body-timeout", "-1"], "not a positive number"),
         ([], "required"),
     ],
 )
@@ -200,18 +138,30 @@ def test_bad_max_key_length_is_refused(capsys: pytest.CaptureFixture[str]) -> No
     assert "max_key_length must be from 1 to 1024" in capsys.readouterr().err
 
 
+def test_a_budget_smaller_than_one_body_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["serve", "--storage-client", "memory", "--max-body-size", "1MiB", "--max-bytes-in-flight", "1KiB"]) == 2
+    )
+    assert (
+        "max_bytes_in_flight must be a number of bytes of at least max_body_size (1048576)" in capsys.readouterr().err
+    )
+
+
 def test_help_and_console_script(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["serve", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--host", "--port", "--storage-dir", "--storage-client", "--token", "--max-body-size"):
+    for option in (
+        *("--host", "--port", "--storage-dir", "--storage-client", "--token", "--max-body-size"),
+        *("--max-bytes-in-flight", "--header-timeout", "--body-timeout"),
+    ):
         assert option in text
     scripts = importlib.metadata.entry_points(group="console_scripts", name="recoverable")
     assert [s.value for s in scripts] == ["recoverable.cli:main"]
 
 
-async def test_serve_a_sql_database(start: Callable[..., _Serve], tmp_path: Path) -> None:
+async def test_serve_a_sql_database(start: Callable[..., ServeChild], tmp_path: Path) -> None:
     from recoverable.storages import SqlStorageClient  # noqa: PLC0415
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'served.db'}"
@@ -229,7 +179,7 @@ async def test_serve_a_sql_database(start: Callable[..., _Serve], tmp_path: Path
     assert stored.value == b'{"pages": 7}'
 
 
-def test_redis_without_a_url_is_a_clear_error(start: Callable[..., _Serve]) -> None:
+def test_redis_without_a_url_is_a_clear_error(start: Callable[..., ServeChild]) -> None:
     serve = start("--storage-client", "redis")
     assert serve.process.wait(timeout=30) == 2
     assert "RECOVERABLE_REDIS_URL" in serve.output()

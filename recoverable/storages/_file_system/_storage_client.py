@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from recoverable.storages._file_system._store_dir import create_exclusive, fsync
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 
 if TYPE_CHECKING:
-    import os
+    from collections.abc import Iterator
 
     from recoverable.storages._file_system._store_dir import StoreDir
 
@@ -70,8 +71,12 @@ class FileSystemStorageClient(StorageClient):
             storage_dir = (configuration or Configuration.from_env()).storage_dir
         self._lock_timeout = lock_timeout
         self._root = Path(storage_dir)
+        self._stores_path = self._root / _SUBDIR
+        self._stores_text = os.fspath(self._stores_path)
         self._case_insensitive: bool | None = None
         self._id_dirs: dict[str, Path] = {}
+        # Folder name -> the stat signature of its metadata file when read, and what it held (None: damaged).
+        self._metadata_seen: dict[str, tuple[tuple[int, ...], KeyValueStoreMetadata | None]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -81,7 +86,7 @@ class FileSystemStorageClient(StorageClient):
 
     @property
     def _stores_dir(self) -> Path:
-        return self._root / _SUBDIR
+        return self._stores_path
 
     def _error(self, action: str, exc: OSError, store: str | None) -> StorageBackendError:
         return StorageBackendError(
@@ -182,23 +187,54 @@ class FileSystemStorageClient(StorageClient):
 
     def _find_by_id(self, id: str) -> tuple[Path, KeyValueStoreMetadata]:
         known = self._id_dirs.get(id)
-        if known is not None and known.is_dir():
+        if known is not None:
             # The folder may hold another store by now (dropped, then created again under the same name).
-            metadata = self._read_metadata(known)
+            metadata = self._metadata_of(known.name)
             if metadata is not None and metadata.id == id:
                 return known, metadata
-        for folder in sorted(self._stores_dir.iterdir()):
-            if folder.name.startswith(TEMP_PREFIX) or not folder.is_dir():
-                continue
-            try:
-                metadata = self._read_metadata(folder)
-            except StorageBackendError:
-                continue
-            if metadata is not None:
-                self._id_dirs[metadata.id] = folder
-                if metadata.id == id:
-                    return folder, metadata
+        for name, metadata in self._scan(self._folders()):
+            if metadata.id == id:
+                return self._stores_dir / name, metadata
         raise StoreNotFoundError(f"no key-value store has the id {id!r} in {self._stores_dir}", store=id)
+
+    def _metadata_of(self, name: str) -> KeyValueStoreMetadata | None:
+        """The metadata of the store folder `name`, read again only when its file changed since last read.
+
+        A folder name says nothing about the store's id, so finding an id (or listing the stores) looks at
+        every folder; this keeps that to one `stat` per store, rather than reading and parsing every file.
+        None for a folder without metadata, or with damaged metadata.
+        """
+        try:
+            stat = os.stat(f"{self._stores_text}/{name}/{METADATA_FILE}")
+        except (FileNotFoundError, NotADirectoryError):
+            self._metadata_seen.pop(name, None)
+            return None
+        signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        seen = self._metadata_seen.get(name)
+        if seen is not None and seen[0] == signature:
+            return seen[1]
+        try:
+            metadata = self._read_metadata(self._stores_dir / name)
+        except StorageBackendError:
+            metadata = None
+        # Stat before read: a file replaced in between is read again next time, never trusted stale.
+        self._metadata_seen[name] = (signature, metadata)
+        return metadata
+
+    def _folders(self) -> list[str]:
+        """The names of the folders that may be stores, in name order."""
+        with os.scandir(self._stores_dir) as entries:
+            return sorted(entry.name for entry in entries if not entry.name.startswith(TEMP_PREFIX) and entry.is_dir())
+
+    def _scan(self, names: list[str]) -> Iterator[tuple[str, KeyValueStoreMetadata]]:
+        """The store folders among `names`, with their metadata, noting where each id lives."""
+        for name in names:
+            metadata = self._metadata_of(name)
+            if metadata is not None:
+                known = self._id_dirs.get(metadata.id)
+                if known is None or known.name != name:
+                    self._id_dirs[metadata.id] = self._stores_dir / name
+                yield name, metadata
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
@@ -210,17 +246,10 @@ class FileSystemStorageClient(StorageClient):
     def _list(self) -> list[KeyValueStoreMetadata]:
         if not self._stores_dir.is_dir():
             return []
-        found: list[KeyValueStoreMetadata] = []
-        for folder in self._stores_dir.iterdir():
-            if folder.name.startswith(TEMP_PREFIX) or not folder.is_dir():
-                continue
-            try:
-                metadata = self._read_metadata(folder)
-            except StorageBackendError:
-                continue
-            if metadata is not None:
-                self._id_dirs[metadata.id] = folder
-                found.append(metadata)
+        names = self._folders()
+        found = [metadata for _, metadata in self._scan(names)]
+        for gone in self._metadata_seen.keys() - set(names):
+            self._metadata_seen.pop(gone, None)
         return sorted(found, key=lambda m: m.created_at)
 
 
