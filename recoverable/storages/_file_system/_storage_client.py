@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,12 +20,11 @@ from recoverable.errors import InvalidStoreNameError, StorageBackendError, Store
 from recoverable.storages._base import StorageClient
 from recoverable.storages._file_system._key_value_store_client import FileSystemKeyValueStoreClient
 from recoverable.storages._file_system._layout import METADATA_FILE, TEMP_PREFIX, alias_dir_name
+from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
 from recoverable.storages._file_system._store_dir import create_exclusive, fsync_dir, store_dir_for
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 
 if TYPE_CHECKING:
-    import os
-
     from recoverable.storages._file_system._store_dir import StoreDir
 
 __all__ = ["FileSystemStorageClient"]
@@ -103,7 +104,7 @@ class FileSystemStorageClient(StorageClient):
         else:
             folder = self._stores_dir / alias_dir_name(alias or "default")
         with self._lock:
-            metadata = self._read_metadata(folder) if folder.is_dir() else None
+            metadata = self._read_metadata(folder) if _is_store_folder(folder) else None
             if metadata is None:
                 metadata = self._create(folder, name)
         if name is not None and metadata.name is not None and metadata.name != name:
@@ -142,11 +143,22 @@ class FileSystemStorageClient(StorageClient):
 
     @staticmethod
     def _read_metadata(folder: Path) -> KeyValueStoreMetadata | None:
-        """Read a store's metadata; a folder without it (made by hand) gets one on first open."""
+        """Read a store's metadata; a folder without it (made by hand) gets one on first open.
+
+        Neither the folder nor the metadata file may be a link (or anything but a folder and a regular file).
+        """
         try:
-            raw = (folder / METADATA_FILE).read_bytes()
+            dir_fd = open_folder(folder, store=folder.name)
+            try:
+                fd, st = open_regular_file(METADATA_FILE, dir_fd, folder=folder, store=folder.name)
+            finally:
+                os.close(dir_fd)
         except FileNotFoundError:
             return None
+        try:
+            raw = read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
         try:
             data = json.loads(raw)
             if isinstance(data, dict):
@@ -163,13 +175,13 @@ class FileSystemStorageClient(StorageClient):
 
     def _find_by_id(self, id: str) -> tuple[Path, KeyValueStoreMetadata]:
         known = self._id_dirs.get(id)
-        if known is not None and known.is_dir():
+        if known is not None and _is_real_folder(known):
             # The folder may hold another store by now (dropped, then created again under the same name).
             metadata = self._read_metadata(known)
             if metadata is not None and metadata.id == id:
                 return known, metadata
         for folder in sorted(self._stores_dir.iterdir()):
-            if folder.name.startswith(TEMP_PREFIX) or not folder.is_dir():
+            if folder.name.startswith(TEMP_PREFIX) or not _is_real_folder(folder):
                 continue
             try:
                 metadata = self._read_metadata(folder)
@@ -193,7 +205,7 @@ class FileSystemStorageClient(StorageClient):
             return []
         found: list[KeyValueStoreMetadata] = []
         for folder in self._stores_dir.iterdir():
-            if folder.name.startswith(TEMP_PREFIX) or not folder.is_dir():
+            if folder.name.startswith(TEMP_PREFIX) or not _is_real_folder(folder):
                 continue
             try:
                 metadata = self._read_metadata(folder)
@@ -203,6 +215,26 @@ class FileSystemStorageClient(StorageClient):
                 self._id_dirs[metadata.id] = folder
                 found.append(metadata)
         return sorted(found, key=lambda m: m.created_at)
+
+
+def _is_real_folder(path: Path) -> bool:
+    """Whether `path` is a folder itself, not a link to one."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _is_store_folder(folder: Path) -> bool:
+    """Whether the folder of a store exists; raise when something other than a folder is in its place."""
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    what = not_a_file(mode, folder=True)
+    if what is not None:
+        raise refusal(folder, what, store=folder.name, folder=True)
+    return True
 
 
 def _is_case_insensitive(folder: Path) -> bool:
