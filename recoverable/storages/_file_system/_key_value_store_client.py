@@ -10,6 +10,7 @@ from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import KeyValueStoreClient
+from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
@@ -70,6 +71,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             # A small record the index knows is read on the loop: cheaper than a thread hop, and a
@@ -83,6 +85,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def record_exists(self, *, key: str) -> bool:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             return await _off_loop(self._dir.exists)(key)
@@ -99,6 +102,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             return await _off_loop(self._dir.write)(
@@ -109,6 +113,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             return await _off_loop(self._dir.delete)(key, if_version=if_version)

@@ -23,6 +23,7 @@ from recoverable.storages._file_system._layout import METADATA_FILE, TEMP_PREFIX
 from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
 from recoverable.storages._file_system._store_dir import create_exclusive, fsync_dir, store_dir_for
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
+from recoverable.storages._validation import validate_store_reference
 
 if TYPE_CHECKING:
     from recoverable.storages._file_system._store_dir import StoreDir
@@ -82,6 +83,7 @@ class FileSystemStorageClient(StorageClient):
         name: str | None = None,
         alias: str | None = None,
     ) -> FileSystemKeyValueStoreClient:
+        validate_store_reference(id=id, name=name, alias=alias)
         label = id or name or alias or "default"
         try:
             return await asyncio.to_thread(self._open, id=id, name=name, alias=alias)
