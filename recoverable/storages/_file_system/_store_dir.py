@@ -203,9 +203,6 @@ class StoreDir:
                 store=self.label,
                 key=key,
             )
-        if exc.errno == errno.ELOOP and exc.filename is not None:
-            # A file of the store opened without following links (`.lock`) turned out to be one.
-            return refusal(Path(os.fsdecode(exc.filename)), LINK, store=self.label, key=key)
         what = f"record {key!r} of " if key is not None else ""
         hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder exists and is writable"
         return StorageBackendError(
@@ -230,11 +227,27 @@ class StoreDir:
         finally:
             os.close(dir_fd)
 
+    def _open_lock_file(self) -> int:
+        """Open `.lock`, creating it, without following a link; refuse anything but a regular file."""
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            what = LINK if exc.errno == errno.ELOOP else what_is(path, None)
+            if what is None:
+                raise
+            raise refusal(path, what, store=self.label) from exc
+        what = not_a_file(os.fstat(fd).st_mode)
+        if what is not None:
+            os.close(fd)
+            raise refusal(path, what, store=self.label)
+        return fd
+
     # --- locking ----------------------------------------------------------------------------------
 
     def _lock_file(self) -> int:
         if self._lock_fd is None:
-            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self._lock_fd = self._open_lock_file()
         return self._lock_fd
 
     def _reopen_lock_file_if_replaced(self) -> None:
@@ -270,7 +283,7 @@ class StoreDir:
     def _sweep_temp_files(self) -> None:
         """Remove temp files of writes that a crash cut short; only a holder of the writers' lock may."""
         for folder in (self.path, self.path / KEYS_DIR):
-            if folder.is_symlink():  # never remove files of a folder outside the store
+            if what_is(folder, None, folder=True) is not None:  # a link: never sweep a folder outside the store
                 continue
             try:
                 names = os.listdir(folder)

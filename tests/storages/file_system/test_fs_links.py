@@ -541,3 +541,78 @@ async def test_recoverable_serve_never_returns_a_linked_file(
     assert _untouched(outside)
     assert (folder / "STATE.json").is_symlink()
     del kvs
+
+
+# --- the adversary's other moves --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("place", ["sidecar", "metadata", "long key", "lock"])
+async def test_a_fifo_in_any_place_of_a_store_is_refused_without_hanging(
+    storage_dir: Path, restart: Callable[[], FileSystemStorageClient], place: str
+) -> None:
+    kvs, folder = await _warm(storage_dir)
+    await kvs.set_value(LONG_KEY, 1)
+    _crawlee_record(folder, "CRAWLEE_STATE", b"{}")
+    path, key = {
+        "sidecar": (folder / "CRAWLEE_STATE.__metadata__.json", "CRAWLEE_STATE"),
+        "metadata": (folder / "__metadata__.json", "STATE"),
+        "long key": (folder / ".keys" / key_hash(LONG_KEY), LONG_KEY),
+        "lock": (folder / ".lock", "STATE"),
+    }[place]
+    path.unlink()
+    os.mkfifo(path)
+    client = restart()
+
+    async def read() -> object:
+        store = await KeyValueStore.open(name="links", storage_client=client)
+        return await store.get_value(key)
+
+    with pytest.raises(StorageBackendError) as info:
+        await asyncio.wait_for(read(), timeout=10)
+    _assert_names(info.value, path, "FIFO")
+
+
+async def test_a_socket_in_a_records_place_is_refused(storage_dir: Path) -> None:
+    kvs, folder = await _warm(storage_dir)
+    record = folder / "STATE.json"
+    record.unlink()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(record))
+        with pytest.raises(StorageBackendError) as info:
+            await kvs.get_value("STATE")
+        _assert_names(info.value, record, "socket")
+        with pytest.raises(StorageBackendError):
+            await kvs.record_exists("STATE")
+
+
+async def test_a_dangling_lock_link_creates_nothing_outside(storage_dir: Path, tmp_path: Path) -> None:
+    await _warm(storage_dir)
+    folder = storage_dir / "key_value_stores" / "links"
+    target = tmp_path / "made-through-the-lock"
+    (folder / ".lock").unlink()
+    (folder / ".lock").symlink_to(target)
+    from recoverable.storages._file_system import _store_dir  # noqa: PLC0415 - only to forget this process's index
+
+    _store_dir._registry.clear()  # a new process would not have the lock file open
+    kvs = await KeyValueStore.open(name="links", storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+
+    with pytest.raises(StorageBackendError, match=r"\.lock is a symbolic link"):
+        await kvs.set_value("STATE", 1)
+    assert not target.exists()
+
+
+async def test_writers_never_sweep_a_folder_the_long_keys_link_points_to(
+    storage_dir: Path, tmp_path: Path, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    await _warm(storage_dir)
+    folder = storage_dir / "key_value_stores" / "links"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".~tmp.not-ours").write_text("kept")
+    (folder / ".keys").symlink_to(elsewhere)
+    kvs = await KeyValueStore.open(name="links", storage_client=restart())
+
+    await kvs.set_value("short", 1)
+    with pytest.raises(StorageBackendError, match=r"\.keys is a symbolic link"):
+        await kvs.set_value(LONG_KEY, 1)
+    assert sorted(p.name for p in elsewhere.iterdir()) == [".~tmp.not-ours"]
