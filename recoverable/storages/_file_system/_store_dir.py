@@ -230,13 +230,16 @@ class StoreDir:
     def _open_lock_file(self) -> int:
         """Open `.lock`, creating it, without following a link; refuse anything but a regular file."""
         path = self.path / LOCK_FILE
+        dir_fd = self._open_folder()
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         except OSError as exc:
-            what = LINK if exc.errno == errno.ELOOP else what_is(path, None)
+            what = LINK if exc.errno == errno.ELOOP else what_is(LOCK_FILE, dir_fd)
             if what is None:
                 raise
             raise refusal(path, what, store=self.label) from exc
+        finally:
+            os.close(dir_fd)
         what = not_a_file(os.fstat(fd).st_mode)
         if what is not None:
             os.close(fd)
