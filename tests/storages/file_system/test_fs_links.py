@@ -538,6 +538,10 @@ async def test_recoverable_serve_never_returns_a_linked_file(
             assert "symbolic link" in answer.text
         put = await http.put(path, content=b'{"pages": 9}', headers={"content-type": "application/json"})
         assert put.status_code == 500
+        for hostile in ["%2e%2e", "..", ".", "%2e", "a%00b", "..%2Foutside", "%2e%2e%2f%2e%2e"]:
+            answer = await http.get(f"/v2/key-value-stores/{hostile}/records/STATE")
+            assert answer.status_code in (400, 404), (hostile, answer.status_code, answer.text)
+            assert SECRET not in answer.content
     assert _untouched(outside)
     assert (folder / "STATE.json").is_symlink()
     del kvs
