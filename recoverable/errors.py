@@ -10,7 +10,7 @@ RecoverableError
 ├── ConfigurationError              a setting or an argument combination is wrong
 ├── MissingDependencyError          an optional backend's package is not installed
 ├── StorageError                    anything a key-value store refused or failed to do
-│   ├── InvalidStoreNameError       a store name breaks the naming rules (also a ValueError)
+│   ├── InvalidStoreNameError       a store id, name or alias breaks its rules (also a ValueError)
 │   ├── InvalidKeyError             a record key is empty, too long or not a str (also a ValueError)
 │   ├── StoreNotFoundError          no store has the id that was asked for
 │   ├── VersionConflictError        a conditional write lost: someone else wrote in between
@@ -76,7 +76,7 @@ class StorageError(RecoverableError):
 
 
 class InvalidStoreNameError(StorageError, ValueError):
-    """A store name or alias breaks the naming rules."""
+    """A store id, name or alias breaks its rules; nothing was opened or created."""
 
 
 class InvalidKeyError(StorageError, ValueError):

@@ -8,13 +8,13 @@ import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 from recoverable.configuration import Configuration
-from recoverable.errors import ConfigurationError, DeserializationError, StorageError
+from recoverable.errors import DeserializationError, StorageError
 from recoverable.storages._file_system import FileSystemStorageClient
 from recoverable.storages._http import HttpStorageClient
 from recoverable.storages._memory import MemoryStorageClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, Record
 from recoverable.storages._serialization import JSON, decode_value, encode_value
-from recoverable.storages._validation import validate_key, validate_store_name
+from recoverable.storages._validation import validate_key, validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -113,21 +113,11 @@ class KeyValueStore:
 
         Raises:
             ConfigurationError: More than one of id, name and alias was given.
-            InvalidStoreNameError: The name or alias breaks the naming rules.
+            InvalidStoreNameError: The id, name or alias breaks its rules (`validate_store_reference`).
             StoreNotFoundError: No store has the given id.
             StorageBackendError: The backend failed.
         """
-        given = [label for label, value in (("id", id), ("name", name), ("alias", alias)) if value is not None]
-        if len(given) > 1:
-            raise ConfigurationError(
-                f"pass at most one of id, name and alias to KeyValueStore.open(), not {' and '.join(given)}"
-            )
-        if name is not None:
-            validate_store_name(name)
-        if alias is not None:
-            validate_store_name(alias, what="store alias")
-        if id is not None and (not isinstance(id, str) or not id):
-            raise ConfigurationError(f"store id must be a non-empty str, not {id!r}")
+        validate_store_reference(id=id, name=name, alias=alias)
         client = storage_client or default_storage_client(configuration)
         async with _open_lock():
             stores = _open_stores(client)

@@ -1,12 +1,26 @@
-"""Rules for store names, aliases and record keys, shared by every storage client."""
+"""Rules for store ids, names, aliases and record keys, shared by every storage client.
+
+Each rule is checked in one place, here, and called at every public entry point: the `KeyValueStore`
+facade, and each storage client and store client itself (a program may call those directly, and the server
+passes what it receives in URLs to them). A value that breaks a rule is refused before anything is created,
+read or written.
+"""
 
 from __future__ import annotations
 
 import re
 
-from recoverable.errors import InvalidKeyError, InvalidStoreNameError
+from recoverable.errors import ConfigurationError, InvalidKeyError, InvalidStoreNameError
 
-__all__ = ["MAX_KEY_LENGTH", "MAX_NAME_LENGTH", "validate_key", "validate_store_name"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_KEY_LENGTH",
+    "MAX_NAME_LENGTH",
+    "validate_key",
+    "validate_store_id",
+    "validate_store_name",
+    "validate_store_reference",
+]
 
 MAX_NAME_LENGTH = 63
 """Longest store name or alias, as on the Apify platform."""
@@ -14,7 +28,11 @@ MAX_NAME_LENGTH = 63
 MAX_KEY_LENGTH = 1024
 """Longest record key, in characters. The platform allows 256; our own backends allow more."""
 
+MAX_ID_LENGTH = 255
+"""Longest store id. Ours are 17 letters and digits; the platform also takes `username~store-name`."""
+
 _NAME_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?")
+_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._~-]*")
 
 
 def validate_store_name(name: object, *, what: str = "store name") -> str:
@@ -34,6 +52,46 @@ def validate_store_name(name: object, *, what: str = "store name") -> str:
             store=name,
         )
     return name
+
+
+def validate_store_id(store_id: object) -> str:
+    """Check a store id and return it.
+
+    Ids are 1 to 255 letters, digits and `-_.~`, starting with a letter or a digit: what the storage clients
+    make (17 letters and digits) and what the Apify platform takes (`username~store-name` as well), and never
+    a path, a path segment such as `..`, or anything a URL, a Redis key or a file name would read otherwise.
+
+    Raises:
+        InvalidStoreNameError: The id breaks a rule; the message says which.
+    """
+    if not isinstance(store_id, str):
+        raise InvalidStoreNameError(f"store id must be a str, not {type(store_id).__name__}")
+    if len(store_id) > MAX_ID_LENGTH or not _ID_RE.fullmatch(store_id):
+        raise InvalidStoreNameError(
+            f"store id {store_id!r} is invalid: use 1 to {MAX_ID_LENGTH} letters, digits and '-_.~', starting "
+            "with a letter or a digit; ids come from a store's metadata (`KeyValueStore.id`), e.g. "
+            "'a1B2c3D4e5F6g7H8i'",
+            store=store_id,
+        )
+    return store_id
+
+
+def validate_store_reference(*, id: object, name: object, alias: object) -> None:
+    """Check how a store is asked for: at most one of `id`, `name` and `alias` (None means not given), each valid.
+
+    Raises:
+        ConfigurationError: More than one of them was given.
+        InvalidStoreNameError: The id, name or alias breaks its rule; the message says which.
+    """
+    given = [label for label, value in (("id", id), ("name", name), ("alias", alias)) if value is not None]
+    if len(given) > 1:
+        raise ConfigurationError(f"pass at most one of id, name and alias to open a store, not {' and '.join(given)}")
+    if id is not None:
+        validate_store_id(id)
+    if name is not None:
+        validate_store_name(name)
+    if alias is not None:
+        validate_store_name(alias, what="store alias")
 
 
 def validate_key(key: object, *, store: str | None = None) -> str:

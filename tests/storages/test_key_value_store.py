@@ -65,9 +65,9 @@ async def test_open_with_more_than_one_of_id_name_alias(kwargs: dict[str, str], 
     assert await storage_client.list_key_value_stores() == []
 
 
-@pytest.mark.parametrize("bad_id", ["", 17])
-async def test_open_with_an_invalid_id(bad_id: object, storage_client: StorageClient) -> None:
-    with pytest.raises(ConfigurationError, match="store id must be a non-empty str"):
+@pytest.mark.parametrize(("bad_id", "rule"), [("", "is invalid"), ("../x", "is invalid"), (17, "must be a str")])
+async def test_open_with_an_invalid_id(bad_id: object, rule: str, storage_client: StorageClient) -> None:
+    with pytest.raises(InvalidStoreNameError, match=f"store id .*{rule}"):
         await KeyValueStore.open(id=bad_id, storage_client=storage_client)  # type: ignore[arg-type]
 
 

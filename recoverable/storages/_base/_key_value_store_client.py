@@ -21,7 +21,9 @@ class KeyValueStoreClient(ABC):
     every write gives the record a new version, keys are data (never paths), and backend errors are raised
     as `StorageBackendError` naming the store, the key and the cause.
 
-    Keys reaching a client were already checked by `validate_key`.
+    Every implementation checks the key of `get_record`, `record_exists`, `set_record` and `delete_record`
+    itself, first, with `validate_key`, and raises `InvalidKeyError` for one that breaks the rules, whoever
+    the caller is. Listing bounds (`exclusive_start_key`, `prefix`) are not keys and are not checked.
     """
 
     @abstractmethod
@@ -38,7 +40,9 @@ class KeyValueStoreClient(ABC):
         """Return the record stored under `key`, or None when there is none.
 
         Raises:
-            StorageBackendError: The backend failed.
+            InvalidKeyError: The key breaks the rules of `validate_key`.
+            StorageBackendError: The backend failed, or (file system) the record's file is a link, a folder
+                or another special file: never "no record".
         """
 
     @abstractmethod
@@ -46,7 +50,9 @@ class KeyValueStoreClient(ABC):
         """Tell whether a record is stored under `key`, without reading its value.
 
         Raises:
-            StorageBackendError: The backend failed.
+            InvalidKeyError: The key breaks the rules of `validate_key`.
+            StorageBackendError: The backend failed, or (file system) the record's file is a link, a folder
+                or another special file.
         """
 
     @abstractmethod
@@ -69,8 +75,10 @@ class KeyValueStoreClient(ABC):
             if_absent: Write only when no record is stored under `key`.
 
         Raises:
+            InvalidKeyError: The key breaks the rules of `validate_key`; nothing was written.
             VersionConflictError: A condition did not hold; nothing was written.
-            StorageBackendError: The backend failed; the previous record is intact.
+            StorageBackendError: The backend failed, or (file system) the record's file is a link, a folder or
+                another special file, which is never replaced; the previous record is intact.
         """
 
     @abstractmethod
@@ -82,8 +90,10 @@ class KeyValueStoreClient(ABC):
             if_version: Delete only when the record's current version is this one.
 
         Raises:
+            InvalidKeyError: The key breaks the rules of `validate_key`.
             VersionConflictError: `if_version` was given and the record has another version or none.
-            StorageBackendError: The backend failed.
+            StorageBackendError: The backend failed, or (file system) the record's file is a link, a folder or
+                another special file, which is never removed.
         """
 
     @abstractmethod

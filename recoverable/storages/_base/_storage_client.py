@@ -35,9 +35,13 @@ class StorageClient(ABC):
     ) -> KeyValueStoreClient:
         """Open a store, creating it when it is opened by name or alias and does not exist yet.
 
-        Callers pass at most one of `id`, `name` and `alias`, already validated.
+        Every implementation checks its arguments itself, first, with `validate_store_reference` (callers
+        may be programs or a server passing on what it received), so that a hostile id, name or alias
+        (`..`, `a/b`, `%2e%2e`, NUL) is refused before anything is created or looked up.
 
         Raises:
+            ConfigurationError: More than one of `id`, `name` and `alias` was given.
+            InvalidStoreNameError: The id, name or alias breaks its rules.
             StoreNotFoundError: No store has the given id.
             StorageBackendError: The backend failed.
         """

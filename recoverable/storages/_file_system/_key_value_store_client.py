@@ -12,6 +12,7 @@ from typing_extensions import override
 from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._file_system._store_dir import LockWait
+from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
@@ -87,6 +88,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             # A small record the index knows is read on the loop: cheaper than a thread hop, and a
@@ -100,6 +102,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def record_exists(self, *, key: str) -> bool:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             return await _off_loop(self._dir.exists)(key)
@@ -116,6 +119,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             return await _locked(
@@ -129,6 +133,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        validate_key(key, store=self._dir.label)
         self._check_alive()
         try:
             return await _locked(

@@ -23,6 +23,9 @@ dots are never a problem: a record file always ends with an extension the librar
 case-insensitive file system upper-case letters are encoded too, so `State` and `state` stay two keys.
 A key whose encoded form would make a file name longer than 240 bytes is stored as a readable prefix,
 `~` and a hash, and its full text is kept once in `.keys/<hash>`.
+
+Every file and folder of a store above is a regular file or a folder, never a link: what is found instead
+is refused, never followed (`recoverable.storages._file_system._no_follow`).
 """
 
 from __future__ import annotations

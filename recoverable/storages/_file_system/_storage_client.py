@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +20,10 @@ from recoverable.errors import ConfigurationError, InvalidStoreNameError, Storag
 from recoverable.storages._base import StorageClient
 from recoverable.storages._file_system._key_value_store_client import FileSystemKeyValueStoreClient
 from recoverable.storages._file_system._layout import METADATA_FILE, TEMP_PREFIX, alias_dir_name
+from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
 from recoverable.storages._file_system._store_dir import create_exclusive, fsync_dir, store_dir_for
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
+from recoverable.storages._validation import validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -103,6 +106,7 @@ class FileSystemStorageClient(StorageClient):
         name: str | None = None,
         alias: str | None = None,
     ) -> FileSystemKeyValueStoreClient:
+        validate_store_reference(id=id, name=name, alias=alias)
         label = id or name or alias or "default"
         try:
             return await asyncio.to_thread(self._open, id=id, name=name, alias=alias)
@@ -125,7 +129,7 @@ class FileSystemStorageClient(StorageClient):
         else:
             folder = self._stores_dir / alias_dir_name(alias or "default")
         with self._lock:
-            metadata = self._read_metadata(folder) if folder.is_dir() else None
+            metadata = self._read_metadata(folder) if _is_store_folder(folder) else None
             if metadata is None:
                 metadata = self._create(folder, name)
         if name is not None and metadata.name is not None and metadata.name != name:
@@ -166,11 +170,22 @@ class FileSystemStorageClient(StorageClient):
 
     @staticmethod
     def _read_metadata(folder: Path) -> KeyValueStoreMetadata | None:
-        """Read a store's metadata; a folder without it (made by hand) gets one on first open."""
+        """Read a store's metadata; a folder without it (made by hand) gets one on first open.
+
+        Neither the folder nor the metadata file may be a link (or anything but a folder and a regular file).
+        """
         try:
-            raw = (folder / METADATA_FILE).read_bytes()
+            dir_fd = open_folder(folder, store=folder.name)
+            try:
+                fd, st = open_regular_file(METADATA_FILE, dir_fd, folder=folder, store=folder.name)
+            finally:
+                os.close(dir_fd)
         except FileNotFoundError:
             return None
+        try:
+            raw = read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
         try:
             data = json.loads(raw)
             if isinstance(data, dict):
@@ -187,7 +202,7 @@ class FileSystemStorageClient(StorageClient):
 
     def _find_by_id(self, id: str) -> tuple[Path, KeyValueStoreMetadata]:
         known = self._id_dirs.get(id)
-        if known is not None:
+        if known is not None and _is_real_folder(known):
             # The folder may hold another store by now (dropped, then created again under the same name).
             metadata = self._metadata_of(known.name)
             if metadata is not None and metadata.id == id:
@@ -205,11 +220,11 @@ class FileSystemStorageClient(StorageClient):
         None for a folder without metadata, or with damaged metadata.
         """
         try:
-            stat = os.stat(f"{self._stores_text}/{name}/{METADATA_FILE}")
+            st = os.lstat(f"{self._stores_text}/{name}/{METADATA_FILE}")
         except (FileNotFoundError, NotADirectoryError):
             self._metadata_seen.pop(name, None)
             return None
-        signature = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         seen = self._metadata_seen.get(name)
         if seen is not None and seen[0] == signature:
             return seen[1]
@@ -222,9 +237,13 @@ class FileSystemStorageClient(StorageClient):
         return metadata
 
     def _folders(self) -> list[str]:
-        """The names of the folders that may be stores, in name order."""
+        """The names of the folders that may be stores, in name order (a link to a folder is none)."""
         with os.scandir(self._stores_dir) as entries:
-            return sorted(entry.name for entry in entries if not entry.name.startswith(TEMP_PREFIX) and entry.is_dir())
+            return sorted(
+                entry.name
+                for entry in entries
+                if not entry.name.startswith(TEMP_PREFIX) and entry.is_dir(follow_symlinks=False)
+            )
 
     def _scan(self, names: list[str]) -> Iterator[tuple[str, KeyValueStoreMetadata]]:
         """The store folders among `names`, with their metadata, noting where each id lives."""
@@ -251,6 +270,26 @@ class FileSystemStorageClient(StorageClient):
         for gone in self._metadata_seen.keys() - set(names):
             self._metadata_seen.pop(gone, None)
         return sorted(found, key=lambda m: m.created_at)
+
+
+def _is_real_folder(path: Path) -> bool:
+    """Whether `path` is a folder itself, not a link to one."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _is_store_folder(folder: Path) -> bool:
+    """Whether the folder of a store exists; raise when something other than a folder is in its place."""
+    try:
+        mode = folder.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    what = not_a_file(mode, folder=True)
+    if what is not None:
+        raise refusal(folder, what, store=folder.name, folder=True)
+    return True
 
 
 def _is_case_insensitive(folder: Path) -> bool:

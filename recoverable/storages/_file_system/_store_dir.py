@@ -1,6 +1,13 @@
 """Blocking operations on one store folder: the record index, durable writes and the writers' lock.
 
 Everything here runs in a worker thread; `FileSystemKeyValueStoreClient` calls it off the event loop.
+
+No read and no write follows a symbolic link out of a store. Files of a store are opened relative to the
+store's folder, itself opened with `O_NOFOLLOW`, and with `O_NOFOLLOW` (and `O_NONBLOCK`, so that a FIFO
+cannot block a read); whatever is found where a regular file must be (a link, a folder, a FIFO, a socket,
+a device) is refused with a `StorageBackendError` naming it, never served, never taken for "no record" and
+never replaced by a write. The folders above a store (the storage folder and `key_value_stores/`) are the
+user's choice and may be links: they are resolved once, when the store is opened.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from recoverable.errors import (
     StorageBackendError,
@@ -37,6 +45,17 @@ from recoverable.storages._file_system._layout import (
     extension_for,
     key_hash,
     split_record_name,
+)
+from recoverable.storages._file_system._no_follow import (
+    FOLDER_FLAGS,
+    LINK,
+    not_a_file,
+    open_folder,
+    open_regular_file,
+    read_all,
+    read_if_regular,
+    refusal,
+    what_is,
 )
 from recoverable.storages._lock_holders import describe_holder, lock_holders
 from recoverable.storages._models import KeyInfo, StoredRecord
@@ -65,8 +84,11 @@ _registry: dict[str, StoreDir] = {}
 
 
 def store_dir_for(path: Path, *, label: str, case_insensitive: bool) -> StoreDir:
-    """Return the one `StoreDir` of this process for the folder `path`."""
-    resolved = str(path.resolve())
+    """Return the one `StoreDir` of this process for the folder `path`.
+
+    The folders above it are resolved; the store's own folder is not (it must not be a link).
+    """
+    resolved = str(path.parent.resolve() / path.name)
     with _registry_lock:
         store = _registry.get(resolved)
         if store is None or store.dropped:
@@ -169,6 +191,8 @@ class _Entry:
     size: int
     mtime_ns: int
     crawlee_sidecar: str | None = None
+    refused: tuple[str, str] | None = None
+    """When the record cannot be used: the path (in the store) of what is wrong, and what it is (a link...)."""
 
 
 class StoreDir:
@@ -178,6 +202,9 @@ class StoreDir:
     the folder changed since the last scan. A change is seen two ways: every writer of this library
     bumps a generation counter kept in the first 8 bytes of `.lock` (exact, whatever the clock's
     granularity), and the folder's modification time catches files added by other programs.
+
+    A key whose file is a link, a folder or another special file stays in the index, marked refused: reading,
+    writing or deleting it raises an error naming that file.
     """
 
     def __init__(self, path: Path, *, label: str, case_insensitive: bool) -> None:
@@ -187,6 +214,8 @@ class StoreDir:
         self.dropped = False
         self._lock = threading.RLock()
         self._index: dict[str, _Entry] | None = None
+        # Records of long keys whose `.keys/<hash>` file cannot be read safely, by hash: the key is unknown.
+        self._refused_long_keys: dict[str, _Entry] = {}
         self._scanned_mtime_ns = -1
         self._seen_generation = -1
         self._lock_fd: int | None = None
@@ -214,11 +243,46 @@ class StoreDir:
             key=key,
         )
 
+    def _refusal(self, key: str | None, entry: _Entry) -> StorageBackendError:
+        assert entry.refused is not None  # noqa: S101 - only called for refused entries
+        relative, what = entry.refused
+        return refusal(self.path / relative, what, store=self.label, key=key, folder=relative == KEYS_DIR)
+
+    def _open_folder(self) -> int:
+        return open_folder(self.path, store=self.label)
+
+    def _open_record(self, name: str, key: str | None) -> tuple[int, os.stat_result]:
+        """Open the regular file `name` of the store; raise a refusal for anything else, FileNotFoundError if none."""
+        dir_fd = self._open_folder()
+        try:
+            return open_regular_file(name, dir_fd, folder=self.path, store=self.label, key=key)
+        finally:
+            os.close(dir_fd)
+
+    def _open_lock_file(self) -> int:
+        """Open `.lock`, creating it, without following a link; refuse anything but a regular file."""
+        path = self.path / LOCK_FILE
+        dir_fd = self._open_folder()
+        try:
+            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        except OSError as exc:
+            what = LINK if exc.errno == errno.ELOOP else what_is(LOCK_FILE, dir_fd)
+            if what is None:
+                raise
+            raise refusal(path, what, store=self.label) from exc
+        finally:
+            os.close(dir_fd)
+        what = not_a_file(os.fstat(fd).st_mode)
+        if what is not None:
+            os.close(fd)
+            raise refusal(path, what, store=self.label)
+        return fd
+
     # --- locking ----------------------------------------------------------------------------------
 
     def _lock_file(self) -> int:
         if self._lock_fd is None:
-            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._lock_fd = self._open_lock_file()
         return self._lock_fd
 
     def _reopen_lock_file_if_replaced(self) -> None:
@@ -302,6 +366,8 @@ class StoreDir:
     def _sweep_temp_files(self) -> None:
         """Remove temp files of writes that a crash cut short; only a holder of the writers' lock may."""
         for folder in (self.path, self.path / KEYS_DIR):
+            if what_is(folder, None, folder=True) is not None:  # a link: never sweep a folder outside the store
+                continue
             try:
                 names = os.listdir(folder)
             except FileNotFoundError:
@@ -332,87 +398,107 @@ class StoreDir:
     # --- the index --------------------------------------------------------------------------------
 
     def _folder_mtime_ns(self) -> int:
-        return os.stat(self.path).st_mtime_ns
+        # lstat: a store folder swapped for a link counts as a change, and the next scan refuses the link.
+        return os.lstat(self.path).st_mtime_ns
 
     def _scan(self) -> dict[str, _Entry]:
         generation = self._generation()
         mtime_ns = self._folder_mtime_ns()
-        with os.scandir(self.path) as it:
-            names = {entry.name: entry for entry in it}
-        index: dict[str, _Entry] = {}
-        claimed = self._scan_crawlee_records(names, index)
-        for name, dir_entry in names.items():
-            if name in claimed or name == METADATA_FILE or name.endswith(CRAWLEE_SIDECAR_SUFFIX):
-                continue
-            split = split_record_name(name)
-            if split is None or not dir_entry.is_file(follow_symlinks=False):
-                continue
-            stem, content_type = split
-            key = self._key_of(stem)
-            if key is None:
-                continue
-            st = dir_entry.stat(follow_symlinks=False)
-            self._keep_newest(index, key, _Entry(name, content_type, st.st_size, st.st_mtime_ns))
+        dir_fd = self._open_folder()
+        try:
+            with os.scandir(dir_fd) as it:
+                names = {entry.name: entry for entry in it}
+            index: dict[str, _Entry] = {}
+            refused_long_keys: dict[str, _Entry] = {}
+            claimed = self._scan_crawlee_records(names, index, dir_fd)
+            long_keys = _LongKeys(dir_fd)
+            try:
+                for name, dir_entry in names.items():
+                    if name in claimed or name == METADATA_FILE or name.endswith(CRAWLEE_SIDECAR_SUFFIX):
+                        continue
+                    split = split_record_name(name)
+                    if split is None:
+                        continue
+                    stem, content_type = split
+                    try:
+                        st = dir_entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed since the listing
+                    what = not_a_file(st.st_mode)
+                    entry = _Entry(
+                        name,
+                        content_type,
+                        0 if what else st.st_size,
+                        st.st_mtime_ns,
+                        refused=(name, what) if what else None,
+                    )
+                    key, hashed = decode_stem(stem)
+                    if hashed is not None:
+                        found = long_keys.read(hashed)
+                        if isinstance(found, tuple):
+                            entry.refused = found
+                            refused_long_keys[hashed] = entry
+                            continue
+                        key = found
+                    if key is not None:
+                        self._keep_newest(index, key, entry)
+            finally:
+                long_keys.close()
+        finally:
+            os.close(dir_fd)
         self._index = index
+        self._refused_long_keys = refused_long_keys
         self._scanned_mtime_ns = mtime_ns
         self._seen_generation = generation
         return index
 
-    def _scan_crawlee_records(self, names: dict[str, os.DirEntry[str]], index: dict[str, _Entry]) -> set[str]:
+    def _scan_crawlee_records(
+        self, names: dict[str, os.DirEntry[str]], index: dict[str, _Entry], dir_fd: int
+    ) -> set[str]:
         """Add the records Crawlee wrote (a file and its sidecar) to `index`; return their file names."""
         claimed: set[str] = set()
-        for name, dir_entry in names.items():
+        for name in names:
             if not name.endswith(CRAWLEE_SIDECAR_SUFFIX) or name == METADATA_FILE:
                 continue
             record_name = name[: -len(CRAWLEE_SIDECAR_SUFFIX)]
             record = names.get(record_name)
             if record is None:
                 continue
-            parsed = self._read_crawlee_sidecar(dir_entry.path)
+            parsed = _read_crawlee_sidecar(name, dir_fd)
             if parsed is None:
                 continue
-            key, content_type = parsed
+            try:
+                st = record.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            refused: tuple[str, str] | None
+            if isinstance(parsed, str):
+                # A sidecar that is a link or a special file: its key is unknown, but Crawlee names a record's
+                # file after its percent-encoded key, so that key is the one refused.
+                key, content_type, refused = unquote(record_name), "application/octet-stream", (name, parsed)
+            else:
+                key, content_type = parsed
+                what = not_a_file(st.st_mode)
+                refused = (record_name, what) if what else None
             claimed.add(record_name)
-            st = record.stat()
-            self._keep_newest(index, key, _Entry(record_name, content_type, st.st_size, st.st_mtime_ns, name))
+            size = 0 if refused else st.st_size
+            self._keep_newest(index, key, _Entry(record_name, content_type, size, st.st_mtime_ns, name, refused))
         return claimed
-
-    def _key_of(self, stem: str) -> str | None:
-        """The key a record file's stem stands for, or None when the file is not a record of ours."""
-        key, hashed = decode_stem(stem)
-        return self._read_long_key(hashed) if hashed is not None else key
 
     @staticmethod
     def _keep_newest(index: dict[str, _Entry], key: str, entry: _Entry) -> None:
         # After a crash between writing a key's new file and removing its old one (a changed content
-        # type, or a record brought from Crawlee), both exist: the newer one is the record.
+        # type, or a record brought from Crawlee), both exist: the newer one is the record. A refused file
+        # of the key wins over any other: which file is the record cannot be told, so the key is refused.
         current = index.get(key)
-        if current is None or (entry.mtime_ns, entry.crawlee_sidecar is None) > (
-            current.mtime_ns,
-            current.crawlee_sidecar is None,
+        if current is None or (
+            current.refused is None
+            and (
+                entry.refused is not None
+                or (entry.mtime_ns, entry.crawlee_sidecar is None) > (current.mtime_ns, current.crawlee_sidecar is None)
+            )
         ):
             index[key] = entry
-
-    @staticmethod
-    def _read_crawlee_sidecar(path: str) -> tuple[str, str] | None:
-        try:
-            with open(path, "rb") as f:
-                data = json.load(f)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        key = data.get("key")
-        content_type = data.get("content_type", data.get("contentType"))
-        if not isinstance(key, str) or not isinstance(content_type, str):
-            return None
-        return key, content_type
-
-    def _read_long_key(self, hashed: str) -> str | None:
-        try:
-            return (self.path / KEYS_DIR / hashed).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
 
     def _fresh_index(self) -> dict[str, _Entry]:
         """The index, rescanned when the folder changed since the last scan."""
@@ -420,15 +506,22 @@ class StoreDir:
             return self._scan()
         return self._index
 
+    def _entry_in(self, index: dict[str, _Entry], key: str) -> _Entry | None:
+        """The entry of `key`, also when it is a long key whose `.keys/<hash>` file was refused."""
+        entry = index.get(key)
+        if entry is None and self._refused_long_keys:
+            entry = self._refused_long_keys.get(key_hash(key))
+        return entry
+
     def _lookup(self, key: str) -> _Entry | None:
         index = self._index
         if index is None:
             with self._lock:
                 index = self._scan()
-        entry = index.get(key)
+        entry = self._entry_in(index, key)
         if entry is None and self._changed():
             with self._lock:
-                entry = self._scan().get(key)
+                entry = self._entry_in(self._scan(), key)
         return entry
 
     # --- reads ------------------------------------------------------------------------------------
@@ -438,36 +531,46 @@ class StoreDir:
 
         Returns False when that is not possible (index not built, key unknown while the folder changed,
         a large record, a file moved since the index saw it): then call `read` from a worker thread.
+
+        Raises:
+            StorageBackendError: The record's file is a link, a folder or another special file.
         """
         index = self._index
         if index is None:
             return False
-        entry = index.get(key)
+        entry = self._entry_in(index, key)
         if entry is None:
             return False if self._changed() else None
+        if entry.refused is not None:
+            raise self._refusal(key, entry)
         if entry.size > max_size:
             return False
         try:
-            fd = os.open(self.path / entry.name, os.O_RDONLY | os.O_CLOEXEC)
+            fd, stat = self._open_record(entry.name, key)
         except FileNotFoundError:
             return False
         try:
-            stat = os.fstat(fd)
             if stat.st_size > max_size:
                 return False
-            data = _read_all(fd, stat.st_size)
+            data = read_all(fd, stat.st_size)
         finally:
             os.close(fd)
         return StoredRecord(key=key, value=data, content_type=entry.content_type, version=version_of(stat))
 
     def read(self, key: str) -> StoredRecord | None:
-        """Read the record of `key`, or None."""
+        """Read the record of `key`, or None.
+
+        Raises:
+            StorageBackendError: The record's file is a link, a folder or another special file.
+        """
         for attempt in range(3):
             entry = self._lookup(key)
             if entry is None:
                 return None
+            if entry.refused is not None:
+                raise self._refusal(key, entry)
             try:
-                fd = os.open(self.path / entry.name, os.O_RDONLY | os.O_CLOEXEC)
+                fd, stat = self._open_record(entry.name, key)
             except FileNotFoundError:
                 # Another process replaced or removed it since we looked: look again.
                 if attempt < 2:  # noqa: PLR2004
@@ -475,25 +578,56 @@ class StoreDir:
                         self._scan()
                 continue
             try:
-                stat = os.fstat(fd)
-                data = _read_all(fd, stat.st_size)
+                data = read_all(fd, stat.st_size)
             finally:
                 os.close(fd)
             return StoredRecord(key=key, value=data, content_type=entry.content_type, version=version_of(stat))
         return None
 
     def exists(self, key: str) -> bool:
-        """Tell whether `key` has a record."""
+        """Tell whether `key` has a record.
+
+        Raises:
+            StorageBackendError: The record's file is a link, a folder or another special file.
+        """
         entry = self._lookup(key)
         if entry is None:
             return False
-        if (self.path / entry.name).exists():
-            return True
-        with self._lock:
-            return key in self._scan()
+        if entry.refused is None:
+            what = self._what_is_in_folder(entry.name)
+            if what is None:
+                return True
+            if what:
+                raise refusal(self.path / entry.name, what, store=self.label, key=key)
+            with self._lock:
+                entry = self._entry_in(self._scan(), key)
+            if entry is None:
+                return False
+        if entry.refused is not None:
+            raise self._refusal(key, entry)
+        return True
+
+    def _what_is_in_folder(self, name: str) -> str | None:
+        """What the file `name` of the store is when not a regular file; "" when it does not exist."""
+        dir_fd = self._open_folder()
+        try:
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return ""
+        finally:
+            os.close(dir_fd)
+        return not_a_file(mode)
+
+    def _read_file(self, name: str, key: str) -> bytes:
+        """Read the regular file `name` of the store whole."""
+        fd, stat = self._open_record(name, key)
+        try:
+            return read_all(fd, stat.st_size)
+        finally:
+            os.close(fd)
 
     def keys(self) -> list[KeyInfo]:
-        """All keys with their sizes, sorted."""
+        """All keys with their sizes, sorted. A refused record is listed, with size 0."""
         with self._lock:
             index = self._fresh_index()
             return [KeyInfo(key=k, size=index[k].size) for k in sorted(index)]
@@ -503,15 +637,31 @@ class StoreDir:
     def _check(
         self, key: str, entry: _Entry | None, if_version: str | None, *, if_absent: bool
     ) -> os.stat_result | None:
-        """Check the write's conditions against the current record; return the record file's stat."""
+        """Check the write's conditions against the current record; return the record file's stat.
+
+        A record whose file is a link, a folder or another special file is refused: never replaced, never
+        deleted.
+        """
         actual: str | None = None
         stat: os.stat_result | None = None
+        if entry is None and self._refused_long_keys:
+            entry = self._refused_long_keys.get(key_hash(key))
+        if entry is not None and entry.refused is not None:
+            raise self._refusal(key, entry)
         if entry is not None:
             try:
-                stat = os.stat(self.path / entry.name)
-                actual = version_of(stat)
+                stat = os.lstat(self.path / entry.name)
             except FileNotFoundError:
                 entry = None
+            else:
+                what = not_a_file(stat.st_mode)
+                if what is not None:
+                    raise refusal(self.path / entry.name, what, store=self.label, key=key)
+                sidecar = entry.crawlee_sidecar
+                what = what_is(self.path / sidecar, None) if sidecar is not None else None
+                if sidecar is not None and what is not None:
+                    raise refusal(self.path / sidecar, what, store=self.label, key=key)
+                actual = version_of(stat)
         if if_absent and actual is not None:
             raise VersionConflictError.for_record(store=self.label, key=key, expected=None, actual=actual)
         if if_version is not None and actual != if_version:
@@ -550,8 +700,9 @@ class StoreDir:
 
     def _crawlee_holds(self, name: str) -> bool:
         """Tell whether file `name` is a Crawlee record (it has a sidecar)."""
-        # os.path.exists, not Path.exists: the sidecar of a name near the length limit is too long a name.
-        return os.path.exists(self.path / f"{name}{CRAWLEE_SIDECAR_SUFFIX}")
+        # os.path.lexists, not Path.exists: the sidecar of a name near the length limit is too long a name;
+        # and a sidecar that is a link still marks a Crawlee record (a refused one).
+        return os.path.lexists(self.path / f"{name}{CRAWLEE_SIDECAR_SUFFIX}")
 
     def _move_crawlee_record(self, name: str, index: dict[str, _Entry], *, but: str) -> None:
         """Move the Crawlee record of another key held in file `name` to this layout, to free the name.
@@ -564,13 +715,15 @@ class StoreDir:
         if moved is None or moved == but:
             return
         entry = index[moved]
+        if entry.refused is not None:
+            raise self._refusal(moved, entry)
         extension = extension_for(entry.content_type)
         stem, hashed = encode_key(moved, case_insensitive=self.case_insensitive, extension=extension)
         if self._crawlee_holds(f"{stem}.{extension}"):
             self._move_crawlee_record(f"{stem}.{extension}", index, but=moved)
         if hashed:
             self._remember_long_key(moved)
-        stat = durable_write(self.path, f"{stem}.{extension}", (self.path / name).read_bytes())
+        stat = durable_write(self.path, f"{stem}.{extension}", self._read_file(name, moved))
         self._remove_files(entry)
         fsync_dir(self.path)
         index[moved] = _Entry(f"{stem}.{extension}", entry.content_type, stat.st_size, stat.st_mtime_ns)
@@ -578,12 +731,22 @@ class StoreDir:
     def _remember_long_key(self, key: str) -> None:
         keys_dir = self.path / KEYS_DIR
         hashed = key_hash(key)
+        self._refuse_unsafe_long_key_file(key, hashed)
         if (keys_dir / hashed).exists():
             return
         if not keys_dir.exists():
             keys_dir.mkdir(exist_ok=True)
             fsync_dir(self.path)
         durable_write(keys_dir, hashed, key.encode("utf-8"))
+
+    def _refuse_unsafe_long_key_file(self, key: str, hashed: str) -> None:
+        """Raise when `.keys` is not a folder of the store, or `.keys/<hashed>` not a regular file."""
+        what = what_is(self.path / KEYS_DIR, None, folder=True)
+        if what is not None:
+            raise refusal(self.path / KEYS_DIR, what, store=self.label, key=key, folder=True)
+        what = what_is(self.path / KEYS_DIR / hashed, None)
+        if what is not None:
+            raise refusal(self.path / KEYS_DIR / hashed, what, store=self.label, key=key)
 
     def _remove_files(self, entry: _Entry) -> None:
         (self.path / entry.name).unlink(missing_ok=True)
@@ -637,14 +800,62 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def _read_all(fd: int, size_hint: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = size_hint
-    # One read for the common case, a loop for files that grew or short reads.
-    while True:
-        chunk = os.read(fd, max(remaining, 1 << 16))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+class _LongKeys:
+    """The `.keys` folder of a store during one scan: opened once, without following a link."""
+
+    def __init__(self, dir_fd: int) -> None:
+        self._dir_fd = dir_fd
+        self._fd: int | None = None
+        self._refused: tuple[str, str] | None = None
+        self._opened = False
+
+    def _open(self) -> None:
+        self._opened = True
+        try:
+            self._fd = os.open(KEYS_DIR, FOLDER_FLAGS, dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            return
+        except OSError:
+            what = what_is(KEYS_DIR, self._dir_fd, folder=True)
+            if what is None:
+                raise
+            self._refused = (KEYS_DIR, what)
+
+    def read(self, hashed: str) -> str | tuple[str, str] | None:
+        """The long key whose hash is `hashed`; None when unknown; `(path, what)` when its file is refused."""
+        if not self._opened:
+            self._open()
+        if self._refused is not None:
+            return self._refused
+        if self._fd is None:
+            return None
+        found = read_if_regular(hashed, self._fd)
+        if isinstance(found, str):
+            return (f"{KEYS_DIR}/{hashed}", found)
+        try:
+            return None if found is None else found.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_crawlee_sidecar(name: str, dir_fd: int) -> tuple[str, str] | str | None:
+    """The key and content type a Crawlee sidecar names; what it is when it is not a regular file; else None."""
+    found = read_if_regular(name, dir_fd)
+    if not isinstance(found, bytes):
+        return found
+    try:
+        data = json.loads(found)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    key = data.get("key")
+    content_type = data.get("content_type", data.get("contentType"))
+    if not isinstance(key, str) or not isinstance(content_type, str):
+        return None
+    return key, content_type

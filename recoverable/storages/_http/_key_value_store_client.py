@@ -20,6 +20,7 @@ from recoverable.storages._http._protocol import (
 )
 from recoverable.storages._http._transport import Target
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
+from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -115,6 +116,7 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
+        validate_key(key, store=self._label)
         self._check_alive()
         target = self._target(key)
         reply = await self._transport.request(
@@ -131,6 +133,7 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def record_exists(self, *, key: str) -> bool:
+        validate_key(key, store=self._label)
         self._check_alive()
         target = self._target(key)
         reply = await self._transport.request("HEAD", self._record_path(key), target=target, action="check")
@@ -163,6 +166,7 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        validate_key(key, store=self._label)
         self._check_alive()
         target = self._target(key)
         headers = {"Content-Type": content_type}
@@ -196,6 +200,7 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        validate_key(key, store=self._label)
         self._check_alive()
         target = self._target(key)
         headers: dict[str, str] = {}

@@ -23,6 +23,7 @@ from recoverable.storages._http._key_value_store_client import HttpKeyValueStore
 from recoverable.storages._http._protocol import path_segment
 from recoverable.storages._http._transport import HttpTransport, Target
 from recoverable.storages._models import KeyValueStoreMetadata
+from recoverable.storages._validation import validate_store_id, validate_store_name, validate_store_reference
 
 __all__ = ["DEFAULT_ALIAS_STORE_NAME", "HttpStorageClient"]
 
@@ -106,8 +107,11 @@ class HttpStorageClient(StorageClient):
             max_retry_time=max_retry_time,
             max_connections=max_connections,
         )
-        self._default_store_id = default_store_id
-        self._alias_store_name = alias_store_name
+        try:
+            self._default_store_id = None if default_store_id is None else validate_store_id(default_store_id)
+            self._alias_store_name = validate_store_name(alias_store_name, what="alias_store_name")
+        except InvalidStoreNameError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._alias_lock = asyncio.Lock()
 
     @property
@@ -130,6 +134,7 @@ class HttpStorageClient(StorageClient):
         name: str | None = None,
         alias: str | None = None,
     ) -> HttpKeyValueStoreClient:
+        validate_store_reference(id=id, name=name, alias=alias)
         if id is not None:
             return await self._open_id(id)
         if name is not None:

@@ -11,6 +11,7 @@ from typing_extensions import override
 from recoverable.errors import StoreNotFoundError, VersionConflictError
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
+from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -69,12 +70,14 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
+        validate_key(key, store=self._label())
         self._check_alive()
         self._touch()
         return self._records.get(key)
 
     @override
     async def record_exists(self, *, key: str) -> bool:
+        validate_key(key, store=self._label())
         self._check_alive()
         return key in self._records
 
@@ -88,6 +91,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        validate_key(key, store=self._label())
         self._check_alive()
         self._check_condition(key, if_version, if_absent=if_absent)
         version = str(self._next_version())
@@ -99,6 +103,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        validate_key(key, store=self._label())
         self._check_alive()
         self._check_condition(key, if_version, if_absent=False)
         if self._records.pop(key, None) is None:

@@ -11,6 +11,7 @@ from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._memory._key_value_store_client import MemoryKeyValueStoreClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
+from recoverable.storages._validation import validate_store_reference
 
 __all__ = ["MemoryStorageClient"]
 
@@ -36,6 +37,7 @@ class MemoryStorageClient(StorageClient):
         name: str | None = None,
         alias: str | None = None,
     ) -> MemoryKeyValueStoreClient:
+        validate_store_reference(id=id, name=name, alias=alias)
         if id is not None:
             store = self._stores.get(id)
             if store is None:

@@ -15,6 +15,7 @@ from recoverable.storages._redis import _scripts as scripts
 from recoverable.storages._redis._dependency import redis_exceptions
 from recoverable.storages._redis._errors import backend_error
 from recoverable.storages._redis._layout import lex_range
+from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -118,6 +119,7 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
+        validate_key(key, store=self._label())
         answer = await self._run(scripts.GET, [self._keys.meta, self._keys.record(key)], [], action="read", key=key)
         status = answer[0]
         if status == scripts.STORE_GONE:
@@ -130,6 +132,7 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def record_exists(self, *, key: str) -> bool:
+        validate_key(key, store=self._label())
         answer = await self._run(
             scripts.RECORD_EXISTS, [self._keys.meta, self._keys.record(key)], [], action="check", key=key
         )
@@ -147,6 +150,7 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        validate_key(key, store=self._label())
         answer = await self._run(
             scripts.SET,
             [self._keys.meta, self._keys.keys, self._keys.record(key)],
@@ -173,6 +177,7 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        validate_key(key, store=self._label())
         answer = await self._run(
             scripts.DELETE,
             [self._keys.meta, self._keys.keys, self._keys.record(key)],

@@ -17,6 +17,7 @@ from recoverable.storages._redis._dependency import redis_asyncio, redis_excepti
 from recoverable.storages._redis._errors import ServerInfo, backend_error
 from recoverable.storages._redis._key_value_store_client import RedisKeyValueStoreClient, from_micros, now_micros
 from recoverable.storages._redis._layout import DEFAULT_KEY_PREFIX, RegistryKeys, StoreKeys, validate_key_prefix
+from recoverable.storages._validation import validate_store_reference
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -127,6 +128,7 @@ class RedisStorageClient(StorageClient):
         name: str | None = None,
         alias: str | None = None,
     ) -> RedisKeyValueStoreClient:
+        validate_store_reference(id=id, name=name, alias=alias)
         label = id or name or alias or "default"
         try:
             await self._check_durability()

@@ -13,6 +13,7 @@ from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredR
 from recoverable.storages._sql._dependency import sqlalchemy, sqlalchemy_exc
 from recoverable.storages._sql._errors import backend_error
 from recoverable.storages._sql._schema import key_hash, key_head, listing_bound, successor
+from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -136,6 +137,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
+        validate_key(key, store=self._label())
         try:
             row = await self._db.read(self._driver.get_record, self._params(key))
         except self._errors as exc:
@@ -150,6 +152,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def record_exists(self, *, key: str) -> bool:
+        validate_key(key, store=self._label())
         try:
             row = await self._db.read(self._driver.record_version, self._params(key))
         except self._errors as exc:
@@ -169,6 +172,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         if_version: str | None = None,
         if_absent: bool = False,
     ) -> str:
+        validate_key(key, store=self._label())
         try:
             return await self._set(key, bytes(value), content_type, if_version=if_version, if_absent=if_absent)
         except self._errors as exc:
@@ -233,6 +237,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
+        validate_key(key, store=self._label())
         try:
             async with self._db.transaction() as transaction:
                 await self._bump(transaction)

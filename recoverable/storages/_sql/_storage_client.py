@@ -24,6 +24,7 @@ from recoverable.storages._sql._errors import DatabaseInfo, backend_error
 from recoverable.storages._sql._key_value_store_client import SqlKeyValueStoreClient, aware
 from recoverable.storages._sql._schema import DEFAULT_TABLE_PREFIX, Tables, validate_table_prefix
 from recoverable.storages._sql._statements import Statements, insert_for
+from recoverable.storages._validation import validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -190,6 +191,7 @@ class SqlStorageClient(StorageClient):
         name: str | None = None,
         alias: str | None = None,
     ) -> SqlKeyValueStoreClient:
+        validate_store_reference(id=id, name=name, alias=alias)
         label = id or name or alias or "default"
         try:
             await self._ensure_tables()

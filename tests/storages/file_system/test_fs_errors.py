@@ -102,7 +102,11 @@ async def test_record_path_taken_by_a_folder(storage_client: StorageClient, stor
     assert isinstance(info.value.__cause__, OSError)
     assert info.value.key == "k"
     assert "'taken'" in str(info.value)
-    assert await kvs.get_value("k") is None
+    assert "is a directory" in str(info.value)
+    # Never "no record": a state would start from its default and its next save would replace the folder.
+    with pytest.raises(StorageBackendError, match="is a directory"):
+        await kvs.get_value("k")
+    assert (stores_dir / "taken" / "k.json").is_dir()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not deny root; the tests above use files instead")

@@ -6,6 +6,9 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+from recoverable.errors import StorageBackendError
 from recoverable.storages import MAX_KEY_LENGTH, KeyValueStore, StorageClient
 from recoverable.storages._file_system._layout import TEMP_PREFIX
 
@@ -210,11 +213,23 @@ async def test_files_that_are_not_records_are_ignored(storage_client: StorageCli
     folder = stores_dir / "foreign"
     for name in ["README", "notes.unknown-ext", "bad%FF.json", "x%2.json", "50%.txt", "y%zz.bin", ".hidden"]:
         (folder / name).write_text("not a record")
-    (folder / "subfolder.json").mkdir()
     (folder / f"{TEMP_PREFIX}leftover").write_text("{}")
 
     assert [info.key for info in await kvs.list_keys()] == ["real"]
     assert await kvs.get_value("real") == 1
-    assert await kvs.get_value("subfolder") is None
     await kvs.set_value("second", 2)
     assert [info.key for info in await kvs.list_keys()] == ["real", "second"]
+
+
+async def test_a_folder_named_like_a_record_is_listed_and_refused(
+    storage_client: StorageClient, stores_dir: Path
+) -> None:
+    kvs = await KeyValueStore.open(name="foreign", storage_client=storage_client)
+    await kvs.set_value("real", 1)
+    (stores_dir / "foreign" / "subfolder.json").mkdir()
+
+    # Listed (with size 0), so that whoever goes through the keys meets it; reading it names the folder.
+    assert [(info.key, info.size) for info in await kvs.list_keys()] == [("real", 1), ("subfolder", 0)]
+    with pytest.raises(StorageBackendError, match=r"subfolder\.json is a directory"):
+        await kvs.get_value("subfolder")
+    assert await kvs.get_value("real") == 1

@@ -65,6 +65,13 @@ def test_invalid_settings() -> None:
         HttpStorageClient(base_url="http://127.0.0.1:1", timeout=timedelta(0))
 
 
+@pytest.mark.parametrize(("setting", "value"), [("default_store_id", "../x"), ("alias_store_name", "a/b")])
+def test_store_settings_follow_the_store_rules(setting: str, value: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        HttpStorageClient(base_url="http://127.0.0.1:1", **{setting: value})  # type: ignore[arg-type]
+    assert repr(value) in str(info.value)
+
+
 async def test_settings_from_the_environment(
     serve: Callable[..., AbstractAsyncContextManager[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
