@@ -12,6 +12,7 @@ user's choice and may be links: they are resolved once, when the store is opened
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -97,8 +98,11 @@ def store_dir_for(path: Path, *, label: str, case_insensitive: bool) -> StoreDir
         return store
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a new, renamed or removed file) to disk."""
+def fsync_dir(path: Path | int) -> None:
+    """Flush a folder's entries (a new, renamed or removed file) to disk; `path` may be an open folder."""
+    if isinstance(path, int):
+        os.fsync(path)
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -107,12 +111,15 @@ def fsync_dir(path: Path) -> None:
 
 
 def durable_write(
-    folder: Path, name: str, data: bytes | memoryview, *, after_mtime_ns: int | None = None
+    folder: int, name: str, data: bytes | memoryview, *, after_mtime_ns: int | None = None
 ) -> os.stat_result:
-    """Write `folder/name` all or nothing: temp file, fsync, rename, fsync of the folder.
+    """Write `name` in an open folder all or nothing: temp file, fsync, rename, fsync of the folder.
+
+    Every step is relative to the folder's descriptor, so a link put in the folder's place meanwhile is
+    never followed: the write lands in the folder that was opened, or fails.
 
     Args:
-        folder: The folder to write in.
+        folder: The descriptor of the folder to write in.
         name: The file name.
         data: The bytes to write.
         after_mtime_ns: The modification time of the file being replaced; the new file's is set later
@@ -121,8 +128,8 @@ def durable_write(
 
     Returns the stat of the written file (taken before the rename, which keeps it).
     """
-    temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
     try:
         try:
             view = memoryview(data)
@@ -136,11 +143,11 @@ def durable_write(
             stat = os.fstat(fd)
         finally:
             os.close(fd)
-        os.replace(temp, folder / name)
+        os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _unlink(temp, folder)
         raise
-    fsync_dir(folder)
+    os.fsync(folder)
     return stat
 
 
@@ -302,12 +309,15 @@ class StoreDir:
             self._swept = False
 
     @contextmanager
-    def write_lock(self, wait: LockWait) -> Iterator[None]:
+    def write_lock(self, wait: LockWait) -> Iterator[int]:
         """Hold the lock of writers: threads of this process, then processes (flock on `.lock`).
 
         Waiting for it is bounded by `wait.timeout` (then `StoreLockedError` names the holder) and ends
         early when `wait.cancel` is set: a process frozen while holding the lock never blocks another one
         for ever, nor keeps it from exiting.
+
+        Yields the store's folder, opened without following a link: writers change files relative to it
+        only, so that a link swapped in for the folder while they write is never followed.
         """
         deadline = time.monotonic() + wait.timeout
         self._wait_for(lambda: self._lock.acquire(timeout=_LOCK_POLL_MAX_SECS), deadline, wait, holder=os.getpid())
@@ -318,9 +328,13 @@ class StoreDir:
             try:
                 # Read by whoever waits too long for the lock, to name the process holding it.
                 os.pwrite(fd, os.getpid().to_bytes(8, "little"), _HOLDER_OFFSET)
-                if not self._swept:
-                    self._sweep_temp_files()
-                yield
+                folder = self._open_folder()
+                try:
+                    if not self._swept:
+                        self._sweep_temp_files(folder)
+                    yield folder
+                finally:
+                    os.close(folder)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
@@ -363,18 +377,19 @@ class StoreDir:
             holder_pid=holder,
         )
 
-    def _sweep_temp_files(self) -> None:
+    def _sweep_temp_files(self, folder: int) -> None:
         """Remove temp files of writes that a crash cut short; only a holder of the writers' lock may."""
-        for folder in (self.path, self.path / KEYS_DIR):
-            if what_is(folder, None, folder=True) is not None:  # a link: never sweep a folder outside the store
-                continue
+        for name in os.listdir(folder):
+            if name.startswith(TEMP_PREFIX):
+                _unlink(name, folder)
+        keys = _open_keys_folder(folder)  # never a link: never sweep a folder outside the store
+        if keys is not None:
             try:
-                names = os.listdir(folder)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if name.startswith(TEMP_PREFIX):
-                    (folder / name).unlink(missing_ok=True)
+                for name in os.listdir(keys):
+                    if name.startswith(TEMP_PREFIX):
+                        _unlink(name, keys)
+            finally:
+                os.close(keys)
         self._swept = True
 
     def _generation(self) -> int:
@@ -635,7 +650,7 @@ class StoreDir:
     # --- writes -----------------------------------------------------------------------------------
 
     def _check(
-        self, key: str, entry: _Entry | None, if_version: str | None, *, if_absent: bool
+        self, key: str, entry: _Entry | None, if_version: str | None, *, if_absent: bool, folder: int
     ) -> os.stat_result | None:
         """Check the write's conditions against the current record; return the record file's stat.
 
@@ -650,7 +665,7 @@ class StoreDir:
             raise self._refusal(key, entry)
         if entry is not None:
             try:
-                stat = os.lstat(self.path / entry.name)
+                stat = os.stat(entry.name, dir_fd=folder, follow_symlinks=False)
             except FileNotFoundError:
                 entry = None
             else:
@@ -658,7 +673,7 @@ class StoreDir:
                 if what is not None:
                     raise refusal(self.path / entry.name, what, store=self.label, key=key)
                 sidecar = entry.crawlee_sidecar
-                what = what_is(self.path / sidecar, None) if sidecar is not None else None
+                what = what_is(sidecar, folder) if sidecar is not None else None
                 if sidecar is not None and what is not None:
                     raise refusal(self.path / sidecar, what, store=self.label, key=key)
                 actual = version_of(stat)
@@ -682,29 +697,34 @@ class StoreDir:
         extension = extension_for(content_type)
         stem, hashed = encode_key(key, case_insensitive=self.case_insensitive, extension=extension)
         name = f"{stem}.{extension}"
-        with self.write_lock(wait):
+        with self.write_lock(wait) as folder:
             index = self._fresh_index()
             old = index.get(key)
-            old_stat = self._check(key, old, if_version, if_absent=if_absent)
-            if self._crawlee_holds(name):
-                self._move_crawlee_record(name, index, but=key)
+            old_stat = self._check(key, old, if_version, if_absent=if_absent, folder=folder)
+            if self._crawlee_holds(name, folder):
+                self._move_crawlee_record(name, index, but=key, folder=folder)
             if hashed:
-                self._remember_long_key(key)
-            stat = durable_write(self.path, name, value, after_mtime_ns=old_stat.st_mtime_ns if old_stat else None)
+                self._remember_long_key(key, folder)
+            stat = durable_write(folder, name, value, after_mtime_ns=old_stat.st_mtime_ns if old_stat else None)
             if old is not None and old.name != name:
-                self._remove_files(old)
-                fsync_dir(self.path)
+                self._remove_files(old, folder)
+                os.fsync(folder)
             index[key] = _Entry(name, content_type, stat.st_size, stat.st_mtime_ns)
             self._bump_generation()
         return version_of(stat)
 
-    def _crawlee_holds(self, name: str) -> bool:
+    @staticmethod
+    def _crawlee_holds(name: str, folder: int) -> bool:
         """Tell whether file `name` is a Crawlee record (it has a sidecar)."""
-        # os.path.lexists, not Path.exists: the sidecar of a name near the length limit is too long a name;
-        # and a sidecar that is a link still marks a Crawlee record (a refused one).
-        return os.path.lexists(self.path / f"{name}{CRAWLEE_SIDECAR_SUFFIX}")
+        # A sidecar that is a link still marks a Crawlee record (a refused one). The sidecar of a name near
+        # the length limit is too long a name: no such sidecar can exist.
+        try:
+            os.stat(f"{name}{CRAWLEE_SIDECAR_SUFFIX}", dir_fd=folder, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
 
-    def _move_crawlee_record(self, name: str, index: dict[str, _Entry], *, but: str) -> None:
+    def _move_crawlee_record(self, name: str, index: dict[str, _Entry], *, but: str, folder: int) -> None:
         """Move the Crawlee record of another key held in file `name` to this layout, to free the name.
 
         Crawlee names a record file by the bare key (`page.html`), this layout adds an extension (`page`
@@ -719,61 +739,66 @@ class StoreDir:
             raise self._refusal(moved, entry)
         extension = extension_for(entry.content_type)
         stem, hashed = encode_key(moved, case_insensitive=self.case_insensitive, extension=extension)
-        if self._crawlee_holds(f"{stem}.{extension}"):
-            self._move_crawlee_record(f"{stem}.{extension}", index, but=moved)
+        if self._crawlee_holds(f"{stem}.{extension}", folder):
+            self._move_crawlee_record(f"{stem}.{extension}", index, but=moved, folder=folder)
         if hashed:
-            self._remember_long_key(moved)
-        stat = durable_write(self.path, f"{stem}.{extension}", self._read_file(name, moved))
-        self._remove_files(entry)
-        fsync_dir(self.path)
+            self._remember_long_key(moved, folder)
+        stat = durable_write(folder, f"{stem}.{extension}", self._read_file(name, moved))
+        self._remove_files(entry, folder)
+        os.fsync(folder)
         index[moved] = _Entry(f"{stem}.{extension}", entry.content_type, stat.st_size, stat.st_mtime_ns)
 
-    def _remember_long_key(self, key: str) -> None:
-        keys_dir = self.path / KEYS_DIR
+    def _remember_long_key(self, key: str, folder: int) -> None:
         hashed = key_hash(key)
-        self._refuse_unsafe_long_key_file(key, hashed)
-        if (keys_dir / hashed).exists():
-            return
-        if not keys_dir.exists():
-            keys_dir.mkdir(exist_ok=True)
-            fsync_dir(self.path)
-        durable_write(keys_dir, hashed, key.encode("utf-8"))
-
-    def _refuse_unsafe_long_key_file(self, key: str, hashed: str) -> None:
-        """Raise when `.keys` is not a folder of the store, or `.keys/<hashed>` not a regular file."""
-        what = what_is(self.path / KEYS_DIR, None, folder=True)
+        what = what_is(KEYS_DIR, folder, folder=True)
         if what is not None:
             raise refusal(self.path / KEYS_DIR, what, store=self.label, key=key, folder=True)
-        what = what_is(self.path / KEYS_DIR / hashed, None)
-        if what is not None:
-            raise refusal(self.path / KEYS_DIR / hashed, what, store=self.label, key=key)
+        keys = _open_keys_folder(folder)
+        if keys is None:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(KEYS_DIR, dir_fd=folder)
+            os.fsync(folder)
+            keys = _open_keys_folder(folder)
+            if keys is None:  # made and removed again at once: only by hand
+                raise FileNotFoundError(errno.ENOENT, "the long-keys folder vanished", str(self.path / KEYS_DIR))
+        try:
+            what = what_is(hashed, keys)
+            if what is not None:
+                raise refusal(self.path / KEYS_DIR / hashed, what, store=self.label, key=key)
+            try:
+                os.stat(hashed, dir_fd=keys, follow_symlinks=False)
+            except FileNotFoundError:
+                durable_write(keys, hashed, key.encode("utf-8"))
+        finally:
+            os.close(keys)
 
-    def _remove_files(self, entry: _Entry) -> None:
-        (self.path / entry.name).unlink(missing_ok=True)
+    @staticmethod
+    def _remove_files(entry: _Entry, folder: int) -> None:
+        _unlink(entry.name, folder)
         if entry.crawlee_sidecar is not None:
-            (self.path / entry.crawlee_sidecar).unlink(missing_ok=True)
+            _unlink(entry.crawlee_sidecar, folder)
 
     def delete(self, key: str, *, if_version: str | None, wait: LockWait) -> bool:
         """Delete the record of `key`; return whether there was one."""
-        with self.write_lock(wait):
+        with self.write_lock(wait) as folder:
             index = self._fresh_index()
             entry = index.get(key)
-            self._check(key, entry, if_version, if_absent=False)
+            self._check(key, entry, if_version, if_absent=False, folder=folder)
             if entry is None:
                 return False
-            self._remove_files(entry)
-            fsync_dir(self.path)
+            self._remove_files(entry, folder)
+            os.fsync(folder)
             del index[key]
             self._bump_generation()
         return True
 
     def purge(self, wait: LockWait) -> None:
         """Delete every record, keeping the store's metadata."""
-        with self.write_lock(wait):
+        with self.write_lock(wait) as folder:
             for entry in self._fresh_index().values():
-                self._remove_files(entry)
-            shutil.rmtree(self.path / KEYS_DIR, ignore_errors=True)
-            fsync_dir(self.path)
+                self._remove_files(entry, folder)
+            shutil.rmtree(KEYS_DIR, ignore_errors=True, dir_fd=folder)  # a link in its place is not followed
+            os.fsync(folder)
             self._bump_generation()
             self._scan()
 
@@ -790,6 +815,23 @@ class StoreDir:
             if fd is not None:
                 os.close(fd)
         shutil.rmtree(graveyard, ignore_errors=True)
+
+
+def _unlink(name: str, folder: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=folder)
+
+
+def _open_keys_folder(folder: int) -> int | None:
+    """Open the store's `.keys` folder without following a link; None when there is none or it is not one."""
+    try:
+        return os.open(KEYS_DIR, FOLDER_FLAGS, dir_fd=folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
 
 
 def _try_flock(fd: int) -> bool:

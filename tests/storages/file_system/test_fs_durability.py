@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def _full(path: str | os.PathLike[str], dir_fd: object) -> Path:
+    """The path of `path`, relative to the open folder `dir_fd` when there is one."""
+    if isinstance(dir_fd, int):
+        return Path(os.readlink(f"/proc/self/fd/{dir_fd}")) / path
+    return Path(path)
+
+
 class Calls:
     """The fsync and replace calls made while it records, with the kind of each fsync'd descriptor."""
 
@@ -35,7 +42,7 @@ class Calls:
             real_fsync(fd)
 
         def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], **kwargs: object) -> None:
-            self.replaces.append((Path(src), Path(dst)))
+            self.replaces.append((_full(src, kwargs.get("src_dir_fd")), _full(dst, kwargs.get("dst_dir_fd"))))
             real_replace(src, dst, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(os, "fsync", fsync)

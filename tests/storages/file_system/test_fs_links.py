@@ -21,7 +21,7 @@ import pytest
 from state.support import Progress, quiet_event_manager
 
 from recoverable import RecoverableState
-from recoverable.errors import StorageBackendError, StoreNotFoundError
+from recoverable.errors import StorageBackendError, StorageError, StoreNotFoundError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore
 from recoverable.storages._file_system._layout import key_hash
 
@@ -620,3 +620,50 @@ async def test_writers_never_sweep_a_folder_the_long_keys_link_points_to(
     with pytest.raises(StorageBackendError, match=r"\.keys is a symbolic link"):
         await kvs.set_value(LONG_KEY, 1)
     assert sorted(p.name for p in elsewhere.iterdir()) == [".~tmp.not-ours"]
+
+
+async def test_a_store_folder_swapped_for_a_link_while_writing_is_never_written_through(
+    storage_dir: Path, tmp_path: Path
+) -> None:
+    """Writes change files relative to the folder opened under the writers' lock: a link swapped in for the
+    store's folder in the middle of a write is never followed, whatever the moment."""
+    kvs, folder = await _warm(storage_dir)
+    await kvs.set_value("k" * 300, 1)  # the long-keys folder exists too
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / ".keys").mkdir()
+    real = folder.with_name("links.real")
+    stop = threading.Event()
+    swaps = 0
+
+    def swap() -> None:
+        nonlocal swaps
+        while not stop.is_set():
+            os.replace(folder, real)
+            link = folder.with_name("links.link")
+            link.symlink_to(decoy)
+            os.replace(link, folder)
+            time.sleep(0.0002)
+            os.unlink(folder)
+            os.replace(real, folder)  # the real folder back in place of the link
+            swaps += 1
+            time.sleep(0.001)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    outcomes = {"written": 0, "refused": 0}
+    try:
+        for i in range(600):
+            try:
+                await kvs.set_value(f"key-{i % 7}", {"i": i})
+                await kvs.set_value("k" * 300 + str(i % 3), i)
+                outcomes["written"] += 1
+            except StorageError:  # refused, or the folder was briefly gone
+                outcomes["refused"] += 1
+    finally:
+        stop.set()
+        swapper.join()
+    assert swaps > 50
+    assert outcomes["written"] > 0
+    assert sorted(p.name for p in decoy.rglob("*")) == [".keys"], "a write went through the link"
+    assert (folder / "key-0.json").is_file()
