@@ -220,6 +220,7 @@ class StoreDir:
         self.case_insensitive = case_insensitive
         self.dropped = False
         self._lock = threading.RLock()
+        self._writers = threading.Lock()
         self._index: dict[str, _Entry] | None = None
         # Records of long keys whose `.keys/<hash>` file cannot be read safely, by hash: the key is unknown.
         self._refused_long_keys: dict[str, _Entry] = {}
@@ -320,7 +321,10 @@ class StoreDir:
         only, so that a link swapped in for the folder while they write is never followed.
         """
         deadline = time.monotonic() + wait.timeout
-        self._wait_for(lambda: self._lock.acquire(timeout=_LOCK_POLL_MAX_SECS), deadline, wait, holder=os.getpid())
+        # The writers of this process take turns first (a flock is shared by all users of one descriptor);
+        # the index lock is taken only once the flock is held, so that reads wait for a write, never for a
+        # writer waiting for another process.
+        self._wait_for(lambda: self._writers.acquire(timeout=_LOCK_POLL_MAX_SECS), deadline, wait, holder=os.getpid())
         try:
             self._reopen_lock_file_if_replaced()
             fd = self._lock_file()
@@ -330,15 +334,16 @@ class StoreDir:
                 os.pwrite(fd, os.getpid().to_bytes(8, "little"), _HOLDER_OFFSET)
                 folder = self._open_folder()
                 try:
-                    if not self._swept:
-                        self._sweep_temp_files(folder)
-                    yield folder
+                    with self._lock:
+                        if not self._swept:
+                            self._sweep_temp_files(folder)
+                        yield folder
                 finally:
                     os.close(folder)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            self._lock.release()
+            self._writers.release()
 
     def _wait_for(self, attempt: Callable[[], bool], deadline: float, wait: LockWait, *, holder: int | None) -> None:
         """Call `attempt` until it returns True, backing off; raise at the deadline or on cancellation."""
@@ -810,7 +815,7 @@ class StoreDir:
             fsync_dir(self.path.parent)
             self.dropped = True
             self._index = {}
-        with self._lock:
+        with self._writers, self._lock:
             fd, self._lock_fd = self._lock_fd, None
             if fd is not None:
                 os.close(fd)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import textwrap
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -211,3 +214,43 @@ async def test_conditional_write_race_between_processes(
     record = await store.get_record(key="k")
     assert record is not None
     assert record.value == winner.encode()
+
+
+_HOLD_LOCK = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('LOCKED', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_reads_do_not_wait_for_a_writer_waiting_for_another_process(tmp_path: Path) -> None:
+    """A process holding the writers' lock (frozen in the middle of a write, say) keeps this process's writers
+    waiting; its readers, even those that must look at the folder again, go on."""
+    client = FileSystemStorageClient(storage_dir=tmp_path, lock_timeout=timedelta(seconds=20))
+    kvs = await KeyValueStore.open(name="busy", storage_client=client)
+    await kvs.set_value("before", 1)
+    folder = tmp_path / "key_value_stores" / "busy"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLD_LOCK, str(folder / ".lock"), stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert await holder.stdout.readline() == b"LOCKED\n"
+        writer = asyncio.create_task(kvs.set_value("blocked", 2))
+        await asyncio.sleep(0.3)  # the writer waits for the lock by now
+        assert not writer.done()
+        (folder / "by-hand.json").write_text('{"by": "hand"}')  # another program changed the folder
+        started = time.monotonic()
+        assert await kvs.get_value("by-hand") == {"by": "hand"}  # a lookup that scans the folder again
+        assert await kvs.get_value("before") == 1
+        assert time.monotonic() - started < 2
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+    finally:
+        holder.kill()
+        await holder.wait()
+    await kvs.set_value("after", 3)  # the lock is free again: the writer goes on
+    await client.aclose()
