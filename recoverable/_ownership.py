@@ -18,7 +18,8 @@ The lease of the state saved under `KEY` is the JSON record `KEY.lease` in the s
   previous owner that is still in flight either lands before (and is loaded) or is refused after (its
   version no longer matches). Every later save of the state is conditional on the version the owner last
   wrote. A lease released by its owner needs no such rewrite: an owner releases only once none of its
-  writes is left without an answer.
+  writes is left without an answer; nor does the lease of an owner that died on this host when the store
+  is written by the process itself (`KeyValueStoreClient.writes_end_with_the_writer`).
 - On the file system a write holds the store's writers' lock. A previous owner frozen while holding it
   (SIGSTOP, a paused container) would block the takeover for as long as it stays frozen, and would
   finish its write once resumed. When the process holding that lock is the owner of the expired lease,
@@ -160,6 +161,8 @@ class StateLease:
         self._lost: str | None = None
         self.took_over = False
         """Whether the lease was taken from a previous owner (expired, dead or damaged), not found free."""
+        self.previous_owner_dead = False
+        """Whether the previous owner, when taken over, was a process of this host that had died."""
 
     @property
     def token(self) -> int | None:
@@ -239,6 +242,10 @@ class StateLease:
         if record.expires_at <= datetime.now(UTC):
             return True
         # Same host, process gone: a crash left the lease behind; no need to wait for it to expire.
+        return self._died(record)
+
+    def _died(self, record: LeaseRecord) -> bool:
+        """Whether the owner of `record` was a process of this host that is gone (or a zombie) by now."""
         return (
             record.host == self._host
             and record.pid != os.getpid()
@@ -289,6 +296,7 @@ class StateLease:
         record = self._new_record((current.token + 1) if current else 1)
         # Set before the write: a take whose answer was lost is found held by `acquire` on its next look.
         self.took_over = version is not None
+        self.previous_owner_dead = current is not None and self._died(current)
         try:
             self._version = await self._io(
                 "taking",

@@ -487,7 +487,13 @@ class RecoverableState(Generic[TStateModel]):
         for _ in range(_CLAIM_ATTEMPTS):
             stored = await kvs.client.get_record(key=self._key)
             state = await self._from_record(kvs, stored)
-            if self._lease is None or not self._lease.took_over:
+            if (
+                self._lease is None
+                or not self._lease.took_over
+                # A writer that died on this host, where the process itself writes the store, has no write
+                # left that could still land: the common restart after a crash costs no rewrite.
+                or (self._lease.previous_owner_dead and kvs.client.writes_end_with_the_writer)
+            ):
                 return state
             try:
                 await self._claim(kvs, stored)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from recoverable.errors import StoreNotFoundError
-from recoverable.storages import KeyInfo, KeyValueStore, StorageClient
+from recoverable.storages import KeyInfo, KeyValueStore, KeyValueStoreClient, StorageClient
 
 Reopen = Callable[[], Awaitable[StorageClient]]
 JSON = "application/json"
@@ -305,3 +305,10 @@ async def test_facade_metadata(storage_client: StorageClient) -> None:
     unnamed = await KeyValueStore.open(alias="facade-meta", storage_client=storage_client)
     assert unnamed.label == unnamed.id
     assert repr(kvs) == f"<KeyValueStore id={kvs.id!r} name='facade-meta' client={type(storage_client).__name__}>"
+
+
+async def test_only_clients_that_write_in_the_process_say_a_dead_writer_cannot_land(
+    store: KeyValueStoreClient, storage_client_kind: str
+) -> None:
+    # A server (HTTP, Redis, PostgreSQL) may still carry out a request its sender sent just before it died.
+    assert store.writes_end_with_the_writer == (storage_client_kind in {"memory", "file_system", "sqlite"})

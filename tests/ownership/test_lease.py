@@ -569,3 +569,30 @@ async def test_the_lease_records_when_its_owner_process_started(kvs: KeyValueSto
     started = datetime.fromisoformat(raw["processStartedAt"])
     assert abs(started.timestamp() - psutil.Process().create_time()) < 0.01
     await state.teardown()
+
+
+async def test_a_takeover_from_a_dead_owner_rewrites_only_where_a_dead_writer_could_still_land(
+    kvs: KeyValueStore,
+) -> None:
+    await kvs.set_value(KEY, {"done": 4})
+    before = await kvs.client.get_record(key=KEY)
+    assert before is not None
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await child.wait()
+    now = datetime.now(UTC)
+    dead = LeaseRecord(
+        owner="crashed",
+        pid=child.pid,
+        host=socket.gethostname(),
+        acquired_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+    await kvs.set_value(LEASE, dead.model_dump(mode="json", by_alias=True))
+    state = make_state(kvs)
+    assert (await state.initialize()).done == 4
+    after = await kvs.client.get_record(key=KEY)
+    assert after is not None
+    # Memory and the file system are written by the process itself: nothing of the dead one can land.
+    assert kvs.client.writes_end_with_the_writer
+    assert after.version == before.version
+    await state.teardown()

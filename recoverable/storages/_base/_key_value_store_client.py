@@ -26,6 +26,17 @@ class KeyValueStoreClient(ABC):
     the caller is. Listing bounds (`exclusive_start_key`, `prefix`) are not keys and are not checked.
     """
 
+    @property
+    def writes_end_with_the_writer(self) -> bool:
+        """Whether a write can no longer land once the process making it has died.
+
+        True where the process itself writes the store (in memory, files on its disk, SQLite): a write
+        that was under way when its process died either landed before or never will. False where a
+        request travels to a server, which may still carry out one sent just before its sender died; a
+        state taken over from a dead owner is then claimed first (see `RecoverableState`).
+        """
+        return False
+
     @abstractmethod
     async def get_metadata(self) -> KeyValueStoreMetadata:
         """Return the store's id, name and timestamps.

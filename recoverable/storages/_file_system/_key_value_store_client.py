@@ -74,6 +74,11 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
                 store=self._dir.label,
             )
 
+    @property
+    @override
+    def writes_end_with_the_writer(self) -> bool:
+        return True
+
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
         self._check_alive()

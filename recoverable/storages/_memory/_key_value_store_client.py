@@ -63,6 +63,11 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         if if_version is not None and actual != if_version:
             raise VersionConflictError.for_record(store=self._label(), key=key, expected=if_version, actual=actual)
 
+    @property
+    @override
+    def writes_end_with_the_writer(self) -> bool:
+        return True
+
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
         self._check_alive()

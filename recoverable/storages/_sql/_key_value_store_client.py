@@ -121,6 +121,11 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
             raise self._gone()
         return str(row[0])
 
+    @property
+    @override
+    def writes_end_with_the_writer(self) -> bool:
+        return self._database.sqlite_file is not None  # SQLite runs in the writing process
+
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
         try:
