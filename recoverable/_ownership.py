@@ -159,6 +159,7 @@ class StateLease:
         self._version: str | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._lost: str | None = None
+        self._lost_to: str | None = None
         self.took_over = False
         """Whether the lease was taken from a previous owner (expired, dead or damaged), not found free."""
         self.previous_owner_dead = False
@@ -186,7 +187,7 @@ class StateLease:
         its expiry another process may take it over and must find no write of ours landing after that.
         """
         if self._lost is not None:
-            raise StateOwnershipError(self._lost)
+            raise StateOwnershipError(self._lost, owner=self._lost_to)
         if self._record is None:
             raise StateOwnershipError(f"this process does not hold the lease {self.key!r}")
         margin = self._ttl / 10
@@ -416,7 +417,7 @@ class StateLease:
                     continue
                 owner = current.describe() if current else "nobody (the lease was deleted)"
                 where = f"state {self.state_key!r} in store {self._store.label!r}"
-                self.lose(f"lost the lease of {where}: it is now held by {owner}")
+                self.lose(f"lost the lease of {where}: it is now held by {owner}", owner=owner)
                 return
             self._record = record
             return
@@ -437,9 +438,15 @@ class StateLease:
             self._version = version
         return ours, current
 
-    def lose(self, reason: str) -> None:
-        """Mark the lease lost: the state must stop saving."""
+    def lose(self, reason: str, *, owner: str | None = None) -> None:
+        """Mark the lease lost: the state must stop saving.
+
+        Args:
+            reason: What happened, for the log and the errors of later saves.
+            owner: Who holds the lease now, when known.
+        """
         if self._lost is None:
+            self._lost_to = owner
             self._lost = reason + "; this process no longer saves the state"
             self._log.error("%s", self._lost)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -17,6 +18,7 @@ from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
+    RecoverableError,
     StateNotInitializedError,
     StateOwnershipError,
     StateValidationError,
@@ -590,7 +592,7 @@ class RecoverableState(Generic[TStateModel]):
                 if owner is None
                 else f". Its lease is held by {owner}"
             )
-            self._lease.lose(message)
+            self._lease.lose(message, owner=owner)
         return StateOwnershipError(message, owner=owner)
 
     async def _check_ownership(self) -> None:
@@ -601,11 +603,21 @@ class RecoverableState(Generic[TStateModel]):
         except StateOwnershipError as exc:
             if exc.owner is not None or self._lease.lost:
                 raise
-            # The lease ran out while this process could not renew it (frozen, cut off): name who has it now.
-            owner = await self._lease.current_owner()
-            if owner is None:
-                raise
-            raise StateOwnershipError(f"{exc}. It is now held by {owner}", owner=owner) from None
+            expired = exc
+        else:
+            return
+        # The lease ran out while this process could not renew it (frozen, cut off). A renewal is written only
+        # over the lease version this owner wrote last: it lands only when nobody took the state over since.
+        with contextlib.suppress(RecoverableError):
+            await self._lease.renew()
+        if self._lease.held:
+            with contextlib.suppress(StateOwnershipError):
+                self._lease.ensure_valid()
+                return
+        owner = await self._lease.current_owner()
+        if owner is None:
+            raise expired
+        raise StateOwnershipError(f"{expired}. It is now held by {owner}", owner=owner) from None
 
     async def _persist(self) -> None:
         kvs = self._store()

@@ -596,3 +596,24 @@ async def test_a_takeover_from_a_dead_owner_rewrites_only_where_a_dead_writer_co
     assert kvs.client.writes_end_with_the_writer
     assert after.version == before.version
     await state.teardown()
+
+
+async def test_an_owner_frozen_past_its_lease_that_nobody_took_over_renews_and_saves_on(kvs: KeyValueStore) -> None:
+    ttl = timedelta(milliseconds=300)
+    state = make_state(kvs, lease_ttl=ttl)
+    await state.initialize()
+    state.current_value.done = 1
+    await state.persist_state()
+    stop_renewing(state)  # frozen: no renewal
+    await asyncio.sleep(0.4)  # its lease expired, and nobody took it over
+    state.current_value.done = 2
+    await state.persist_state()  # renews first, over the lease version it wrote last, then saves
+    assert await kvs.get_value(KEY) == {"done": 2}
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.expires_at > datetime.now(UTC)
+    assert lease.token == 1  # still the same owner
+    # And a process that comes now finds the lease alive.
+    with pytest.raises(StateOwnershipError):
+        await make_state(kvs, lease_ttl=ttl).initialize()
+    await state.teardown()
