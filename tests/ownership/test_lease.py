@@ -73,6 +73,32 @@ def stop_renewing(state: RecoverableState[Progress]) -> None:
     lease._renewer.cancel()
 
 
+SHORT_TTL = timedelta(milliseconds=300)
+
+
+async def frozen_owner(
+    kvs: KeyValueStore, *, done: int | None = 1, state: RecoverableState[Progress] | None = None
+) -> RecoverableState[Progress]:
+    """An owner (with a lease of `SHORT_TTL`) that saved `done` (None: nothing), then froze until its lease expired."""
+    stale = state or make_state(kvs, lease_ttl=SHORT_TTL)
+    await stale.initialize()
+    if done is not None:
+        stale.current_value.done = done
+        await stale.persist_state()
+    stop_renewing(stale)
+    await asyncio.sleep(SHORT_TTL.total_seconds() + 0.1)
+    return stale
+
+
+def left_behind(pid: int, **changes: object) -> dict[str, object]:
+    """The JSON of a lease of this host whose owner, process `pid`, is gone; valid for another hour."""
+    now = datetime.now(UTC)
+    record = LeaseRecord(
+        owner="gone", pid=pid, host=socket.gethostname(), acquired_at=now, expires_at=now + timedelta(hours=1)
+    )
+    return record.model_copy(update=changes).model_dump(mode="json", by_alias=True)
+
+
 async def test_a_second_owner_fails_at_once_naming_the_first(kvs: KeyValueStore) -> None:
     first = make_state(kvs)
     await first.initialize()
@@ -384,15 +410,7 @@ async def test_a_lease_left_by_a_zombie_on_this_host_is_taken_at_once(kvs: KeyVa
             await asyncio.sleep(0.02)
         else:
             pytest.fail("the child did not exit")
-        now = datetime.now(UTC)
-        left_behind = LeaseRecord(
-            owner="zombie",
-            pid=zombie.pid,
-            host=socket.gethostname(),
-            acquired_at=now,
-            expires_at=now + timedelta(hours=1),
-        )
-        await kvs.set_value(LEASE, left_behind.model_dump(mode="json", by_alias=True))
+        await kvs.set_value(LEASE, left_behind(zombie.pid))
         state = make_state(kvs)
         await asyncio.wait_for(state.initialize(), timeout=5)
         assert psutil.pid_exists(zombie.pid)  # still not reaped
@@ -405,16 +423,9 @@ async def test_a_lease_left_by_a_zombie_on_this_host_is_taken_at_once(kvs: KeyVa
 
 
 async def test_a_takeover_rewrites_the_record_so_the_stale_owners_version_is_gone(kvs: KeyValueStore) -> None:
-    ttl = timedelta(milliseconds=300)
-    stale = make_state(kvs, lease_ttl=ttl)
-    await stale.initialize()
-    stale.current_value.done = 1
-    await stale.persist_state()
+    stale = await frozen_owner(kvs)
     stale_version = stale._version
-    stop_renewing(stale)
-    await asyncio.sleep(0.4)
-
-    new = make_state(kvs, lease_ttl=ttl)
+    new = make_state(kvs, lease_ttl=SHORT_TTL)
     assert (await new.initialize()).done == 1
     record = await kvs.client.get_record(key=KEY)
     assert record is not None
@@ -429,13 +440,8 @@ async def test_a_takeover_rewrites_the_record_so_the_stale_owners_version_is_gon
 
 
 async def test_a_takeover_of_a_state_never_saved_claims_it_and_still_has_no_saved_state(kvs: KeyValueStore) -> None:
-    ttl = timedelta(milliseconds=300)
-    stale = make_state(kvs, lease_ttl=ttl)
-    await stale.initialize()
-    stop_renewing(stale)
-    await asyncio.sleep(0.4)
-
-    new = make_state(kvs, lease_ttl=ttl)
+    stale = await frozen_owner(kvs, done=None)
+    new = make_state(kvs, lease_ttl=SHORT_TTL)
     await new.initialize()
     assert await kvs.get_value(KEY) is None  # JSON null: "nothing saved"
     assert await kvs.record_exists(KEY)
@@ -455,18 +461,10 @@ async def test_a_takeover_of_a_state_never_saved_claims_it_and_still_has_no_save
 async def test_a_stale_owner_does_not_adopt_the_new_owners_rewrite_of_its_own_bytes(kvs: KeyValueStore) -> None:
     """The new owner rewrites the very bytes the stale owner saved last; the stale owner must not take them for
     a save of its own whose answer was lost, and write on."""
-    ttl = timedelta(milliseconds=300)
-    stale = make_state(kvs, lease_ttl=ttl)
-    await stale.initialize()
-    stale.current_value.done = 1
-    await stale.persist_state()
-    saved = stale._last_persisted
-    stale._unanswered = [saved]  # as if that save had timed out after it landed
+    stale = await frozen_owner(kvs)
+    stale._unanswered = [stale._last_persisted]  # as if that save had timed out after it landed
     stale._version = None
-    stop_renewing(stale)
-    await asyncio.sleep(0.4)
-
-    new = make_state(kvs, lease_ttl=ttl)
+    new = make_state(kvs, lease_ttl=SHORT_TTL)
     await new.initialize()
     stale._lease._record = stale._lease._record.model_copy(  # type: ignore[union-attr]
         update={"expires_at": datetime.now(UTC) + timedelta(hours=1)}
@@ -484,18 +482,19 @@ async def test_a_stale_owner_does_not_adopt_the_new_owners_rewrite_of_its_own_by
 async def test_a_stale_owner_is_told_who_took_the_state_over_by_its_periodic_saves_and_teardown(
     kvs: KeyValueStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ttl = timedelta(milliseconds=300)
     manager = EventManager(persist_state_interval=timedelta(hours=1))
     async with manager:
-        stale = RecoverableState(
-            default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=manager, lease_ttl=ttl
+        stale = await frozen_owner(
+            kvs,
+            state=RecoverableState(
+                default_state=Progress(),
+                persist_state_key=KEY,
+                key_value_store=kvs,
+                event_manager=manager,
+                lease_ttl=SHORT_TTL,
+            ),
         )
-        await stale.initialize()
-        stale.current_value.done = 1
-        await stale.persist_state()
-        stop_renewing(stale)
-        await asyncio.sleep(0.4)
-        new = make_state(kvs, lease_ttl=ttl)
+        new = make_state(kvs, lease_ttl=SHORT_TTL)
         await new.initialize()
 
         stale.current_value.done = 2
@@ -515,14 +514,8 @@ async def test_a_stale_owner_is_told_who_took_the_state_over_by_its_periodic_sav
 
 
 async def test_a_teardown_without_changes_after_losing_the_state_raises_nothing(kvs: KeyValueStore) -> None:
-    ttl = timedelta(milliseconds=300)
-    stale = make_state(kvs, lease_ttl=ttl)
-    await stale.initialize()
-    stale.current_value.done = 1
-    await stale.persist_state()
-    stop_renewing(stale)
-    await asyncio.sleep(0.4)
-    new = make_state(kvs, lease_ttl=ttl)
+    stale = await frozen_owner(kvs)
+    new = make_state(kvs, lease_ttl=SHORT_TTL)
     await new.initialize()
     await stale.teardown()  # nothing changed since its last save: nothing is lost
     assert not stale.is_initialized
@@ -535,25 +528,14 @@ async def test_a_lease_whose_pid_now_belongs_to_a_later_process_is_taken_at_once
     # had that pid is gone, and the pid was given to another program since.
     live = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
     try:
-        now = datetime.now(UTC)
-        left_behind = LeaseRecord(
-            owner="gone",
-            pid=live.pid,
-            host=socket.gethostname(),
-            acquired_at=now,
-            expires_at=now + timedelta(hours=1),
-            process_started_at=now - timedelta(days=3),
-        )
-        await kvs.set_value(LEASE, left_behind.model_dump(mode="json", by_alias=True))
+        await kvs.set_value(LEASE, left_behind(live.pid, process_started_at=datetime.now(UTC) - timedelta(days=3)))
         state = make_state(kvs)
         await asyncio.wait_for(state.initialize(), timeout=5)
         await state.teardown()
 
         # With the start time it does have, the same pid is a live owner.
         started = datetime.fromtimestamp(psutil.Process(live.pid).create_time(), UTC)
-        await kvs.set_value(
-            LEASE, left_behind.model_copy(update={"process_started_at": started}).model_dump(mode="json", by_alias=True)
-        )
+        await kvs.set_value(LEASE, left_behind(live.pid, process_started_at=started))
         with pytest.raises(StateOwnershipError, match=f"process {live.pid}"):
             await make_state(kvs).initialize()
     finally:
@@ -579,15 +561,7 @@ async def test_a_takeover_from_a_dead_owner_rewrites_only_where_a_dead_writer_co
     assert before is not None
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
     await child.wait()
-    now = datetime.now(UTC)
-    dead = LeaseRecord(
-        owner="crashed",
-        pid=child.pid,
-        host=socket.gethostname(),
-        acquired_at=now,
-        expires_at=now + timedelta(hours=1),
-    )
-    await kvs.set_value(LEASE, dead.model_dump(mode="json", by_alias=True))
+    await kvs.set_value(LEASE, left_behind(child.pid))
     state = make_state(kvs)
     assert (await state.initialize()).done == 4
     after = await kvs.client.get_record(key=KEY)
@@ -599,13 +573,7 @@ async def test_a_takeover_from_a_dead_owner_rewrites_only_where_a_dead_writer_co
 
 
 async def test_an_owner_frozen_past_its_lease_that_nobody_took_over_renews_and_saves_on(kvs: KeyValueStore) -> None:
-    ttl = timedelta(milliseconds=300)
-    state = make_state(kvs, lease_ttl=ttl)
-    await state.initialize()
-    state.current_value.done = 1
-    await state.persist_state()
-    stop_renewing(state)  # frozen: no renewal
-    await asyncio.sleep(0.4)  # its lease expired, and nobody took it over
+    state = await frozen_owner(kvs)  # its lease expired, and nobody took it over
     state.current_value.done = 2
     await state.persist_state()  # renews first, over the lease version it wrote last, then saves
     assert await kvs.get_value(KEY) == {"done": 2}
@@ -615,5 +583,5 @@ async def test_an_owner_frozen_past_its_lease_that_nobody_took_over_renews_and_s
     assert lease.token == 1  # still the same owner
     # And a process that comes now finds the lease alive.
     with pytest.raises(StateOwnershipError):
-        await make_state(kvs, lease_ttl=ttl).initialize()
+        await make_state(kvs, lease_ttl=SHORT_TTL).initialize()
     await state.teardown()
