@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+from _server import start_server
 from apify_client import ApifyClientAsync
 
 from recoverable.storages import HttpStorageClient
@@ -48,50 +47,6 @@ VALUE = bytes(range(200))
 CONTENT_TYPE = "application/octet-stream"
 CONCURRENCY = 16
 TARGET = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(storage_client: str, storage_dir: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recoverable.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--storage-client",
-            storage_client,
-            "--storage-dir",
-            storage_dir,
-            "--token",
-            token,
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO_ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"recoverable serve exited with status {process.returncode}")
-        try:
-            headers = {"Authorization": f"Bearer {token}"}
-            if httpx.get(f"{url}/v2/key-value-stores", headers=headers, timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    sys.exit("recoverable serve did not start within 30 s")
 
 
 async def _rate(ops: int, concurrency: int, op: Callable[[int], Awaitable[object]]) -> float:
@@ -173,7 +128,9 @@ def main() -> None:
     args = parser.parse_args()
     token = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="bench-http-") as storage_dir:
-        process, url = _start_server(args.storage_client, storage_dir, token)
+        process, url = start_server(
+            "--storage-client", args.storage_client, "--storage-dir", storage_dir, "--token", token
+        )
         try:
             print(
                 f"recoverable serve ({args.storage_client} backend) on {url}; 200-byte records; "

@@ -16,8 +16,6 @@ import asyncio
 import collections
 import contextlib
 import secrets
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,40 +23,10 @@ from pathlib import Path
 
 import httpx
 import psutil
-from _files import REPO_ROOT, bench_root, filesystem_type, remove_bench_root
+from _files import bench_root, filesystem_type, remove_bench_root
+from _server import start_server
 
 MiB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(storage_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "recoverable.cli", "serve", "--port", str(port)),
-            *("--storage-dir", str(storage_dir), "--log-level", "warning"),
-        ],
-        cwd=REPO_ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"recoverable serve exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{url}/v2/key-value-stores", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    sys.exit("recoverable serve did not start within 30 s")
 
 
 class _PeakRss:
@@ -118,7 +86,7 @@ def main() -> None:
     work = root / f"bench-server-memory-{secrets.token_hex(4)}"
     print(f"stores under {work} ({filesystem_type(root)}); Python {sys.version.split()[0]}")
     try:
-        process, url = _start_server(work)
+        process, url = start_server("--storage-dir", str(work))
         try:
             rss = _PeakRss(process.pid)
             statuses, elapsed = asyncio.run(_upload(url, args.uploads, args.size * MiB))

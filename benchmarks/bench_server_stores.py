@@ -26,16 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-from _files import REPO_ROOT, bench_root, filesystem_type, remove_bench_root
+from _files import bench_root, filesystem_type, remove_bench_root
+from _server import start_server
 
 from recoverable.storages import FileSystemStorageClient
 from recoverable.storages._models import new_store_id
@@ -53,38 +52,6 @@ OPERATIONS = (
     "missing name (404)",
     "missing id (404)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(storage_dir: Path, token: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "recoverable.cli", "serve", "--port", str(port)),
-            *("--storage-dir", str(storage_dir), "--token", token, "--log-level", "warning"),
-        ],
-        cwd=REPO_ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"recoverable serve exited with status {process.returncode}")
-        try:
-            # /v2/ itself is 404 but proves the server answers, without listing (and so warming) the stores.
-            if httpx.get(f"{url}/v2/", timeout=1).status_code in (401, 404):
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    sys.exit("recoverable serve did not start within 30 s")
 
 
 async def _make_stores(storage_dir: Path, names: list[str]) -> list[str]:
@@ -116,7 +83,7 @@ async def _measure(storage_dir: Path, stores: int, samples: int) -> dict[str, fl
     print(f"  making {stores} stores ...", flush=True)
     await _make_stores(storage_dir, [f"existing-{i}" for i in range(stores)])
     token = secrets.token_urlsafe(16)
-    process, url = _start_server(storage_dir, token)
+    process, url = start_server("--storage-dir", str(storage_dir), "--token", token)
     figures: dict[str, float] = {}
     ids: dict[str, str] = {}
 
