@@ -386,10 +386,12 @@ class _Api:
         known = self._names.get(name)
         if known is not None:
             return known
-        # A name not seen yet may be a store made behind the server's back, which only a listing tells.
-        # Concurrent lookups share a listing, so a flood of unknown names costs one listing at a time.
-        self._learn_names(await self._list_stores())
-        return self._names.get(name)
+        # A name not seen yet may be a store made behind the server's back: the backend looks it up by
+        # name, at a cost that does not grow with the number of stores.
+        found = await self._backend.find_key_value_store(name=name)
+        if found is not None:
+            self._names[name] = found
+        return found
 
     def _learn_names(self, stores: list[KeyValueStoreMetadata]) -> None:
         for metadata in stores:

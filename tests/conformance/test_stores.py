@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from recoverable.errors import StoreNotFoundError
+from recoverable.errors import InvalidStoreNameError, StoreNotFoundError
 from recoverable.storages import KeyInfo, KeyValueStore, KeyValueStoreClient, StorageClient
 
 Reopen = Callable[[], Awaitable[StorageClient]]
@@ -312,3 +312,22 @@ async def test_only_clients_that_write_in_the_process_say_a_dead_writer_cannot_l
 ) -> None:
     # A server (HTTP, Redis, PostgreSQL) may still carry out a request its sender sent just before it died.
     assert store.writes_end_with_the_writer == (storage_client_kind in {"memory", "file_system", "sqlite"})
+
+
+async def test_a_store_is_found_by_name_without_creating_anything(storage_client: StorageClient) -> None:
+    named = await KeyValueStore.open(name="found-by-name", storage_client=storage_client)
+    await KeyValueStore.open(alias="an-alias", storage_client=storage_client)
+    before = {m.id for m in await storage_client.list_key_value_stores()}
+    assert await storage_client.find_key_value_store(name="found-by-name") == named.id
+    assert await storage_client.find_key_value_store(name="no-such-store") is None
+    assert await storage_client.find_key_value_store(name="an-alias") is None  # an alias is no name
+    assert await storage_client.find_key_value_store(name="default") is None
+    assert {m.id for m in await storage_client.list_key_value_stores()} == before
+    await named.drop()
+    assert await storage_client.find_key_value_store(name="found-by-name") is None
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", "%2e%2e", "a\x00b", "", "-x"])
+async def test_finding_a_store_by_a_hostile_name_is_refused(storage_client: StorageClient, name: str) -> None:
+    with pytest.raises(InvalidStoreNameError):
+        await storage_client.find_key_value_store(name=name)

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from recoverable.storages._base._key_value_store_client import KeyValueStoreClient
     from recoverable.storages._models import KeyValueStoreMetadata
 
+from recoverable.storages._validation import validate_store_name
+
 __all__ = ["StorageClient"]
 
 
@@ -45,6 +47,19 @@ class StorageClient(ABC):
             StoreNotFoundError: No store has the given id.
             StorageBackendError: The backend failed.
         """
+
+    async def find_key_value_store(self, *, name: str) -> str | None:
+        """Return the id of the store named `name`, or None when there is none; nothing is created.
+
+        This implementation lists every store; backends that can look a name up directly do so, so that
+        the cost does not grow with the number of stores.
+
+        Raises:
+            InvalidStoreNameError: The name breaks its rules.
+            StorageBackendError: The backend failed.
+        """
+        validate_store_name(name)
+        return next((m.id for m in await self.list_key_value_stores() if m.name == name), None)
 
     @abstractmethod
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:

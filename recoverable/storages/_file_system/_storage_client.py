@@ -23,7 +23,7 @@ from recoverable.storages._file_system._layout import METADATA_FILE, TEMP_PREFIX
 from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
 from recoverable.storages._file_system._store_dir import create_exclusive, fsync_dir, store_dir_for
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
-from recoverable.storages._validation import validate_store_reference
+from recoverable.storages._validation import validate_store_name, validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -254,6 +254,28 @@ class FileSystemStorageClient(StorageClient):
                 if known is None or known.name != name:
                     self._id_dirs[metadata.id] = self._stores_dir / name
                 yield name, metadata
+
+    @override
+    async def find_key_value_store(self, *, name: str) -> str | None:
+        validate_store_name(name)
+        if name == "default":
+            return None  # the folder of the default store, which has no name
+        try:
+            metadata = await asyncio.to_thread(self._find_name, name)
+        except OSError as exc:
+            raise self._error(f"look up key-value store {name!r}", exc, name) from exc
+        return None if metadata is None else metadata.id
+
+    def _find_name(self, name: str) -> KeyValueStoreMetadata | None:
+        folder = self._stores_dir / name
+        if not _is_real_folder(folder):
+            return None
+        metadata = self._metadata_of(name)
+        # On a case-insensitive file system the folder may hold a store whose name differs in case.
+        if metadata is None or metadata.name != name:
+            return None
+        self._id_dirs[metadata.id] = folder
+        return metadata
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:

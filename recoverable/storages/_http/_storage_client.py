@@ -150,6 +150,15 @@ class HttpStorageClient(StorageClient):
             return await self._open_id(self._default_store_id)
         return await self._open_alias(alias)
 
+    @override
+    async def find_key_value_store(self, *, name: str) -> str | None:
+        validate_store_name(name)
+        try:
+            store = await self._open_id(f"~{name}")
+        except StoreNotFoundError:
+            return None
+        return store.store_id
+
     async def _open_id(self, store_id: str, *, alias: str | None = None) -> HttpKeyValueStoreClient:
         target = Target(store=store_id)
         action = "open"

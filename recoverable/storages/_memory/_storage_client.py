@@ -11,7 +11,7 @@ from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._memory._key_value_store_client import MemoryKeyValueStoreClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
-from recoverable.storages._validation import validate_store_reference
+from recoverable.storages._validation import validate_store_name, validate_store_reference
 
 __all__ = ["MemoryStorageClient"]
 
@@ -55,6 +55,11 @@ class MemoryStorageClient(StorageClient):
         self._stores[metadata.id] = store
         index[label] = metadata.id
         return store
+
+    @override
+    async def find_key_value_store(self, *, name: str) -> str | None:
+        validate_store_name(name)
+        return self._by_name.get(name)
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:

@@ -17,7 +17,7 @@ from recoverable.storages._redis._dependency import redis_asyncio, redis_excepti
 from recoverable.storages._redis._errors import ServerInfo, backend_error
 from recoverable.storages._redis._key_value_store_client import RedisKeyValueStoreClient, from_micros, now_micros
 from recoverable.storages._redis._layout import DEFAULT_KEY_PREFIX, RegistryKeys, StoreKeys, validate_key_prefix
-from recoverable.storages._validation import validate_store_reference
+from recoverable.storages._validation import validate_store_name, validate_store_reference
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -157,6 +157,15 @@ class RedisStorageClient(StorageClient):
             f"key-value store {label!r} was dropped while it was being opened on Redis at {self._server.description}",
             store=label,
         )
+
+    @override
+    async def find_key_value_store(self, *, name: str) -> str | None:
+        validate_store_name(name)
+        try:
+            entry = await self._find(id=None, name=name, alias=None)
+        except (redis_exceptions.RedisError, OSError) as exc:
+            raise backend_error(self._server, "look up", exc, store=name) from exc
+        return None if entry is None else str(entry["id"])
 
     async def _find(self, *, id: str | None, name: str | None, alias: str | None) -> dict[str, Any] | None:
         store_id = id

@@ -24,7 +24,7 @@ from recoverable.storages._sql._errors import DatabaseInfo, backend_error
 from recoverable.storages._sql._key_value_store_client import SqlKeyValueStoreClient, aware
 from recoverable.storages._sql._schema import DEFAULT_TABLE_PREFIX, Tables, validate_table_prefix
 from recoverable.storages._sql._statements import Statements, insert_for
-from recoverable.storages._validation import validate_store_reference
+from recoverable.storages._validation import validate_store_name, validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -251,6 +251,18 @@ class SqlStorageClient(StorageClient):
                 sqlalchemy.update(stores).where(column == label).values(accessed_at=now).returning(*columns)
             )
             return touched.first()
+
+    @override
+    async def find_key_value_store(self, *, name: str) -> str | None:
+        validate_store_name(name)
+        stores = self._tables.stores
+        try:
+            await self._ensure_tables()
+            async with self._reader.connect() as conn:
+                found = (await conn.execute(sqlalchemy.select(stores.c.id).where(stores.c.name == name))).first()
+        except _BACKEND_ERRORS as exc:
+            raise backend_error(self._database, "look up", exc, store=name) from exc
+        return None if found is None else str(found.id)
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
