@@ -20,8 +20,10 @@ per event, flushed:
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
+import signal
 import sys
 import threading
 from datetime import timedelta
@@ -134,4 +136,5 @@ _held: list[Any] = []
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # the tests ask a child that hangs where it is
     sys.exit(asyncio.run(main(json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))

@@ -249,6 +249,19 @@ def _saved_values(lines: list[str]) -> list[int]:
     return [int(line.split()[1]) for line in lines if line.startswith("SAVED ")]
 
 
+def _wait_or_tell_where(owner: Owner) -> int:
+    """Wait for the child to exit; when it hangs, fail with the stacks of its threads."""
+    try:
+        return owner.proc.wait(timeout=WAIT_SECS)
+    except subprocess.TimeoutExpired:
+        owner.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        owner.proc.kill()
+        owner.proc.wait()
+        assert owner.proc.stderr is not None
+        pytest.fail(f"the child hangs; it printed {owner.lines[-5:]}; its stacks:\n{owner.proc.stderr.read()[-6000:]}")
+
+
 def _drain(owner: Owner) -> None:
     """Read what a child that has exited printed after the lines already read."""
     assert owner.proc.stdout is not None
@@ -284,7 +297,7 @@ def test_an_owner_frozen_mid_save_never_lands_a_save_after_a_takeover(
                 new.read_until(("SAVED",))  # fails if the new owner is refused (it prints LOST and exits)
             # The frozen owner learns it lost the state at its next save, or was ended by the new owner's
             # takeover because it froze holding the lock of a file system store or a SQLite database.
-            code = stale.proc.wait(timeout=WAIT_SECS)
+            code = _wait_or_tell_where(stale)
             _drain(stale)
             assert code in (4, -signal.SIGKILL), (round_no, code, stale.lines[-3:])
             if code == -signal.SIGKILL:

@@ -28,7 +28,7 @@ from state.support import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-TINY = timedelta(milliseconds=50)
+TINY = timedelta(milliseconds=500)  # far below the delays the tests inject, far above a loaded machine's fsync
 SHORT = timedelta(milliseconds=200)
 
 
