@@ -65,6 +65,7 @@ _WAIT_POLL_SECS = 0.5
 _FENCE_WAIT_SECS = 10.0
 _FENCE_POLL_SECS = 0.02
 _MAX_PID = 2**31 - 1  # pid_t is a signed 32-bit integer
+_MAX_TOKEN = 2**53 - 1  # exact in every JSON reader
 
 
 class LeaseRecord(BaseModel):
@@ -78,11 +79,13 @@ class LeaseRecord(BaseModel):
     owner: str = Field(min_length=1, max_length=200)
     pid: int = Field(ge=1, le=_MAX_PID)
     host: str = Field(max_length=255)
-    token: int = Field(default=1, ge=1, lt=2**53)  # exact in every JSON reader
+    token: int = Field(default=1, ge=1, le=_MAX_TOKEN)
     acquired_at: AwareDatetime = Field(alias="acquiredAt")
     expires_at: AwareDatetime = Field(alias="expiresAt")
     process_started_at: AwareDatetime | None = Field(default=None, alias="processStartedAt")
     """When the owner's process started: a later process given the same pid is not the owner."""
+    pid_namespace: int | None = Field(default=None, ge=0, alias="pidNamespace")
+    """The owner's pid namespace (Linux): containers of one host name may each have their own."""
 
     def describe(self) -> str:
         """A human description of the owner, for messages."""
@@ -95,11 +98,25 @@ class LeaseRecord(BaseModel):
 _SAME_START_SECS = 1.0
 
 
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def _started_at(pid: int) -> datetime | None:
     try:
         return datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
     except psutil.Error:
         return None
+
+
+def _same_user(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).uids().real == os.getuid()
+    except psutil.Error:
+        return False
 
 
 def _pid_alive(pid: int, started_at: datetime | None = None) -> bool:
@@ -155,6 +172,7 @@ class StateLease:
         self._owner = secrets.token_hex(8)
         self._host = socket.gethostname()
         self._started_at = _started_at(os.getpid())
+        self._pid_namespace = _pid_namespace()
         self._record: LeaseRecord | None = None
         self._version: str | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -208,6 +226,7 @@ class StateLease:
             acquired_at=now,
             expires_at=now + self._ttl,
             process_started_at=self._started_at,
+            pid_namespace=self._pid_namespace,
         )
 
     async def _io(self, what: str, work: Awaitable[_T]) -> _T:
@@ -245,13 +264,24 @@ class StateLease:
         # Same host, process gone: a crash left the lease behind; no need to wait for it to expire.
         return self._died(record)
 
+    def _same_pids(self, record: LeaseRecord) -> bool:
+        """Whether the pid of `record` means the same process here: same host, same pid namespace."""
+        if record.host != self._host:
+            return False
+        return None in (record.pid_namespace, self._pid_namespace) or record.pid_namespace == self._pid_namespace
+
     def _died(self, record: LeaseRecord) -> bool:
         """Whether the owner of `record` was a process of this host that is gone (or a zombie) by now."""
-        return (
-            record.host == self._host
-            and record.pid != os.getpid()
-            and not _pid_alive(record.pid, record.process_started_at)
-        )
+        if not self._same_pids(record):
+            return False
+        if record.pid == os.getpid():
+            # This process has that pid now (a restart in a new container, say): the owner had it before.
+            return (
+                record.process_started_at is not None
+                and self._started_at is not None
+                and abs((record.process_started_at - self._started_at).total_seconds()) >= _SAME_START_SECS
+            )
+        return not _pid_alive(record.pid, record.process_started_at)
 
     async def acquire(self) -> None:
         """Take the lease, or fail / wait as `on_owned` says.
@@ -294,7 +324,8 @@ class StateLease:
 
     async def _take(self, current: LeaseRecord | None, version: str | None) -> bool:
         """Write this owner's lease over the free `current` (at `version`); False when that lost a race."""
-        record = self._new_record((current.token + 1) if current else 1)
+        # The token only has to change at each change of owner; one that reached the top starts again.
+        record = self._new_record(current.token + 1 if current and current.token < _MAX_TOKEN else 1)
         # Set before the write: a take whose answer was lost is found held by `acquire` on its next look.
         self.took_over = version is not None
         self.previous_owner_dead = current is not None and self._died(current)
@@ -333,16 +364,17 @@ class StateLease:
         never writes again; it is done only to the very process named by the expired lease, on this host.
         """
         pid = exc.holder_pid
-        if pid is None:
-            return False
-        if not _pid_alive(pid):
-            return True  # gone by now, and its lock with it: look again
         if (
-            pid != previous.pid
-            or previous.host != self._host
+            pid is None
+            or pid != previous.pid
             or pid == os.getpid()
+            or not self._same_pids(previous)
             or previous.expires_at > datetime.now(UTC)
-            or not _pid_alive(pid, previous.process_started_at)  # a later process given the owner's pid
+            # Only the very process the lease names: started when it says (a lease without it is not enough),
+            # alive (a dead holder's lock lives on in a process it forked, which is not the owner), and ours.
+            or previous.process_started_at is None
+            or not _pid_alive(pid, previous.process_started_at)
+            or not _same_user(pid)
         ):
             return False
         try:

@@ -406,7 +406,14 @@ class RecoverableState(Generic[TStateModel]):
                 if self._lease is None:
                     await self._with_timeout("reset", self._store().delete_value(self._key))
                 else:
-                    await self._fenced_write(self._store(), None)
+                    if self._version is None and self._unanswered:
+                        # A save of this owner that got no answer may have landed: delete that one too.
+                        await self._adopt_landed_write(self._store(), None)
+                    # Without a version this owner saw no record (it never saved, or reset already): nothing to
+                    # delete. A delete with no version to be conditional on, sent late, would remove a new
+                    # owner's save.
+                    if self._version is not None:
+                        await self._fenced_write(self._store(), None)
                 self._last_persisted = None
                 self._version = None
 
@@ -523,6 +530,8 @@ class RecoverableState(Generic[TStateModel]):
             self._version = await kvs.client.set_record(
                 key=self._key, value=stored.value, content_type=stored.content_type, if_version=stored.version
             )
+            if _means_no_state(stored):
+                self._placeholder_version = self._version  # a previous owner's claim: still "nothing saved"
 
     async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> TStateModel:
         self._version = stored.version if stored is not None else None

@@ -55,8 +55,16 @@ def describe_holder(pid: int | None) -> tuple[str, str]:
         return "another process", "find the process that has the file open (`fuser`), then resume or end it"
     try:
         status = str(psutil.Process(pid).status())
+    except psutil.NoSuchProcess:
+        status = psutil.STATUS_DEAD
     except psutil.Error:
         status = "status unknown"
+    if status in (psutil.STATUS_DEAD, psutil.STATUS_ZOMBIE):
+        # The lock belongs to the open file: a process forked from the one that took it holds it still.
+        return (
+            f"a process that inherited it from process {pid}, which is gone (a worker that process forked, say)",
+            "end the processes forked from it (`fuser` on the file lists those that have it open)",
+        )
     return (
         f"process {pid} on this host ({status})",
         f"if it is frozen (SIGSTOP, a debugger, a paused container), resume it with `kill -CONT {pid}` or end it",

@@ -585,3 +585,72 @@ async def test_an_owner_frozen_past_its_lease_that_nobody_took_over_renews_and_s
     with pytest.raises(StateOwnershipError):
         await make_state(kvs, lease_ttl=SHORT_TTL).initialize()
     await state.teardown()
+
+
+@pytest.mark.parametrize("before", ["never-saved", "reset-already"])
+async def test_a_late_reset_of_a_stale_owner_never_deletes_the_new_owners_save(kvs: KeyValueStore, before: str) -> None:
+    stale = await frozen_owner(kvs, done=None)
+    if before == "reset-already":
+        stale._lease._record = stale._lease._record.model_copy(  # type: ignore[union-attr]
+            update={"expires_at": datetime.now(UTC) + timedelta(hours=1)}
+        )
+        stale.current_value.done = 3
+        await stale.persist_state()
+        await stale.reset()
+        stale._lease._record = stale._lease._record.model_copy(  # type: ignore[union-attr]
+            update={"expires_at": datetime.now(UTC) - timedelta(seconds=1)}
+        )
+    new = make_state(kvs, lease_ttl=SHORT_TTL)
+    await new.initialize()
+    new.current_value.done = 7
+    await new.persist_state()
+    # The stale owner resumes in the middle of a reset, past its check of the lease: its delete goes out.
+    stale._lease._record = stale._lease._record.model_copy(  # type: ignore[union-attr]
+        update={"expires_at": datetime.now(UTC) + timedelta(hours=1)}
+    )
+    await stale.reset()
+    assert await kvs.get_value(KEY) == {"done": 7}
+    new.current_value.done = 8
+    await new.persist_state()  # the rightful owner is never refused
+    assert await kvs.get_value(KEY) == {"done": 8}
+    await new.teardown()
+    stale._lease = None
+
+
+async def test_a_lease_whose_token_reached_the_top_is_taken_over_with_a_new_one(kvs: KeyValueStore) -> None:
+    expired = left_behind(1, host="another-host", token=2**53 - 1, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    await kvs.set_value(LEASE, expired)
+    state = make_state(kvs)
+    await state.initialize()
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.token == 1
+    assert lease.pid == os.getpid()
+    await state.teardown()
+
+
+async def test_a_lease_of_another_pid_namespace_is_not_judged_by_pids_of_this_one(kvs: KeyValueStore) -> None:
+    # Containers of one pod share a host name, not their pids: a pid unknown here may be alive there.
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await child.wait()
+    ours = os.stat("/proc/self/ns/pid").st_ino
+    await kvs.set_value(LEASE, left_behind(child.pid, pid_namespace=ours + 1))
+    with pytest.raises(StateOwnershipError, match=f"process {child.pid}"):
+        await make_state(kvs).initialize()
+    # In this namespace, the same lease is a dead owner's, taken at once.
+    await kvs.set_value(LEASE, left_behind(child.pid, pid_namespace=ours))
+    state = make_state(kvs)
+    await state.initialize()
+    await state.teardown()
+
+
+async def test_a_lease_naming_this_pid_from_before_this_process_started_is_taken_at_once(kvs: KeyValueStore) -> None:
+    # A restart in a new container gets the pid its dead predecessor had (often 1).
+    started = datetime.fromtimestamp(psutil.Process().create_time(), UTC)
+    await kvs.set_value(LEASE, left_behind(os.getpid(), process_started_at=started - timedelta(minutes=5)))
+    state = make_state(kvs)
+    await asyncio.wait_for(state.initialize(), timeout=5)
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.owner != "gone"
+    await state.teardown()

@@ -444,3 +444,30 @@ def test_a_writer_waiting_for_a_frozen_lock_holder_exits_when_asked(tmp_path: Pa
                     pipe.close()
         holder.proc.send_signal(signal.SIGCONT)
         holder.stop()
+
+
+def test_a_lease_without_the_owners_start_time_never_gets_the_lock_holder_ended(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """Only the very process a lease names is ever ended: a lease that does not say when its process started
+    (written by hand, or forged to name a process that happens to hold the lock) is not enough."""
+    spec: dict[str, Any] = {"kind": "file_system", "storage_dir": str(tmp_path / "storage"), "lock_timeout_ms": 300}
+    holder = start_owner({**spec, "hold_lock": True}, child_env, ttl_ms=30_000)
+    try:
+        holder.read_until(("LOCKED",))
+        holder.proc.send_signal(signal.SIGSTOP)
+        lease_file = tmp_path / "storage" / "key_value_stores" / "owned" / "CRAWL.lease.json"
+        lease = json.loads(lease_file.read_text())
+        del lease["processStartedAt"]
+        lease["expiresAt"] = "2000-01-01T00:00:00+00:00"
+        lease_file.write_text(json.dumps(lease))
+
+        taker = start_owner(spec, child_env, ttl_ms=30_000)
+        assert taker.proc.wait(timeout=WAIT_SECS) == 1
+        assert taker.proc.stderr is not None
+        assert "StoreLockedError" in taker.proc.stderr.read()
+        assert holder.proc.poll() is None  # never signalled
+        taker.stop()
+    finally:
+        holder.proc.send_signal(signal.SIGCONT)
+        holder.stop()

@@ -98,6 +98,27 @@ def store_dir_for(path: Path, *, label: str, case_insensitive: bool) -> StoreDir
         return store
 
 
+def _after_fork_in_child() -> None:
+    """Let go of the writers' locks of the parent in a forked child (a `multiprocessing` worker, say).
+
+    A flock belongs to the open file, which the child shares: were it kept open, the lock would outlive
+    the parent, and a parent that died (or was ended for freezing) holding it would block every writer
+    for as long as the child lives. Closing the child's copy never unlocks the parent's.
+    """
+    global _registry_lock  # noqa: PLW0603 - a thread of the parent may have held it
+    _registry_lock = threading.Lock()
+    for store in _registry.values():
+        fd, store._lock_fd = store._lock_fd, None  # noqa: SLF001 - this module's own class
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        store._lock = threading.RLock()  # noqa: SLF001 - a thread of the parent may have held them
+        store._writers = threading.Lock()  # noqa: SLF001
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def fsync_dir(path: Path | int) -> None:
     """Flush a folder's entries (a new, renamed or removed file) to disk; `path` may be an open folder."""
     if isinstance(path, int):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -10,6 +12,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 
 from recoverable.errors import StoreNotFoundError
@@ -254,3 +257,45 @@ async def test_reads_do_not_wait_for_a_writer_waiting_for_another_process(tmp_pa
         await holder.wait()
     await kvs.set_value("after", 3)  # the lock is free again: the writer goes on
     await client.aclose()
+
+
+_FORK_THEN_HOLD = (
+    "import asyncio, os, sys, threading, time\n"
+    "from recoverable.storages import FileSystemStorageClient, KeyValueStore\n"
+    "from recoverable.storages._file_system._store_dir import LockWait\n"
+    "async def main():\n"
+    "    client = FileSystemStorageClient(storage_dir=sys.argv[1])\n"
+    "    kvs = await KeyValueStore.open(name='forked', storage_client=client)\n"
+    "    await kvs.set_value('a', 1)\n"
+    "    worker = os.fork()\n"
+    "    if worker == 0:\n"
+    "        os.close(1)  # the test waits for the writer's output to close\n"
+    "        time.sleep(60)\n"
+    "        os._exit(0)\n"
+    "    with kvs.client._dir.write_lock(LockWait(timeout=10)):\n"
+    "        print(worker, flush=True)\n"
+    "        time.sleep(60)\n"
+    "asyncio.run(main())\n"
+)
+
+
+async def test_a_worker_forked_by_a_writer_does_not_keep_its_lock_after_it_died(
+    tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """A flock belongs to the open file, which a forked child (a multiprocessing worker) shares: the child lets
+    go of its copy, so the lock ends with the process that took it."""
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FORK_THEN_HOLD, str(tmp_path), stdout=subprocess.PIPE, env=child_env
+    )
+    assert writer.stdout is not None
+    worker = int(await writer.stdout.readline())
+    try:
+        writer.kill()  # dies holding the lock; its worker lives on
+        await writer.wait()
+        assert psutil.pid_exists(worker)
+        client = FileSystemStorageClient(storage_dir=tmp_path, lock_timeout=timedelta(seconds=3))
+        kvs = await KeyValueStore.open(name="forked", storage_client=client)
+        await kvs.set_value("b", 2)
+        assert await kvs.get_value("a") == 1
+    finally:
+        os.kill(worker, signal.SIGKILL)
