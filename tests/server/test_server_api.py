@@ -13,6 +13,7 @@ import pytest
 from recoverable.errors import ConfigurationError
 from recoverable.server import create_app
 from recoverable.storages import MAX_KEY_LENGTH, MemoryStorageClient
+from server.support import new_store, record_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,17 +30,6 @@ def _error(response: httpx.Response) -> tuple[int, str]:
     assert isinstance(body["error"]["message"], str)
     assert body["error"]["message"]
     return response.status_code, body["error"]["type"]
-
-
-async def _store_id(api: httpx.AsyncClient, name: str = "s") -> str:
-    response = await api.post("/v2/key-value-stores", params={"name": name})
-    assert response.status_code in (200, 201)
-    store_id: str = response.json()["data"]["id"]
-    return store_id
-
-
-def _record(store_id: str, key: str) -> str:
-    return f"/v2/key-value-stores/{store_id}/records/{quote(key, safe='')}"
 
 
 # --- stores -------------------------------------------------------------------------------------------
@@ -76,7 +66,7 @@ async def test_invalid_store_name_is_400(api: httpx.AsyncClient, name: str) -> N
 
 
 async def test_store_by_id_name_and_username_name(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api, "addressed")
+    store_id = await new_store(api, "addressed")
 
     for ref in (store_id, "~addressed", "someone~addressed", "%7Eaddressed"):
         response = await api.get(f"/v2/key-value-stores/{ref}")
@@ -97,7 +87,7 @@ async def test_missing_store_is_404_and_never_created(api: httpx.AsyncClient) ->
 
 
 async def test_list_stores_paging_desc_and_unnamed(api: httpx.AsyncClient) -> None:
-    ids = [await _store_id(api, f"s{i}") for i in range(5)]
+    ids = [await new_store(api, f"s{i}") for i in range(5)]
     unnamed = (await api.post("/v2/key-value-stores")).json()["data"]["id"]
 
     named_only = (await api.get("/v2/key-value-stores")).json()["data"]
@@ -120,8 +110,8 @@ async def test_list_stores_paging_desc_and_unnamed(api: httpx.AsyncClient) -> No
 
 
 async def test_delete_store(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api, "gone")
-    await api.put(_record(store_id, "k"), content=b"1")
+    store_id = await new_store(api, "gone")
+    await api.put(record_url(store_id, "k"), content=b"1")
 
     assert (await api.delete(f"/v2/key-value-stores/{store_id}")).status_code == 204
 
@@ -136,11 +126,11 @@ async def test_delete_store(api: httpx.AsyncClient) -> None:
 async def test_a_store_dropped_behind_the_servers_back(
     api: httpx.AsyncClient, backend: FileSystemStorageClient
 ) -> None:
-    store_id = await _store_id(api, "behind")
-    await api.put(_record(store_id, "k"), content=b"1")
+    store_id = await new_store(api, "behind")
+    await api.put(record_url(store_id, "k"), content=b"1")
     await (await backend.open_key_value_store_client(id=store_id)).drop()
 
-    assert _error(await api.get(_record(store_id, "k"))) == (404, "record-not-found")
+    assert _error(await api.get(record_url(store_id, "k"))) == (404, "record-not-found")
     assert _error(await api.get("/v2/key-value-stores/~behind")) == (404, "record-not-found")
     assert (await api.post("/v2/key-value-stores", params={"name": "behind"})).status_code == 201
 
@@ -149,11 +139,11 @@ async def test_a_store_dropped_behind_the_servers_back(
 
 
 async def test_put_get_head_delete_record(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
 
-    put = await api.put(_record(store_id, "k"), content=b'{"a": 1}', headers={"Content-Type": JSON})
-    get = await api.get(_record(store_id, "k"), params={"attachment": "true"})
-    head = await api.head(_record(store_id, "k"))
+    put = await api.put(record_url(store_id, "k"), content=b'{"a": 1}', headers={"Content-Type": JSON})
+    get = await api.get(record_url(store_id, "k"), params={"attachment": "true"})
+    head = await api.head(record_url(store_id, "k"))
 
     assert put.status_code == 201
     assert put.json() == {}
@@ -172,41 +162,41 @@ async def test_put_get_head_delete_record(api: httpx.AsyncClient) -> None:
         "8",
         etag,
     )
-    assert (await api.delete(_record(store_id, "k"))).status_code == 204
-    assert _error(await api.get(_record(store_id, "k"))) == (404, "record-not-found")
-    assert (await api.head(_record(store_id, "k"))).status_code == 404
-    assert _error(await api.delete(_record(store_id, "k"))) == (404, "record-not-found")
+    assert (await api.delete(record_url(store_id, "k"))).status_code == 204
+    assert _error(await api.get(record_url(store_id, "k"))) == (404, "record-not-found")
+    assert (await api.head(record_url(store_id, "k"))).status_code == 404
+    assert _error(await api.delete(record_url(store_id, "k"))) == (404, "record-not-found")
 
 
 async def test_post_writes_a_record_too(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     assert (
-        await api.post(_record(store_id, "k"), content=b"x", headers={"Content-Type": "text/plain"})
+        await api.post(record_url(store_id, "k"), content=b"x", headers={"Content-Type": "text/plain"})
     ).status_code == 201
-    assert (await api.get(_record(store_id, "k"))).content == b"x"
+    assert (await api.get(record_url(store_id, "k"))).content == b"x"
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8", "Application/JSON", "x/y; a=b"])
 async def test_content_type_comes_back_exactly(api: httpx.AsyncClient, content_type: str) -> None:
-    store_id = await _store_id(api)
-    await api.put(_record(store_id, "k"), content=b"v", headers={"Content-Type": content_type})
+    store_id = await new_store(api)
+    await api.put(record_url(store_id, "k"), content=b"v", headers={"Content-Type": content_type})
 
-    assert (await api.get(_record(store_id, "k"))).headers["content-type"] == content_type
+    assert (await api.get(record_url(store_id, "k"))).headers["content-type"] == content_type
 
 
 async def test_missing_content_type_is_octet_stream(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
-    response = await api.put(_record(store_id, "k"), content=b"v")
+    store_id = await new_store(api)
+    response = await api.put(record_url(store_id, "k"), content=b"v")
     assert "content-type" not in response.request.headers
     assert response.status_code == 201
-    assert (await api.get(_record(store_id, "k"))).headers["content-type"] == "application/octet-stream"
+    assert (await api.get(record_url(store_id, "k"))).headers["content-type"] == "application/octet-stream"
 
 
 @pytest.mark.parametrize("key", ["a/b", "%2F", "100%", "..", ".", "ключ 🔑", "\t\n", "a?b#c", "+ +"])
 async def test_keys_are_percent_decoded_from_the_raw_path(
     api: httpx.AsyncClient, backend: FileSystemStorageClient, key: str
 ) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     encoded = quote(key, safe="").replace(".", "%2E")
 
     response = await api.put(f"/v2/key-value-stores/{store_id}/records/{encoded}", content=b"v")
@@ -224,7 +214,7 @@ async def test_keys_are_percent_decoded_from_the_raw_path(
     [("%FF", "UTF-8"), ("%ED%A0%80", "UTF-8"), ("a%00b", "NUL"), ("k" * (MAX_KEY_LENGTH + 1), "too long")],
 )
 async def test_invalid_keys_are_400(api: httpx.AsyncClient, raw_key: str, what: str) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     for method in ("GET", "PUT", "DELETE"):
         response = await api.request(method, f"/v2/key-value-stores/{store_id}/records/{raw_key}", content=b"v")
         assert _error(response) == (400, "invalid-record-key"), method
@@ -233,9 +223,9 @@ async def test_invalid_keys_are_400(api: httpx.AsyncClient, raw_key: str, what: 
 
 async def test_key_length_limit_is_configurable(serve: Callable[..., AbstractAsyncContextManager[str]]) -> None:
     async with serve(max_key_length=256) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
-        assert (await api.put(_record(store_id, "k" * 256), content=b"v")).status_code == 201
-        response = await api.put(_record(store_id, "k" * 257), content=b"v")
+        store_id = await new_store(api)
+        assert (await api.put(record_url(store_id, "k" * 256), content=b"v")).status_code == 201
+        response = await api.put(record_url(store_id, "k" * 257), content=b"v")
         assert _error(response) == (400, "invalid-record-key")
         assert "at most 256" in response.json()["error"]["message"]
 
@@ -247,34 +237,36 @@ async def test_key_length_limit_is_configurable(serve: Callable[..., AbstractAsy
 async def test_compressed_bodies_are_stored_decoded(
     api: httpx.AsyncClient, encoding: str, compress: Callable[[bytes], bytes]
 ) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     value = b"0123456789" * 1000
     response = await api.put(
-        _record(store_id, "k"), content=compress(value), headers={"Content-Encoding": encoding, "Content-Type": JSON}
+        record_url(store_id, "k"), content=compress(value), headers={"Content-Encoding": encoding, "Content-Type": JSON}
     )
     assert response.status_code == 201
-    assert (await api.get(_record(store_id, "k"))).content == value
+    assert (await api.get(record_url(store_id, "k"))).content == value
 
 
 async def test_multi_member_gzip(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     body = gzip.compress(b"first,") + gzip.compress(b"second")
-    await api.put(_record(store_id, "k"), content=body, headers={"Content-Encoding": "gzip"})
-    assert (await api.get(_record(store_id, "k"))).content == b"first,second"
+    await api.put(record_url(store_id, "k"), content=body, headers={"Content-Encoding": "gzip"})
+    assert (await api.get(record_url(store_id, "k"))).content == b"first,second"
 
 
 async def test_bad_bodies(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
-    assert _error(await api.put(_record(store_id, "k"), content=b"not gzip", headers={"Content-Encoding": "gzip"})) == (
+    store_id = await new_store(api)
+    assert _error(
+        await api.put(record_url(store_id, "k"), content=b"not gzip", headers={"Content-Encoding": "gzip"})
+    ) == (
         400,
         "invalid-request",
     )
     assert _error(
         await api.put(
-            _record(store_id, "k"), content=gzip.compress(b"x" * 100)[:20], headers={"Content-Encoding": "gzip"}
+            record_url(store_id, "k"), content=gzip.compress(b"x" * 100)[:20], headers={"Content-Encoding": "gzip"}
         )
     ) == (400, "invalid-request")
-    assert _error(await api.put(_record(store_id, "k"), content=b"x", headers={"Content-Encoding": "br"})) == (
+    assert _error(await api.put(record_url(store_id, "k"), content=b"x", headers={"Content-Encoding": "br"})) == (
         415,
         "unsupported-media-type",
     )
@@ -283,18 +275,18 @@ async def test_bad_bodies(api: httpx.AsyncClient) -> None:
 
 async def test_body_size_limit(serve: Callable[..., AbstractAsyncContextManager[str]]) -> None:
     async with serve(max_body_size=1000) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
-        assert (await api.put(_record(store_id, "ok"), content=b"x" * 1000)).status_code == 201
+        store_id = await new_store(api)
+        assert (await api.put(record_url(store_id, "ok"), content=b"x" * 1000)).status_code == 201
 
-        declared = await api.put(_record(store_id, "big"), content=b"x" * 1001)
+        declared = await api.put(record_url(store_id, "big"), content=b"x" * 1001)
 
         async def chunks() -> Any:
             for _ in range(20):
                 yield b"x" * 100
 
-        streamed = await api.put(_record(store_id, "big"), content=chunks())
+        streamed = await api.put(record_url(store_id, "big"), content=chunks())
         bomb = await api.put(
-            _record(store_id, "big"), content=gzip.compress(b"x" * 100_000), headers={"Content-Encoding": "gzip"}
+            record_url(store_id, "big"), content=gzip.compress(b"x" * 100_000), headers={"Content-Encoding": "gzip"}
         )
         for response in (declared, streamed, bomb):
             assert _error(response) == (413, "request-too-large")
@@ -307,8 +299,8 @@ async def test_a_large_body_over_the_limit_gets_a_clean_413(
     serve: Callable[..., AbstractAsyncContextManager[str]],
 ) -> None:
     async with serve(max_body_size=1024 * 1024) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
-        response = await api.put(_record(store_id, "big"), content=b"x" * (20 * 1024 * 1024))
+        store_id = await new_store(api)
+        response = await api.put(record_url(store_id, "big"), content=b"x" * (20 * 1024 * 1024))
         assert _error(response) == (413, "request-too-large")
 
 
@@ -316,83 +308,86 @@ async def test_a_large_body_over_the_limit_gets_a_clean_413(
 
 
 async def test_if_match(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
-    first = (await api.put(_record(store_id, "k"), content=b"1")).headers["etag"]
-    second = (await api.put(_record(store_id, "k"), content=b"2", headers={"If-Match": first})).headers["etag"]
+    store_id = await new_store(api)
+    first = (await api.put(record_url(store_id, "k"), content=b"1")).headers["etag"]
+    second = (await api.put(record_url(store_id, "k"), content=b"2", headers={"If-Match": first})).headers["etag"]
 
-    stale = await api.put(_record(store_id, "k"), content=b"3", headers={"If-Match": first})
+    stale = await api.put(record_url(store_id, "k"), content=b"3", headers={"If-Match": first})
 
     assert first != second
     assert _error(stale) == (412, "precondition-failed")
     assert stale.headers["etag"] == second
     assert (
-        await api.put(_record(store_id, "k"), content=b"4", headers={"If-Match": f'"x", {second}'})
+        await api.put(record_url(store_id, "k"), content=b"4", headers={"If-Match": f'"x", {second}'})
     ).status_code == 201
-    assert (await api.put(_record(store_id, "k"), content=b"5", headers={"If-Match": "*"})).status_code == 201
-    assert _error(await api.put(_record(store_id, "k"), content=b"6", headers={"If-Match": f"W/{second}"}))[0] == 412
-    assert (await api.get(_record(store_id, "k"))).content == b"5"
+    assert (await api.put(record_url(store_id, "k"), content=b"5", headers={"If-Match": "*"})).status_code == 201
+    assert _error(await api.put(record_url(store_id, "k"), content=b"6", headers={"If-Match": f"W/{second}"}))[0] == 412
+    assert (await api.get(record_url(store_id, "k"))).content == b"5"
 
 
 async def test_if_match_on_a_missing_record(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     for value in ('"v1"', "*", '"a", "b"'):
-        response = await api.put(_record(store_id, "k"), content=b"1", headers={"If-Match": value})
+        response = await api.put(record_url(store_id, "k"), content=b"1", headers={"If-Match": value})
         assert _error(response) == (412, "precondition-failed")
         assert "etag" not in response.headers
-    assert (await api.head(_record(store_id, "k"))).status_code == 404
+    assert (await api.head(record_url(store_id, "k"))).status_code == 404
 
 
 async def test_if_none_match(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
-    created = await api.put(_record(store_id, "k"), content=b"1", headers={"If-None-Match": "*"})
-    again = await api.put(_record(store_id, "k"), content=b"2", headers={"If-None-Match": "*"})
-    listed = await api.put(_record(store_id, "k"), content=b"3", headers={"If-None-Match": created.headers["etag"]})
-    other = await api.put(_record(store_id, "k"), content=b"4", headers={"If-None-Match": '"other"'})
+    store_id = await new_store(api)
+    created = await api.put(record_url(store_id, "k"), content=b"1", headers={"If-None-Match": "*"})
+    again = await api.put(record_url(store_id, "k"), content=b"2", headers={"If-None-Match": "*"})
+    listed = await api.put(record_url(store_id, "k"), content=b"3", headers={"If-None-Match": created.headers["etag"]})
+    other = await api.put(record_url(store_id, "k"), content=b"4", headers={"If-None-Match": '"other"'})
 
     assert created.status_code == 201
     assert _error(again) == (412, "precondition-failed")
     assert again.headers["etag"] == created.headers["etag"]
     assert _error(listed)[0] == 412
     assert other.status_code == 201
-    assert (await api.get(_record(store_id, "k"))).content == b"4"
+    assert (await api.get(record_url(store_id, "k"))).content == b"4"
 
 
 async def test_conditional_delete(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
-    old = (await api.put(_record(store_id, "k"), content=b"1")).headers["etag"]
-    current = (await api.put(_record(store_id, "k"), content=b"2")).headers["etag"]
+    store_id = await new_store(api)
+    old = (await api.put(record_url(store_id, "k"), content=b"1")).headers["etag"]
+    current = (await api.put(record_url(store_id, "k"), content=b"2")).headers["etag"]
 
-    refused = await api.delete(_record(store_id, "k"), headers={"If-Match": old})
+    refused = await api.delete(record_url(store_id, "k"), headers={"If-Match": old})
 
     assert _error(refused) == (412, "precondition-failed")
     assert refused.headers["etag"] == current
-    assert (await api.delete(_record(store_id, "k"), headers={"If-Match": f"{old}, {current}"})).status_code == 204
-    assert _error(await api.delete(_record(store_id, "k"), headers={"If-Match": "*"}))[0] == 412
+    assert (await api.delete(record_url(store_id, "k"), headers={"If-Match": f"{old}, {current}"})).status_code == 204
+    assert _error(await api.delete(record_url(store_id, "k"), headers={"If-Match": "*"}))[0] == 412
 
 
 async def test_malformed_conditions_are_400(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     for header in ({"If-Match": "no-quotes"}, {"If-None-Match": 'W/"x'}):
-        assert _error(await api.put(_record(store_id, "k"), content=b"1", headers=header)) == (400, "invalid-request")
+        assert _error(await api.put(record_url(store_id, "k"), content=b"1", headers=header)) == (
+            400,
+            "invalid-request",
+        )
 
 
 async def test_etags_carry_any_version_exactly(serve: Callable[..., AbstractAsyncContextManager[str]]) -> None:
     """Memory versions are counters; file system ones hex; both must survive the trip through an ETag."""
     async with serve(storage_client=MemoryStorageClient()) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
-        etag = (await api.put(_record(store_id, "k"), content=b"1")).headers["etag"]
+        store_id = await new_store(api)
+        etag = (await api.put(record_url(store_id, "k"), content=b"1")).headers["etag"]
         assert etag == '"1"'
-        assert (await api.put(_record(store_id, "k"), content=b"2", headers={"If-Match": etag})).status_code == 201
+        assert (await api.put(record_url(store_id, "k"), content=b"2", headers={"If-Match": etag})).status_code == 201
 
 
 # --- keys ---------------------------------------------------------------------------------------------
 
 
 async def test_key_listing_pages(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     keys = ["b", "a", "é", "B", "a/b", "🔑", "ab"]
     for key in keys:
-        await api.put(_record(store_id, key), content=key.encode())
+        await api.put(record_url(store_id, key), content=key.encode())
     path = f"/v2/key-value-stores/{store_id}/keys"
 
     first = (await api.get(path, params={"limit": 3})).json()["data"]
@@ -420,7 +415,7 @@ async def test_key_listing_pages(api: httpx.AsyncClient) -> None:
 
 
 async def test_key_listing_limits(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     path = f"/v2/key-value-stores/{store_id}/keys"
     assert (await api.get(path, params={"limit": 5000})).json()["data"]["limit"] == 1000
     for bad in ("0", "-3", "ten"):
@@ -447,7 +442,7 @@ async def test_authentication(serve: Callable[..., AbstractAsyncContextManager[s
 
 
 async def test_unknown_paths_and_methods(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     assert _error(await api.get("/nothing")) == (404, "page-not-found")
     assert _error(await api.get("/v2/datasets")) == (404, "page-not-found")
     not_allowed = await api.patch(f"/v2/key-value-stores/{store_id}")
@@ -456,12 +451,12 @@ async def test_unknown_paths_and_methods(api: httpx.AsyncClient) -> None:
 
 
 async def test_every_answer_names_the_server(api: httpx.AsyncClient) -> None:
-    store_id = await _store_id(api)
+    store_id = await new_store(api)
     for response in (
         await api.get("/nothing"),
         await api.get(f"/v2/key-value-stores/{store_id}"),
-        await api.get(_record(store_id, "missing")),
-        await api.put(_record(store_id, "k"), content=b"1"),
+        await api.get(record_url(store_id, "missing")),
+        await api.put(record_url(store_id, "k"), content=b"1"),
     ):
         assert response.headers["x-recoverable-server"]
 

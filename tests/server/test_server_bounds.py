@@ -17,6 +17,7 @@ from recoverable.errors import ConfigurationError
 from recoverable.server import create_app
 from recoverable.server._uvicorn import serve_in_background, uvicorn_config
 from recoverable.storages import MemoryStorageClient
+from server.support import new_store, record_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,17 +29,6 @@ GZIP = {"Content-Encoding": "gzip"}
 def _error(response: httpx.Response) -> tuple[int, str, str]:
     error = response.json()["error"]
     return response.status_code, error["type"], error["message"]
-
-
-async def _store_id(api: httpx.AsyncClient, name: str = "s") -> str:
-    response = await api.post("/v2/key-value-stores", params={"name": name})
-    assert response.status_code in (200, 201)
-    store_id: str = response.json()["data"]["id"]
-    return store_id
-
-
-def _record(store_id: str, key: str) -> str:
-    return f"/v2/key-value-stores/{store_id}/records/{key}"
 
 
 # --- decoding -----------------------------------------------------------------------------------------
@@ -57,10 +47,10 @@ def _record(store_id: str, key: str) -> str:
     ids=["a-then-b", "zero-padding", "empty-members", "gzip-of-gzip", "20000-members", "empty"],
 )
 async def test_gzip_streams_decode_exactly(api: httpx.AsyncClient, body: bytes, stored: bytes) -> None:
-    store_id = await _store_id(api)
-    response = await api.put(_record(store_id, "k"), content=body, headers=GZIP)
+    store_id = await new_store(api)
+    response = await api.put(record_url(store_id, "k"), content=body, headers=GZIP)
     assert response.status_code == 201, response.text
-    assert (await api.get(_record(store_id, "k"))).content == stored
+    assert (await api.get(record_url(store_id, "k"))).content == stored
 
 
 def _with_trailer(data: bytes, *, crc: int | None = None, size: int | None = None) -> bytes:
@@ -99,8 +89,8 @@ def _with_trailer(data: bytes, *, crc: int | None = None, size: int | None = Non
 async def test_bodies_that_are_not_what_their_encoding_says_are_400(
     api: httpx.AsyncClient, encoding: str, body: bytes, message: str
 ) -> None:
-    store_id = await _store_id(api)
-    response = await api.put(_record(store_id, "k"), content=body, headers={"Content-Encoding": encoding})
+    store_id = await new_store(api)
+    response = await api.put(record_url(store_id, "k"), content=body, headers={"Content-Encoding": encoding})
     status, kind, text = _error(response)
     assert (status, kind) == (400, "invalid-request")
     assert message in text
@@ -109,16 +99,16 @@ async def test_bodies_that_are_not_what_their_encoding_says_are_400(
 
 async def test_the_limit_counts_every_member(serve: Callable[..., AbstractAsyncContextManager[str]]) -> None:
     async with serve(max_body_size=1000) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
+        store_id = await new_store(api)
         fits = gzip.compress(b"x" * 500) * 2
-        assert (await api.put(_record(store_id, "k"), content=fits, headers=GZIP)).status_code == 201
-        status, kind, message = _error(await api.put(_record(store_id, "k"), content=fits + fits[:10], headers=GZIP))
+        assert (await api.put(record_url(store_id, "k"), content=fits, headers=GZIP)).status_code == 201
+        status, kind, message = _error(await api.put(record_url(store_id, "k"), content=fits + fits[:10], headers=GZIP))
         assert (status, kind) == (400, "invalid-request")  # the third member is cut short in its header
         over = gzip.compress(b"x" * 500) * 3
-        status, kind, message = _error(await api.put(_record(store_id, "k"), content=over, headers=GZIP))
+        status, kind, message = _error(await api.put(record_url(store_id, "k"), content=over, headers=GZIP))
         assert (status, kind) == (413, "request-too-large")
         assert "the decompressed request body is larger than this server's limit of 1000 bytes" in message
-        assert (await api.get(_record(store_id, "k"))).content == b"x" * 1000
+        assert (await api.get(record_url(store_id, "k"))).content == b"x" * 1000
 
 
 async def test_a_long_gzip_stream_leaves_the_loop_to_others(
@@ -128,7 +118,7 @@ async def test_a_long_gzip_stream_leaves_the_loop_to_others(
     member = gzip.compress(b"")
     body = member * 300_000  # 6 MB of empty members: a lot of work per byte
     async with serve() as url, httpx.AsyncClient(base_url=url, timeout=60) as api:
-        store_id = await _store_id(api)
+        store_id = await new_store(api)
         gaps: list[float] = []
         loop = asyncio.get_running_loop()
 
@@ -142,7 +132,7 @@ async def test_a_long_gzip_stream_leaves_the_loop_to_others(
 
         ticker = asyncio.create_task(tick())
         try:
-            response = await api.put(_record(store_id, "k"), content=body, headers=GZIP)
+            response = await api.put(record_url(store_id, "k"), content=body, headers=GZIP)
         finally:
             ticker.cancel()
         assert response.status_code == 201
@@ -167,19 +157,19 @@ async def test_bodies_past_the_budget_get_503_with_retry_after(
     serve: Callable[..., AbstractAsyncContextManager[str]],
 ) -> None:
     async with serve(max_body_size=1000, max_bytes_in_flight=1500) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
+        store_id = await new_store(api)
         port = httpx.URL(url).port
         assert port is not None
         # A body still arriving holds its Content-Length from the start.
-        reader, writer = await _start_put(port, _record(store_id, "slow"), 1000, b"s" * 10)
+        reader, writer = await _start_put(port, record_url(store_id, "slow"), 1000, b"s" * 10)
         await asyncio.sleep(0.1)
 
-        busy = await api.put(_record(store_id, "k"), content=b"x" * 600)
+        busy = await api.put(record_url(store_id, "k"), content=b"x" * 600)
         status, kind, message = _error(busy)
         assert (status, kind) == (503, "server-busy")
         assert busy.headers["retry-after"] == "1"
         assert "1500 bytes" in message
-        assert (await api.put(_record(store_id, "small"), content=b"x" * 500)).status_code == 201
+        assert (await api.put(record_url(store_id, "small"), content=b"x" * 500)).status_code == 201
 
         writer.write(b"s" * 990)
         await writer.drain()
@@ -187,24 +177,26 @@ async def test_bodies_past_the_budget_get_503_with_retry_after(
         writer.close()
 
         # Every refusal gives its share back: a body of the whole budget's worth of the limit still fits after.
-        await api.put(_record(store_id, "k"), content=gzip.compress(b"x" * 5000), headers=GZIP)
-        await api.put(_record(store_id, "k"), content=b"not gzip", headers=GZIP)
-        await api.put(_record(store_id, "k"), content=b"x" * 1001)
-        results = await asyncio.gather(*(api.put(_record(store_id, f"c{i}"), content=b"c" * 1000) for i in range(6)))
+        await api.put(record_url(store_id, "k"), content=gzip.compress(b"x" * 5000), headers=GZIP)
+        await api.put(record_url(store_id, "k"), content=b"not gzip", headers=GZIP)
+        await api.put(record_url(store_id, "k"), content=b"x" * 1001)
+        results = await asyncio.gather(*(api.put(record_url(store_id, f"c{i}"), content=b"c" * 1000) for i in range(6)))
         assert {r.status_code for r in results} <= {201, 503}
-        assert (await api.put(_record(store_id, "k"), content=b"x" * 1000)).status_code == 201
-        assert (await api.get(_record(store_id, "slow"))).content == b"s" * 1000
+        assert (await api.put(record_url(store_id, "k"), content=b"x" * 1000)).status_code == 201
+        assert (await api.get(record_url(store_id, "slow"))).content == b"s" * 1000
 
 
 async def test_a_decoded_body_counts_in_the_budget(serve: Callable[..., AbstractAsyncContextManager[str]]) -> None:
     async with serve(max_body_size=1000, max_bytes_in_flight=1500) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
+        store_id = await new_store(api)
         port = httpx.URL(url).port
         assert port is not None
-        _, writer = await _start_put(port, _record(store_id, "slow"), 1000, b"s" * 10)
+        _, writer = await _start_put(port, record_url(store_id, "slow"), 1000, b"s" * 10)
         await asyncio.sleep(0.1)
         # 20 bytes on the wire, 900 once decoded: past the 500 bytes the budget has left.
-        status, kind, _ = _error(await api.put(_record(store_id, "k"), content=gzip.compress(b"x" * 900), headers=GZIP))
+        status, kind, _ = _error(
+            await api.put(record_url(store_id, "k"), content=gzip.compress(b"x" * 900), headers=GZIP)
+        )
         assert (status, kind) == (503, "server-busy")
         writer.close()
 
@@ -240,14 +232,14 @@ async def test_a_body_within_the_limit_always_fits_an_idle_server(
 ) -> None:
     limit = 1 << 20
     async with serve(max_body_size=limit, max_bytes_in_flight=limit) as url, httpx.AsyncClient(base_url=url) as api:
-        store_id = await _store_id(api)
+        store_id = await new_store(api)
         # Almost a limit's worth on the wire that decodes to exactly the limit: never 503, however it is counted.
         exact = gzip.compress(bytes(range(256)) * (limit // 256 - 1), compresslevel=0) + gzip.compress(bytes(256))
         assert len(exact) < limit
-        assert (await api.put(_record(store_id, "k"), content=exact, headers=GZIP)).status_code == 201
-        assert len((await api.get(_record(store_id, "k"))).content) == limit
+        assert (await api.put(record_url(store_id, "k"), content=exact, headers=GZIP)).status_code == 201
+        assert len((await api.get(record_url(store_id, "k"))).content) == limit
         bomb = gzip.compress(bytes(64 * limit), compresslevel=9)
-        status, kind, _ = _error(await api.put(_record(store_id, "k"), content=bomb, headers=GZIP))
+        status, kind, _ = _error(await api.put(record_url(store_id, "k"), content=bomb, headers=GZIP))
         assert (status, kind) == (413, "request-too-large")
 
 
