@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
 from recoverable._timeout import bounded
@@ -19,6 +20,7 @@ from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
     RecoverableError,
+    SerializationError,
     StateNotInitializedError,
     StateOwnershipError,
     StateValidationError,
@@ -324,6 +326,8 @@ class RecoverableState(Generic[TStateModel]):
             StateOwnershipError: The last save was refused because another process owns the state now; the
                 changes since the last save that landed are not saved (the state is still in
                 `current_value`). Everything else was let go.
+            SerializationError: A field of the state cannot be written as JSON; nothing was written, and the
+                state stays initialized so that it can be fixed and torn down again.
             StorageError: The last save failed; the state is still in `current_value`.
             StateTimeoutError: The last save took longer than the timeout.
         """
@@ -376,6 +380,8 @@ class RecoverableState(Generic[TStateModel]):
 
         Raises:
             StateNotInitializedError: `initialize()` has not been called.
+            SerializationError: A field of the state cannot be written as JSON (the error names it); nothing
+                was written.
             StorageError: The save failed; the state is still in memory and the old record intact.
             StateTimeoutError: The save took longer than the timeout.
         """
@@ -583,9 +589,33 @@ class RecoverableState(Generic[TStateModel]):
         )
 
     def _serialize(self, state: TStateModel) -> bytes:
-        if isinstance(state, BaseModel):
-            return state.__pydantic_serializer__.to_json(state, by_alias=True)
-        return self._adapter.dump_json(state, by_alias=True)
+        try:
+            if isinstance(state, BaseModel):
+                return state.__pydantic_serializer__.to_json(state, by_alias=True)
+            return self._adapter.dump_json(state, by_alias=True)
+        except (PydanticSerializationError, ValueError, TypeError) as exc:
+            raise self._unserializable(state, exc) from exc
+
+    def _unserializable(self, state: TStateModel, exc: Exception) -> SerializationError:
+        """The error of a state that cannot become JSON, naming the fields that cannot."""
+        names = (
+            list(type(state).model_fields)
+            if isinstance(state, BaseModel)
+            else [f.name for f in dataclasses.fields(state)]  # type: ignore[arg-type]
+        )
+        failing = []
+        for name in names:
+            try:
+                self._adapter.dump_python(state, mode="json", include={name})
+            except (PydanticSerializationError, ValueError, TypeError):
+                failing.append(name)
+        fields = f"field(s) {', '.join(failing)}" if failing else "a value"
+        return SerializationError(
+            f"state {self._key!r} cannot be saved: {fields} of {self._state_type.__name__} cannot be written as JSON "
+            f"({exc}); nothing was written, the state stays in memory. Give such fields a type pydantic can "
+            "serialise (bytes must be UTF-8, or use Base64Bytes)",
+            key=self._key,
+        )
 
     async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
         """The state record changed under us: another process took the state over, or writes it regardless."""

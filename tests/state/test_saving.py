@@ -9,9 +9,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import BaseModel
 
 from recoverable import RecoverableState
-from recoverable.errors import StateOwnershipError, StateTimeoutError, StorageBackendError
+from recoverable.errors import (
+    RecoverableError,
+    SerializationError,
+    StateOwnershipError,
+    StateTimeoutError,
+    StorageBackendError,
+)
 from recoverable.events import LocalEventManager
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, StorageClient
 from state.support import (
@@ -414,3 +421,33 @@ async def test_timeout_from_the_environment(storage_client: StorageClient, monke
     )
     with pytest.raises(StateTimeoutError, match="RECOVERABLE_STATE_TIMEOUT_SECS"):
         await state.initialize()
+
+
+class _WithBytes(BaseModel):
+    pages: int = 0
+    raw: bytes = b""
+
+
+async def test_a_state_that_cannot_become_json_raises_a_serialization_error_naming_the_field(
+    kvs: KeyValueStore,
+) -> None:
+    state = RecoverableState(
+        default_state=_WithBytes(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    await state.initialize()
+    await state.persist_state()
+    before = await kvs.client.get_record(key=KEY)
+    state.current_value.raw = b"\xff\xfe not utf-8"
+    with pytest.raises(SerializationError, match=r"field\(s\) raw of _WithBytes") as caught:
+        await state.persist_state()
+    assert isinstance(caught.value, RecoverableError)
+    with pytest.raises(SerializationError):
+        await state.teardown()
+    assert state.is_initialized  # it can be fixed, and torn down again
+    after = await kvs.client.get_record(key=KEY)
+    assert after is not None
+    assert before is not None
+    assert after.version == before.version  # nothing was written
+    state.current_value.raw = b"fine"
+    await state.teardown()
+    assert await kvs.get_value(KEY) == {"pages": 0, "raw": "fine"}
