@@ -53,6 +53,30 @@ def _means_no_state(stored: StoredRecord) -> bool:
     return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
 
 
+def _check_kinds(
+    *,
+    event_manager: object,
+    key_value_store: object,
+    persist_state_kvs_factory: object,
+    logger: object,
+    configuration: object,
+) -> None:
+    """Refuse arguments of the wrong kind at construction, before `initialize()` takes anything."""
+    for name, value, kind in (
+        ("event_manager", event_manager, EventManager),
+        ("key_value_store", key_value_store, KeyValueStore),
+        ("logger", logger, logging.Logger),
+        ("configuration", configuration, Configuration),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}")
+    if persist_state_kvs_factory is not None and not callable(persist_state_kvs_factory):
+        raise ConfigurationError(
+            "persist_state_kvs_factory must be an async callable returning a KeyValueStore, "
+            f"not {type(persist_state_kvs_factory).__name__}"
+        )
+
+
 class _SharedEventManager:
     """The event manager of states that were given none: one per event loop, running while any state uses it.
 
@@ -191,6 +215,13 @@ class RecoverableState(Generic[TStateModel]):
                 raise ConfigurationError(f"{label} must be a positive timedelta or None, not {value!r}")
         if on_owned not in ("fail", "wait"):
             raise ConfigurationError(f"on_owned must be 'fail' or 'wait', not {on_owned!r}")
+        _check_kinds(
+            event_manager=event_manager,
+            key_value_store=key_value_store,
+            persist_state_kvs_factory=persist_state_kvs_factory,
+            logger=logger,
+            configuration=configuration,
+        )
         self._state_type: type[TStateModel] = type(default_state)
         # TypeAdapter accepts plain types too (int, dict, object), so the kind of state is checked first.
         if not isinstance(default_state, BaseModel) and not (
@@ -308,13 +339,17 @@ class RecoverableState(Generic[TStateModel]):
             self._lease = lease
         try:
             state = await self._with_timeout("load", self._load(kvs))
+            if self._persistence_enabled is True:
+                if self._event_manager is None:
+                    self._shared_event_manager = await _SharedEventManager.acquire(self._config())
+                self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
         except BaseException:
+            # Whatever was taken is given back: a second attempt, or another state of the same key, starts clean.
             await self._release_lease()
+            shared, self._shared_event_manager = self._shared_event_manager, None
+            if shared is not None:
+                await _SharedEventManager.release(shared)
             raise
-        if self._persistence_enabled is True:
-            if self._event_manager is None:
-                self._shared_event_manager = await _SharedEventManager.acquire(self._config())
-            self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
         self._state = state
         self._initialized = True
         return state

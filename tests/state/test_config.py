@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import TypeAdapter
 
-from recoverable import RecoverableState
+from recoverable import Event, EventManager, RecoverableState
 from recoverable.configuration import Configuration
-from recoverable.errors import ConfigurationError, InvalidKeyError
+from recoverable.errors import ConfigurationError, InvalidKeyError, StateValidationError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient, StorageClient
 from state.support import (
     KEY,
@@ -223,3 +223,43 @@ async def test_dataclass_state_is_saved_and_loaded(
     await again.reset()
     assert again.current_value == DataclassProgress()
     assert dataclasses.asdict(again.current_value) == {"count": 0, "items": []}
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("event_manager", "not a manager"),
+        ("key_value_store", "a store name"),
+        ("persist_state_kvs_factory", "not callable"),
+        ("logger", "recoverable.state"),
+        ("configuration", {"storage_dir": "x"}),
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_refused_at_construction(keyword: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=keyword):
+        RecoverableState(default_state=Progress(), persist_state_key="K", **{keyword: value})  # type: ignore[arg-type]
+
+
+class _Refusing(EventManager):
+    """An event manager that refuses listeners, to fail `initialize()` after the state was loaded."""
+
+    def on(self, *, event: Event, listener: Any) -> None:
+        raise RuntimeError(f"no listeners of {event} today, not even {listener!r}")
+
+
+async def test_a_failed_initialize_gives_back_the_lease_it_took(kvs: KeyValueStore) -> None:
+    await kvs.set_value(KEY, {"pagesDone": "not a number"})
+    first = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
+    with pytest.raises(StateValidationError):
+        await first.initialize()  # fails while loading
+    assert not await kvs.record_exists(KEY + ".lease")
+    await kvs.set_value(KEY, {"pagesDone": 2})
+    refusing = RecoverableState(
+        default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=_Refusing()
+    )
+    with pytest.raises(RuntimeError, match="no listeners of"):
+        await refusing.initialize()  # fails after loading, when it starts listening
+    assert not await kvs.record_exists(KEY + ".lease")
+    second = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
+    assert (await second.initialize()).pages_done == 2  # not refused as owned by the failed one
+    await second.teardown()
