@@ -9,9 +9,9 @@ import dataclasses
 import logging
 import weakref
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
@@ -51,6 +51,40 @@ _NO_STATE = b"null"
 def _means_no_state(stored: StoredRecord) -> bool:
     """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
     return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
+
+
+def _loader_of(state_type: type[_T], adapter: TypeAdapter[_T]) -> Callable[[bytes], _T]:
+    """How a saved record becomes the state: refusing fields the model does not know, unless the model says.
+
+    A field renamed in the model would otherwise load as its default, and the next save would drop the old
+    field's data for good. A model that sets `extra` in its config decides for itself; so does a dataclass
+    (pydantic ignores unknown fields of one unless its config says otherwise).
+    """
+    if isinstance(state_type, type) and issubclass(state_type, BaseModel):
+        if "extra" in state_type.model_config:
+            return adapter.validate_json
+        try:
+            strict: type[BaseModel] = type(
+                state_type.__name__,
+                (state_type,),
+                {"model_config": {**state_type.model_config, "extra": "forbid"}, "__module__": state_type.__module__},
+            )
+        except (PydanticUserError, TypeError):  # a RootModel, say, which has no fields of its own to check
+            return adapter.validate_json
+
+        def load_model(data: bytes) -> _T:
+            loaded = strict.model_validate_json(data)
+            # Of the model's own class, as every other state: the fields were validated above.
+            return cast(
+                "_T",
+                state_type.model_construct(
+                    _fields_set=loaded.model_fields_set,
+                    **{name: getattr(loaded, name) for name in state_type.model_fields},
+                ),
+            )
+
+        return load_model
+    return adapter.validate_json  # a dataclass: its own config, or pydantic's default (ignore), decides
 
 
 def _check_kinds(
@@ -236,6 +270,7 @@ class RecoverableState(Generic[TStateModel]):
             raise ConfigurationError(
                 f"default_state must be a Pydantic model or a dataclass, not {self._state_type.__name__}: {exc}"
             ) from exc
+        self._loader = _loader_of(self._state_type, self._adapter)
         self._default_state = self._copy(default_state)
         self._check_round_trip(self._default_state)
         self._key = validate_key(persist_state_key)
@@ -584,17 +619,22 @@ class RecoverableState(Generic[TStateModel]):
             what = "is empty" if not stored.value else "holds only white space"
             return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
         try:
-            state = self._adapter.validate_json(stored.value)
+            state = self._loader(stored.value)
         except ValidationError as exc:
             errors: list[dict[str, Any]] = [
                 {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
             ]
             fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(root)" for e in errors[:10])
-            problem = (
-                f"is not valid JSON ({errors[0]['msg']})"
-                if any(e["type"] == "json_invalid" for e in errors)
-                else f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
-            )
+            if any(e["type"] == "json_invalid" for e in errors):
+                problem = f"is not valid JSON ({errors[0]['msg']})"
+            elif all(e["type"] == "extra_forbidden" for e in errors):
+                problem = (
+                    f"holds fields the model {self._state_type.__name__} does not know: {fields} (renamed or removed "
+                    "from the model?). Loading it would drop them at the next save. Rename them in the record, or "
+                    "set extra='ignore' in the model's config if they may be dropped"
+                )
+            else:
+                problem = f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
             return await self._invalid(kvs, stored, problem, errors)
         self._last_persisted = stored.value
         return state

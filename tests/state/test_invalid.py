@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from recoverable import RecoverableState
 from recoverable.errors import StateValidationError
@@ -201,3 +202,57 @@ async def test_an_empty_record_with_on_invalid_reset_is_kept_as_a_backup(kvs: Ke
     assert backup is not None
     assert backup.value == b"  "
     await state.teardown()
+
+
+# --- fields the model does not know -------------------------------------------------------------------------
+
+
+class _Renamed(BaseModel):
+    """Progress after `seen` was renamed `seen_urls`."""
+
+    pages_done: int = Field(default=0, alias="pagesDone")
+    seen_urls: list[str] = []
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class _MayDrop(_Renamed):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+async def test_a_record_with_fields_the_model_does_not_know_is_refused_and_left_untouched(kvs: KeyValueStore) -> None:
+    await kvs.set_value(KEY, {"pagesDone": 3, "seen": ["https://a", "https://b"]})
+    before = await kvs.client.get_record(key=KEY)
+    state = RecoverableState(
+        default_state=_Renamed(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    with pytest.raises(StateValidationError, match=r"does not know: seen \(renamed or removed") as caught:
+        await state.initialize()
+    assert [e["loc"] for e in caught.value.errors] == [("seen",)]
+    after = await kvs.client.get_record(key=KEY)
+    assert after is not None
+    assert before is not None
+    assert (after.value, after.version) == (before.value, before.version)
+
+
+async def test_a_model_that_says_unknown_fields_may_be_dropped_loads_without_them(kvs: KeyValueStore) -> None:
+    await kvs.set_value(KEY, {"pagesDone": 3, "seen": ["https://a"]})
+    state = RecoverableState(
+        default_state=_MayDrop(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    loaded = await state.initialize()
+    assert type(loaded) is _MayDrop
+    assert (loaded.pages_done, loaded.seen_urls) == (3, [])
+    await state.teardown()
+
+
+async def test_a_state_loaded_with_the_check_is_of_the_models_own_class(kvs: KeyValueStore) -> None:
+    await kvs.set_value(KEY, {"pagesDone": 5, "seen_urls": ["https://a"]})
+    state = RecoverableState(
+        default_state=_Renamed(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    loaded = await state.initialize()
+    assert type(loaded) is _Renamed
+    assert loaded == _Renamed(pages_done=5, seen_urls=["https://a"])
+    loaded.pages_done = 6
+    await state.teardown()
+    assert await kvs.get_value(KEY) == {"pagesDone": 6, "seen_urls": ["https://a"]}
