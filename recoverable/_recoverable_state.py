@@ -720,10 +720,15 @@ class RecoverableState(Generic[TStateModel]):
             expired = exc
         else:
             return
-        # The lease ran out while this process could not renew it (frozen, cut off). A renewal is written only
-        # over the lease version this owner wrote last: it lands only when nobody took the state over since.
+        # The lease ran out while this process could not renew it (frozen, cut off). A read tells at once
+        # whether someone took the state over (then no write is worth waiting for); if not, a renewal written
+        # over the lease version this owner wrote last lands only when nobody took it over meanwhile.
         with contextlib.suppress(RecoverableError):
-            await self._lease.renew()
+            if await self._lease.confirm():
+                await self._lease.renew()
+            else:
+                owner = await self._lease.current_owner()
+                self._lease.lose(f"the lease of state {self._key!r} was taken over by {owner}", owner=owner)
         if self._lease.held:
             with contextlib.suppress(StateOwnershipError):
                 self._lease.ensure_valid()

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recoverable import EventManager, KeyValueStore, RecoverableState, StateOwnershipError
+from recoverable import EventManager, KeyValueStore, RecoverableError, RecoverableState, StateOwnershipError
 from recoverable.storages import FileSystemStorageClient, StorageClient
 
 KEY = "CRAWL"
@@ -97,6 +97,11 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
                 await state.persist_state()
             except StateOwnershipError as exc:
                 say(f"LOST {exc}")
+                return 4
+            except RecoverableError as exc:
+                # A save of a stale owner resumed in the middle of it may also fail on the store (its lock is
+                # busy with the new owner's saves): it did not land either.
+                say(f"LOST {type(exc).__name__}: {exc}")
                 return 4
             say(f"SAVED {state.current_value.done}")
             if spec.get("hold_lock"):
