@@ -729,10 +729,13 @@ class RecoverableState(Generic[TStateModel]):
             else:
                 owner = await self._lease.current_owner()
                 self._lease.lose(f"the lease of state {self._key!r} was taken over by {owner}", owner=owner)
-        if self._lease.held:
-            with contextlib.suppress(StateOwnershipError):
-                self._lease.ensure_valid()
-                return
+        try:
+            self._lease.ensure_valid()
+        except StateOwnershipError as exc:
+            if exc.owner is not None:
+                raise  # lost just now: the error names who took the state over
+        else:
+            return  # renewed
         owner = await self._lease.current_owner()
         if owner is None:
             raise expired

@@ -119,11 +119,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def fsync_dir(path: Path | int) -> None:
-    """Flush a folder's entries (a new, renamed or removed file) to disk; `path` may be an open folder."""
-    if isinstance(path, int):
-        os.fsync(path)
-        return
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a new, renamed or removed file) to disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
