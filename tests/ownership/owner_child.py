@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recoverable import EventManager, KeyValueStore, RecoverableError, RecoverableState, StateOwnershipError
+from recoverable import EventManager, KeyValueStore, RecoverableState, StateOwnershipError
 from recoverable.storages import FileSystemStorageClient, StorageClient
 
 KEY = "CRAWL"
@@ -98,11 +98,12 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
             except StateOwnershipError as exc:
                 say(f"LOST {exc}")
                 return 4
-            except RecoverableError as exc:
+            except Exception as exc:
                 # A save of a stale owner resumed in the middle of it may also fail on the store (its lock is
-                # busy with the new owner's saves): it did not land either.
+                # busy with the new owner's saves): it did not land either. The child ends without closing
+                # its client: a SQLite client whose last write failed that way can take long to close.
                 say(f"LOST {type(exc).__name__}: {exc}")
-                return 4
+                os._exit(4)
             say(f"SAVED {state.current_value.done}")
             if spec.get("hold_lock"):
                 await hold_lock(kvs)
