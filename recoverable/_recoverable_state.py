@@ -15,6 +15,7 @@ from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
+from recoverable._schema import Migration, Schema, SchemaProblem, backup_key
 from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
 from recoverable.errors import (
@@ -32,7 +33,7 @@ from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
     from types import TracebackType
 
     from recoverable.storages._models import StoredRecord
@@ -194,6 +195,19 @@ class RecoverableState(Generic[TStateModel]):
         event_manager: The event manager whose PERSIST_STATE events trigger saves.
         on_invalid: What to do when the saved record cannot be loaded: "raise" or "reset".
         timeout: Longest a single load or save may take.
+        lease_ttl: How long the ownership lease lasts between renewals; None takes no lease (then nothing stops
+            two processes from saving the same state).
+        on_owned: What `initialize()` does when another live process owns the state: "fail" raises
+            `StateOwnershipError` at once, "wait" waits for the lease (up to `lease_wait_timeout`).
+        lease_wait_timeout: Longest `on_owned="wait"` waits; None waits without end.
+        schema_version: The version of the model, from 1. Records are saved with it, in their content type
+            (`application/json; schema-version=N`; version 1 writes plain `application/json`). A record of
+            a newer version raises `StateValidationError` and is left untouched, even with
+            `on_invalid="reset"`.
+        migrations: `migrations[n]` takes the JSON object (a dict) of a version-n record and returns that of
+            version n+1. An older record is upgraded step by step when loaded, validated, and written back
+            in the new form; the record as it was is kept under `<key>.schema-v<n>-backup`. A record saved
+            without a version (by Crawlee, or by a state without `schema_version`) is of version 1.
         configuration: Settings for the defaults (store, event manager, timeout); from the environment
             when omitted.
 
@@ -219,6 +233,8 @@ class RecoverableState(Generic[TStateModel]):
         lease_ttl: timedelta | None = DEFAULT_LEASE_TTL,
         on_owned: Literal["fail", "wait"] = "fail",
         lease_wait_timeout: timedelta | None = None,
+        schema_version: int | None = None,
+        migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
     ) -> None:
         given = [
@@ -271,6 +287,7 @@ class RecoverableState(Generic[TStateModel]):
                 f"default_state must be a Pydantic model or a dataclass, not {self._state_type.__name__}: {exc}"
             ) from exc
         self._loader = _loader_of(self._state_type, self._adapter)
+        self._schema = Schema(schema_version, migrations)
         self._default_state = self._copy(default_state)
         self._check_round_trip(self._default_state)
         self._key = validate_key(persist_state_key)
@@ -291,6 +308,8 @@ class RecoverableState(Generic[TStateModel]):
         self._version: str | None = None
         # The version of the JSON null this process wrote to claim a missing record at a takeover.
         self._placeholder_version: str | None = None
+        # The record just loaded, when it was of an older schema version and was upgraded: it is written back.
+        self._upgraded: StoredRecord | None = None
         # What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or
         # None for no record); it may have landed all the same. Empty when there is no such write.
         self._unanswered: list[bytes | None] = []
@@ -572,22 +591,24 @@ class RecoverableState(Generic[TStateModel]):
         for _ in range(_CLAIM_ATTEMPTS):
             stored = await kvs.client.get_record(key=self._key)
             state = await self._from_record(kvs, stored)
-            if (
-                self._lease is None
-                or not self._lease.took_over
-                # A writer that died on this host, where the process itself writes the store, has no write
-                # left that could still land: the common restart after a crash costs no rewrite.
-                or (self._lease.previous_owner_dead and kvs.client.writes_end_with_the_writer)
-            ):
-                return state
             try:
-                await self._claim(kvs, stored)
+                if self._upgraded is not None:
+                    # The conditional write of the upgraded record is a claim too: no stale write matches it.
+                    await self._write_upgraded(kvs, self._upgraded, state)
+                elif (
+                    self._lease is not None
+                    and self._lease.took_over
+                    # A writer that died on this host, where the process itself writes the store, has no write
+                    # left that could still land: the common restart after a crash costs no rewrite.
+                    and not (self._lease.previous_owner_dead and kvs.client.writes_end_with_the_writer)
+                ):
+                    await self._claim(kvs, stored)
             except VersionConflictError:
-                continue  # a write of the previous owner landed in between: load that one instead
+                continue  # another write landed in between (a previous owner's): load that one instead
             return state
         raise StateOwnershipError(
-            f"state {self._key!r} in store {kvs.label!r} kept changing while this process took it over "
-            f"({_CLAIM_ATTEMPTS} times): another process still writes it without holding the lease. Find and stop it"
+            f"state {self._key!r} in store {kvs.label!r} kept changing while this process loaded it "
+            f"({_CLAIM_ATTEMPTS} times): another process still writes it without holding its lease. Find and stop it"
         )
 
     async def _claim(self, kvs: KeyValueStore, stored: StoredRecord | None) -> None:
@@ -609,9 +630,34 @@ class RecoverableState(Generic[TStateModel]):
             if _means_no_state(stored):
                 self._placeholder_version = self._version  # a previous owner's claim: still "nothing saved"
 
+    async def _write_upgraded(self, kvs: KeyValueStore, stored: StoredRecord, state: TStateModel) -> None:
+        """Keep the record of an older schema version under its backup key, then write it in the new form.
+
+        The new form is written only over the very record that was upgraded, so a write that landed in
+        between is loaded again (and upgraded again) instead of being overwritten.
+        """
+        found = self._schema.version_of(stored.content_type)
+        backup = backup_key(self._key, found)
+        await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
+        data = self._serialize(state)
+        self._version = await kvs.client.set_record(
+            key=self._key, value=data, content_type=self._schema.content_type, if_version=stored.version
+        )
+        self._last_persisted = data
+        self._upgraded = None
+        self._log.info(
+            "state %r in store %r was upgraded from schema version %d to %d; the record as it was is kept as %r",
+            self._key,
+            kvs.label,
+            found,
+            self._schema.version,
+            backup,
+        )
+
     async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> TStateModel:
         self._version = stored.version if stored is not None else None
         self._placeholder_version = None
+        self._upgraded = None
         if stored is None or _means_no_state(stored):
             self._last_persisted = None
             return self._copy(self._default_state)
@@ -619,7 +665,23 @@ class RecoverableState(Generic[TStateModel]):
             what = "is empty" if not stored.value else "holds only white space"
             return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
         try:
-            state = self._loader(stored.value)
+            found = self._schema.version_of(stored.content_type)
+            data = self._schema.upgrade(stored.value, found)
+        except SchemaProblem as bad:
+            if bad.in_record:
+                return await self._invalid(kvs, stored, str(bad), [])
+            raise StateValidationError(
+                f"saved state {self._key!r} in store {kvs.label!r} {bad}. The record was left untouched",
+                store=kvs.label,
+                key=self._key,
+            ) from bad
+        upgraded = (
+            f" (after upgrading it from schema version {found} to {self._schema.version})"
+            if found != self._schema.version
+            else ""
+        )
+        try:
+            state = self._loader(data)
         except ValidationError as exc:
             errors: list[dict[str, Any]] = [
                 {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
@@ -629,14 +691,21 @@ class RecoverableState(Generic[TStateModel]):
                 problem = f"is not valid JSON ({errors[0]['msg']})"
             elif all(e["type"] == "extra_forbidden" for e in errors):
                 problem = (
-                    f"holds fields the model {self._state_type.__name__} does not know: {fields} (renamed or removed "
-                    "from the model?). Loading it would drop them at the next save. Rename them in the record, or "
-                    "set extra='ignore' in the model's config if they may be dropped"
+                    f"holds fields the model {self._state_type.__name__} does not know{upgraded}: {fields} (renamed "
+                    "or removed from the model?). Loading it would drop them at the next save. Rename them in the "
+                    "record or in a migration, or set extra='ignore' in the model's config if they may be dropped"
                 )
             else:
-                problem = f"does not fit the model {self._state_type.__name__} (fields: {fields}; {errors[0]['msg']})"
+                problem = (
+                    f"does not fit the model {self._state_type.__name__}{upgraded} (fields: {fields}; "
+                    f"{errors[0]['msg']})"
+                )
             return await self._invalid(kvs, stored, problem, errors)
-        self._last_persisted = stored.value
+        if upgraded:
+            self._upgraded = stored
+            self._last_persisted = None
+        else:
+            self._last_persisted = stored.value
         return state
 
     async def _invalid(
@@ -750,7 +819,7 @@ class RecoverableState(Generic[TStateModel]):
             await self._check_ownership()
             if self._lease is None:
                 self._version = await self._with_timeout(
-                    "save", kvs.client.set_record(key=self._key, value=data, content_type=JSON)
+                    "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
                 )
             else:
                 await self._fenced_write(kvs, data)
@@ -769,7 +838,7 @@ class RecoverableState(Generic[TStateModel]):
                         kvs.client.set_record(
                             key=self._key,
                             value=attempted,
-                            content_type=JSON,
+                            content_type=self._schema.content_type,
                             if_version=self._version,
                             if_absent=self._version is None,
                         ),
