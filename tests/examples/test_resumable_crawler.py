@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from recoverable import FileSystemStorageClient, KeyValueStore
@@ -217,3 +218,31 @@ async def test_max_pages_stops_and_fresh_starts_over(crawler: Crawler) -> None:
     state = await crawler.saved_state()
     assert_complete(state, 50)
     assert state["runs"] == 1
+
+
+async def test_a_rerun_right_after_sigkill_starts_while_the_killed_run_is_still_a_zombie(crawler: Crawler) -> None:
+    crawler.env["RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS"] = "200"
+    args = ("--site-pages", "200", "--delay-ms", "30")
+    proc = crawler.start(*args)
+    try:
+        read_until_progress(proc, 40)
+        await asyncio.sleep(0.5)
+        proc.kill()
+        # Not reaped: until its parent waits for it, the killed crawler stays a zombie holding its pid.
+        for _ in range(250):
+            if psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the killed crawler did not become a zombie")
+        second = crawler.run(*args)
+        assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE  # still there while the rerun ran
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert second.returncode == 0, second.stderr
+    assert resumed_pages(second.stdout) >= 40
+    assert_complete(await crawler.saved_state(), 200)
