@@ -7,9 +7,8 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import weakref
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast
 
 from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -26,7 +25,8 @@ from recoverable.errors import (
     StateValidationError,
     VersionConflictError,
 )
-from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager, PlatformEventManager
+from recoverable.events import Event, EventManager, EventPersistStateData
+from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore
 from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
@@ -111,51 +111,6 @@ def _check_kinds(
         )
 
 
-class _SharedEventManager:
-    """The event manager of states that were given none: one per event loop, running while any state uses it.
-
-    It is a `PlatformEventManager` when `ACTOR_EVENTS_WEBSOCKET_URL` is set (the program runs on the Apify
-    platform, which sends the events), else a `LocalEventManager`. States share it so that only one set
-    of signal handlers is installed, whichever state came first.
-    """
-
-    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedEventManager]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, manager: EventManager) -> None:
-        self.manager = manager
-        self.users = 0
-
-    @classmethod
-    async def acquire(cls, configuration: Configuration) -> EventManager:
-        loop = asyncio.get_running_loop()
-        shared = cls._by_loop.get(loop)
-        if shared is None:
-            manager: EventManager
-            if configuration.events_websocket_url:
-                manager = PlatformEventManager(configuration=configuration)
-            else:
-                manager = LocalEventManager(configuration=configuration)
-            shared = cls(manager)
-            cls._by_loop[loop] = shared
-        if shared.users == 0:
-            await shared.manager.__aenter__()
-        shared.users += 1
-        return shared.manager
-
-    @classmethod
-    async def release(cls, manager: EventManager) -> None:
-        loop = asyncio.get_running_loop()
-        shared = cls._by_loop.get(loop)
-        if shared is None or shared.manager is not manager:
-            return
-        shared.users -= 1
-        if shared.users == 0:
-            del cls._by_loop[loop]
-            await manager.__aexit__(None, None, None)
-
-
 class RecoverableState(Generic[TStateModel]):
     """State kept in a Pydantic model (or dataclass), saved to a key-value store and loaded on the next start.
 
@@ -172,10 +127,17 @@ class RecoverableState(Generic[TStateModel]):
       `on_invalid="reset"` the state starts from the default instead, after copying the bad record to
       `<key>.invalid-<UTC timestamp>` in the same store.
     - `reset()` deletes the saved record, so `has_persisted_state()` is False afterwards.
-    - Without an `event_manager`, the state uses a shared `LocalEventManager` (one per event loop,
-      configured from the environment, handling SIGTERM/SIGINT) that starts with the first state that
-      needs it and stops with the last, so periodic saves really happen. On the Apify platform
-      (`ACTOR_EVENTS_WEBSOCKET_URL` set) it is a `PlatformEventManager` instead.
+    - Without an `event_manager`, the state saves on the PERSIST_STATE events of, in this order: the event
+      manager of Crawlee for Python while a Crawlee crawler runs in the process (read from Crawlee's
+      service locator without creating one, and only when Crawlee is already imported); else a
+      `PlatformEventManager` on the Apify platform (`ACTOR_EVENTS_WEBSOCKET_URL` set); else a shared
+      `LocalEventManager` (one per event loop, configured from `configuration`, handling SIGTERM/SIGINT).
+      The library's own manager starts with the first state that needs it and stops with the last, and
+      runs beside a crawler too: a state initialized before a crawler runs (at the top of a program)
+      follows the crawler within a second of its start, one outliving a crawler goes back to the own
+      manager's timer, and the next crawler is followed again. While a crawler runs, the own timer saves
+      only when Crawlee sent no PERSIST_STATE during a whole period of it; its saves on a signal always
+      happen. See the README, "Inside a Crawlee crawler".
     - A save that fails on an event is logged with its cause and retried on the next event; it never
       crashes the program. An explicit `persist_state()` raises instead.
     - A save of a state whose JSON did not change since the last save writes nothing.
@@ -284,7 +246,7 @@ class RecoverableState(Generic[TStateModel]):
         self._kvs_factory = persist_state_kvs_factory
         self._key_value_store = key_value_store
         self._event_manager = event_manager
-        self._shared_event_manager: EventManager | None = None
+        self._default_events: DefaultEvents | None = None
         self._state: TStateModel | None = None
         self._initialized = False
         self._last_persisted: bytes | None = None
@@ -376,14 +338,12 @@ class RecoverableState(Generic[TStateModel]):
             state = await self._with_timeout("load", self._load(kvs))
             if self._persistence_enabled is True:
                 if self._event_manager is None:
-                    self._shared_event_manager = await _SharedEventManager.acquire(self._config())
+                    self._default_events = await DefaultEvents.acquire(self._config())
                 self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
         except BaseException:
             # Whatever was taken is given back: a second attempt, or another state of the same key, starts clean.
             await self._release_lease()
-            shared, self._shared_event_manager = self._shared_event_manager, None
-            if shared is not None:
-                await _SharedEventManager.release(shared)
+            await self._release_default_events()
             raise
         self._state = state
         self._initialized = True
@@ -418,9 +378,7 @@ class RecoverableState(Generic[TStateModel]):
                 raise
         self._initialized = False
         await self._release_lease()
-        shared, self._shared_event_manager = self._shared_event_manager, None
-        if shared is not None:
-            await _SharedEventManager.release(shared)
+        await self._release_default_events()
         if refused is not None:
             raise StateOwnershipError(
                 f"the last save of state {self._key!r} was refused, and its changes since the last save are lost: "
@@ -540,9 +498,15 @@ class RecoverableState(Generic[TStateModel]):
         return copy.deepcopy(value)
 
     def _events(self) -> EventManager:
-        manager = self._event_manager or self._shared_event_manager
-        assert manager is not None  # noqa: S101 - set whenever persistence_enabled is True and initialized
-        return manager
+        if self._event_manager is not None:
+            return self._event_manager
+        assert self._default_events is not None  # noqa: S101 - set whenever persistence_enabled is True and initialized
+        return self._default_events.relay
+
+    async def _release_default_events(self) -> None:
+        default, self._default_events = self._default_events, None
+        if default is not None:
+            await default.release()
 
     def _store(self) -> KeyValueStore:
         if self._key_value_store is None:
