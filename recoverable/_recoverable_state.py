@@ -28,11 +28,12 @@ from recoverable.errors import (
 from recoverable.events import Event, EventManager, EventPersistStateData
 from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore
+from recoverable.storages._crawlee import adapt_crawlee_key_value_store, is_crawlee_key_value_store
 from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
     from recoverable.storages._models import StoredRecord
@@ -103,7 +104,13 @@ def _check_kinds(
         ("configuration", configuration, Configuration),
     ):
         if value is not None and not isinstance(value, kind):
-            raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}")
+            hint = (
+                ": pass an async function returning Crawlee's store as persist_state_kvs_factory instead "
+                "(with lease_ttl=None)"
+                if name == "key_value_store" and is_crawlee_key_value_store(value)
+                else ""
+            )
+            raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}{hint}")
     if persist_state_kvs_factory is not None and not callable(persist_state_kvs_factory):
         raise ConfigurationError(
             "persist_state_kvs_factory must be an async callable returning a KeyValueStore, "
@@ -150,7 +157,9 @@ class RecoverableState(Generic[TStateModel]):
             on `persist_state()` and `teardown()`, False to keep the state in memory only.
         persist_state_kvs_name: Name of the store to use.
         persist_state_kvs_id: Id of the store to use.
-        persist_state_kvs_factory: An async callable returning the store to use.
+        persist_state_kvs_factory: An async callable returning the store to use: the library's
+            `KeyValueStore`, or Crawlee's `crawlee.storages.KeyValueStore` (saved through Crawlee's own
+            store, which cannot write conditionally: pass `lease_ttl=None` with it).
         logger: Where to log; `logging.getLogger("recoverable.state")` when omitted.
         key_value_store: The store to use, already open.
         event_manager: The event manager whose PERSIST_STATE events trigger saves.
@@ -172,7 +181,7 @@ class RecoverableState(Generic[TStateModel]):
         persistence_enabled: Literal[True, False, "explicit_only"] = True,
         persist_state_kvs_name: str | None = None,
         persist_state_kvs_id: str | None = None,
-        persist_state_kvs_factory: Callable[[], Coroutine[None, None, KeyValueStore]] | None = None,
+        persist_state_kvs_factory: Callable[[], Awaitable[KeyValueStore] | Awaitable[Any]] | None = None,
         logger: logging.Logger | None = None,
         key_value_store: KeyValueStore | None = None,
         event_manager: EventManager | None = None,
@@ -322,6 +331,7 @@ class RecoverableState(Generic[TStateModel]):
             self._initialized = True
             return self._state
         kvs = await self._with_timeout("open of the store", self._open_store())
+        self._check_lease_possible(kvs, "given")
         if self._lease_ttl is not None:
             lease = StateLease(
                 store=kvs,
@@ -516,12 +526,39 @@ class RecoverableState(Generic[TStateModel]):
     async def _open_store(self) -> KeyValueStore:
         if self._key_value_store is None:
             if self._kvs_factory is not None:
-                self._key_value_store = await self._kvs_factory()
+                self._key_value_store = await self._store_from_factory()
             else:
                 self._key_value_store = await KeyValueStore.open(
                     id=self._kvs_id, name=self._kvs_name, configuration=self._configuration
                 )
         return self._key_value_store
+
+    async def _store_from_factory(self) -> KeyValueStore:
+        """The factory's store: the library's, or one of Crawlee for Python seen through the library's contract."""
+        assert self._kvs_factory is not None  # noqa: S101 - called only when there is a factory
+        store = await self._kvs_factory()
+        if isinstance(store, KeyValueStore):
+            return store
+        if is_crawlee_key_value_store(store):
+            adapted = await adapt_crawlee_key_value_store(store)
+            self._check_lease_possible(adapted, "from persist_state_kvs_factory, Crawlee's store")
+            return adapted
+        raise ConfigurationError(
+            "persist_state_kvs_factory must return a KeyValueStore (the library's, or Crawlee's "
+            f"crawlee.storages.KeyValueStore), not {type(store).__name__}"
+        )
+
+    def _check_lease_possible(self, kvs: KeyValueStore, what: str) -> None:
+        """Refuse a store that cannot write conditionally while the state is to hold its one-owner lease."""
+        if self._lease_ttl is None or kvs.client.conditional_writes:
+            return
+        raise ConfigurationError(
+            f"state {self._key!r} would be saved in store {kvs.label!r} ({what}), which keeps no record versions "
+            "and cannot write conditionally, so the state cannot hold its one-owner lease (lease_ttl of "
+            f"{self._lease_ttl.total_seconds():g} s). Pass lease_ttl=None to save it there without a lease (two "
+            "processes running at once then overwrite each other's saves, as with Crawlee's own RecoverableState), "
+            "or return the library's recoverable.KeyValueStore.open(...) from the factory to keep the lease"
+        )
 
     async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
         store = self._key_value_store.label if self._key_value_store else "?"
