@@ -104,12 +104,17 @@ def _check_kinds(
         ("configuration", configuration, Configuration),
     ):
         if value is not None and not isinstance(value, kind):
-            hint = (
-                ": pass an async function returning Crawlee's store as persist_state_kvs_factory instead "
-                "(with lease_ttl=None)"
-                if name == "key_value_store" and is_crawlee_key_value_store(value)
-                else ""
-            )
+            hint = ""
+            if name == "key_value_store" and is_crawlee_key_value_store(value):
+                hint = (
+                    ": pass an async function returning Crawlee's store as persist_state_kvs_factory instead "
+                    "(with lease_ttl=None)"
+                )
+            elif name == "event_manager" and type(value).__module__.startswith("crawlee."):
+                hint = (
+                    " (Crawlee's): leave event_manager out, and the state saves on the events of Crawlee's "
+                    "manager whenever a crawler runs"
+                )
             raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}{hint}")
     if persist_state_kvs_factory is not None and not callable(persist_state_kvs_factory):
         raise ConfigurationError(

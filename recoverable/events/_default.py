@@ -100,6 +100,7 @@ class DefaultEvents:
     def __init__(self, manager: EventManager, configuration: Configuration) -> None:
         self.manager = manager
         """The library's own manager, active while there is a user."""
+        self._loop = asyncio.get_running_loop()
         self._relay = _Relay(configuration=configuration)
         self.relay: EventManager = self._relay
         """What users register their PERSIST_STATE listeners on."""
@@ -219,8 +220,13 @@ class DefaultEvents:
         await self._deliver(event_data)
 
     async def _from_crawlee(self, event_data: object) -> None:
+        data = EventPersistStateData(is_migrating=getattr(event_data, "is_migrating", False) is True)
+        if asyncio.get_running_loop() is not self._loop:
+            # Crawlee's manager is one per process; this relay serves the event loop of another thread.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._from_crawlee(data), self._loop))
+            return
         self._crawlee_delivered = True
-        await self._deliver(EventPersistStateData(is_migrating=getattr(event_data, "is_migrating", False) is True))
+        await self._deliver(data)
 
     async def _deliver(self, event_data: EventPersistStateData) -> None:
         """Emit on the relay and wait for its listeners, so that whoever emitted waits for the saves too.

@@ -12,13 +12,14 @@ import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from crawlee import ConcurrencySettings, service_locator
 from crawlee.crawlers import BasicCrawler, BasicCrawlingContext
 from crawlee.events import LocalEventManager as CrawleeLocalEventManager
 from crawlee.storage_clients import MemoryStorageClient as CrawleeMemoryStorageClient
 from pydantic import BaseModel
 
-from recoverable import KeyValueStore, MemoryStorageClient, RecoverableState
+from recoverable import ConfigurationError, KeyValueStore, MemoryStorageClient, RecoverableState
 from recoverable.events import Event, EventPersistStateData
 from recoverable.events._default import DefaultEvents
 
@@ -174,3 +175,36 @@ async def test_auto_saved_values_save_on_the_running_crawler_s_events_without_cl
     assert read_mid_run[0]["pages"] > 0
     assert await kvs.get_value("AUTO") == {"pages": PAGES}  # saved by Crawlee's last event, not by close()
     await kvs.close()
+
+
+def test_crawlee_s_event_manager_given_explicitly_says_it_is_followed_without() -> None:
+    with pytest.raises(ConfigurationError, match="leave event_manager out"):
+        RecoverableState(
+            default_state=Crawl(),
+            persist_state_key=KEY,
+            event_manager=CrawleeLocalEventManager(),  # type: ignore[arg-type]
+        )
+
+
+async def test_crawlee_s_migrating_persist_state_reaches_the_state_as_migrating(
+    crawlee_configuration: CrawleeConfiguration,
+) -> None:
+    from crawlee.events import Event as CrawleeEvent  # noqa: PLC0415
+    from crawlee.events import EventPersistStateData as CrawleePersistStateData  # noqa: PLC0415
+
+    manager = CrawleeLocalEventManager(persist_state_interval=timedelta(hours=1))
+    service_locator.set_event_manager(manager)
+    state = CountingState(default_state=Crawl(), persist_state_key=KEY, key_value_store=await open_store())
+    received: list[EventPersistStateData | None] = []
+
+    async with manager:  # entered, as a crawler does while it runs
+        await asyncio.sleep(0.05)  # Crawlee emits one PERSIST_STATE as it starts: let it pass
+        async with state:
+            default = state._default_events
+            assert default is not None
+            default.relay.on(event=Event.PERSIST_STATE, listener=received.append)
+            state.current_value.pages = 1
+            manager.emit(event=CrawleeEvent.PERSIST_STATE, event_data=CrawleePersistStateData(is_migrating=True))
+            await manager.wait_for_all_listeners_to_complete()
+            assert state.event_saves == [1]
+            assert [data.is_migrating if data else None for data in received] == [True]
