@@ -7,9 +7,8 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import weakref
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast
 
 from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -27,13 +26,15 @@ from recoverable.errors import (
     StateValidationError,
     VersionConflictError,
 )
-from recoverable.events import Event, EventManager, EventPersistStateData, LocalEventManager, PlatformEventManager
+from recoverable.events import Event, EventManager, EventPersistStateData
+from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore
+from recoverable.storages._crawlee import adapt_crawlee_key_value_store, is_crawlee_key_value_store
 from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from types import TracebackType
 
     from recoverable.storages._models import StoredRecord
@@ -104,57 +105,23 @@ def _check_kinds(
         ("configuration", configuration, Configuration),
     ):
         if value is not None and not isinstance(value, kind):
-            raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}")
+            hint = ""
+            if name == "key_value_store" and is_crawlee_key_value_store(value):
+                hint = (
+                    ": pass an async function returning Crawlee's store as persist_state_kvs_factory instead "
+                    "(with lease_ttl=None)"
+                )
+            elif name == "event_manager" and type(value).__module__.startswith("crawlee."):
+                hint = (
+                    " (Crawlee's): leave event_manager out, and the state saves on the events of Crawlee's "
+                    "manager whenever a crawler runs"
+                )
+            raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}{hint}")
     if persist_state_kvs_factory is not None and not callable(persist_state_kvs_factory):
         raise ConfigurationError(
             "persist_state_kvs_factory must be an async callable returning a KeyValueStore, "
             f"not {type(persist_state_kvs_factory).__name__}"
         )
-
-
-class _SharedEventManager:
-    """The event manager of states that were given none: one per event loop, running while any state uses it.
-
-    It is a `PlatformEventManager` when `ACTOR_EVENTS_WEBSOCKET_URL` is set (the program runs on the Apify
-    platform, which sends the events), else a `LocalEventManager`. States share it so that only one set
-    of signal handlers is installed, whichever state came first.
-    """
-
-    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedEventManager]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, manager: EventManager) -> None:
-        self.manager = manager
-        self.users = 0
-
-    @classmethod
-    async def acquire(cls, configuration: Configuration) -> EventManager:
-        loop = asyncio.get_running_loop()
-        shared = cls._by_loop.get(loop)
-        if shared is None:
-            manager: EventManager
-            if configuration.events_websocket_url:
-                manager = PlatformEventManager(configuration=configuration)
-            else:
-                manager = LocalEventManager(configuration=configuration)
-            shared = cls(manager)
-            cls._by_loop[loop] = shared
-        if shared.users == 0:
-            await shared.manager.__aenter__()
-        shared.users += 1
-        return shared.manager
-
-    @classmethod
-    async def release(cls, manager: EventManager) -> None:
-        loop = asyncio.get_running_loop()
-        shared = cls._by_loop.get(loop)
-        if shared is None or shared.manager is not manager:
-            return
-        shared.users -= 1
-        if shared.users == 0:
-            del cls._by_loop[loop]
-            await manager.__aexit__(None, None, None)
 
 
 class RecoverableState(Generic[TStateModel]):
@@ -173,10 +140,17 @@ class RecoverableState(Generic[TStateModel]):
       `on_invalid="reset"` the state starts from the default instead, after copying the bad record to
       `<key>.invalid-<UTC timestamp>` in the same store.
     - `reset()` deletes the saved record, so `has_persisted_state()` is False afterwards.
-    - Without an `event_manager`, the state uses a shared `LocalEventManager` (one per event loop,
-      configured from the environment, handling SIGTERM/SIGINT) that starts with the first state that
-      needs it and stops with the last, so periodic saves really happen. On the Apify platform
-      (`ACTOR_EVENTS_WEBSOCKET_URL` set) it is a `PlatformEventManager` instead.
+    - Without an `event_manager`, the state saves on the PERSIST_STATE events of, in this order: the event
+      manager of Crawlee for Python while a Crawlee crawler runs in the process (read from Crawlee's
+      service locator without creating one, and only when Crawlee is already imported); else a
+      `PlatformEventManager` on the Apify platform (`ACTOR_EVENTS_WEBSOCKET_URL` set); else a shared
+      `LocalEventManager` (one per event loop, configured from `configuration`, handling SIGTERM/SIGINT).
+      The library's own manager starts with the first state that needs it and stops with the last, and
+      runs beside a crawler too: a state initialized before a crawler runs (at the top of a program)
+      follows the crawler within a second of its start, one outliving a crawler goes back to the own
+      manager's timer, and the next crawler is followed again. While a crawler runs, the own timer saves
+      only when Crawlee sent no PERSIST_STATE during a whole period of it; its saves on a signal always
+      happen. See the README, "Inside a Crawlee crawler".
     - A save that fails on an event is logged with its cause and retried on the next event; it never
       crashes the program. An explicit `persist_state()` raises instead.
     - A save of a state whose JSON did not change since the last save writes nothing.
@@ -189,7 +163,9 @@ class RecoverableState(Generic[TStateModel]):
             on `persist_state()` and `teardown()`, False to keep the state in memory only.
         persist_state_kvs_name: Name of the store to use.
         persist_state_kvs_id: Id of the store to use.
-        persist_state_kvs_factory: An async callable returning the store to use.
+        persist_state_kvs_factory: An async callable returning the store to use: the library's
+            `KeyValueStore`, or Crawlee's `crawlee.storages.KeyValueStore` (saved through Crawlee's own
+            store, which cannot write conditionally: pass `lease_ttl=None` with it).
         logger: Where to log; `logging.getLogger("recoverable.state")` when omitted.
         key_value_store: The store to use, already open.
         event_manager: The event manager whose PERSIST_STATE events trigger saves.
@@ -224,7 +200,7 @@ class RecoverableState(Generic[TStateModel]):
         persistence_enabled: Literal[True, False, "explicit_only"] = True,
         persist_state_kvs_name: str | None = None,
         persist_state_kvs_id: str | None = None,
-        persist_state_kvs_factory: Callable[[], Coroutine[None, None, KeyValueStore]] | None = None,
+        persist_state_kvs_factory: Callable[[], Awaitable[KeyValueStore] | Awaitable[Any]] | None = None,
         logger: logging.Logger | None = None,
         key_value_store: KeyValueStore | None = None,
         event_manager: EventManager | None = None,
@@ -301,7 +277,7 @@ class RecoverableState(Generic[TStateModel]):
         self._kvs_factory = persist_state_kvs_factory
         self._key_value_store = key_value_store
         self._event_manager = event_manager
-        self._shared_event_manager: EventManager | None = None
+        self._default_events: DefaultEvents | None = None
         self._state: TStateModel | None = None
         self._initialized = False
         self._last_persisted: bytes | None = None
@@ -379,6 +355,7 @@ class RecoverableState(Generic[TStateModel]):
             self._initialized = True
             return self._state
         kvs = await self._with_timeout("open of the store", self._open_store())
+        self._check_lease_possible(kvs, "given")
         if self._lease_ttl is not None:
             lease = StateLease(
                 store=kvs,
@@ -395,14 +372,12 @@ class RecoverableState(Generic[TStateModel]):
             state = await self._with_timeout("load", self._load(kvs))
             if self._persistence_enabled is True:
                 if self._event_manager is None:
-                    self._shared_event_manager = await _SharedEventManager.acquire(self._config())
+                    self._default_events = await DefaultEvents.acquire(self._config())
                 self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
         except BaseException:
             # Whatever was taken is given back: a second attempt, or another state of the same key, starts clean.
             await self._release_lease()
-            shared, self._shared_event_manager = self._shared_event_manager, None
-            if shared is not None:
-                await _SharedEventManager.release(shared)
+            await self._release_default_events()
             raise
         self._state = state
         self._initialized = True
@@ -437,9 +412,7 @@ class RecoverableState(Generic[TStateModel]):
                 raise
         self._initialized = False
         await self._release_lease()
-        shared, self._shared_event_manager = self._shared_event_manager, None
-        if shared is not None:
-            await _SharedEventManager.release(shared)
+        await self._release_default_events()
         if refused is not None:
             raise StateOwnershipError(
                 f"the last save of state {self._key!r} was refused, and its changes since the last save are lost: "
@@ -559,9 +532,15 @@ class RecoverableState(Generic[TStateModel]):
         return copy.deepcopy(value)
 
     def _events(self) -> EventManager:
-        manager = self._event_manager or self._shared_event_manager
-        assert manager is not None  # noqa: S101 - set whenever persistence_enabled is True and initialized
-        return manager
+        if self._event_manager is not None:
+            return self._event_manager
+        assert self._default_events is not None  # noqa: S101 - set whenever persistence_enabled is True and initialized
+        return self._default_events.relay
+
+    async def _release_default_events(self) -> None:
+        default, self._default_events = self._default_events, None
+        if default is not None:
+            await default.release()
 
     def _store(self) -> KeyValueStore:
         if self._key_value_store is None:
@@ -571,12 +550,39 @@ class RecoverableState(Generic[TStateModel]):
     async def _open_store(self) -> KeyValueStore:
         if self._key_value_store is None:
             if self._kvs_factory is not None:
-                self._key_value_store = await self._kvs_factory()
+                self._key_value_store = await self._store_from_factory()
             else:
                 self._key_value_store = await KeyValueStore.open(
                     id=self._kvs_id, name=self._kvs_name, configuration=self._configuration
                 )
         return self._key_value_store
+
+    async def _store_from_factory(self) -> KeyValueStore:
+        """The factory's store: the library's, or one of Crawlee for Python seen through the library's contract."""
+        assert self._kvs_factory is not None  # noqa: S101 - called only when there is a factory
+        store = await self._kvs_factory()
+        if isinstance(store, KeyValueStore):
+            return store
+        if is_crawlee_key_value_store(store):
+            adapted = await adapt_crawlee_key_value_store(store)
+            self._check_lease_possible(adapted, "from persist_state_kvs_factory, Crawlee's store")
+            return adapted
+        raise ConfigurationError(
+            "persist_state_kvs_factory must return a KeyValueStore (the library's, or Crawlee's "
+            f"crawlee.storages.KeyValueStore), not {type(store).__name__}"
+        )
+
+    def _check_lease_possible(self, kvs: KeyValueStore, what: str) -> None:
+        """Refuse a store that cannot write conditionally while the state is to hold its one-owner lease."""
+        if self._lease_ttl is None or kvs.client.conditional_writes:
+            return
+        raise ConfigurationError(
+            f"state {self._key!r} would be saved in store {kvs.label!r} ({what}), which keeps no record versions "
+            "and cannot write conditionally, so the state cannot hold its one-owner lease (lease_ttl of "
+            f"{self._lease_ttl.total_seconds():g} s). Pass lease_ttl=None to save it there without a lease (two "
+            "processes running at once then overwrite each other's saves, as with Crawlee's own RecoverableState), "
+            "or return the library's recoverable.KeyValueStore.open(...) from the factory to keep the lease"
+        )
 
     async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
         store = self._key_value_store.label if self._key_value_store else "?"

@@ -14,9 +14,11 @@
 | `RECOVERABLE_SYSTEM_INFO_INTERVAL_MILLIS` | `60000` | period of SYSTEM_INFO events of `LocalEventManager` |
 | `RECOVERABLE_STATE_TIMEOUT_SECS` | `60` | longest a state load or save may take before it fails |
 
-For the persist interval, `CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS` and `APIFY_PERSIST_STATE_INTERVAL_MILLIS`
-are honoured too (in that order, after the `RECOVERABLE_` one), so programs moved from Crawlee keep
-their setting.
+For the storage folder, `CRAWLEE_STORAGE_DIR` and `APIFY_LOCAL_STORAGE_DIR` are honoured too, and for the
+persist interval `CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS` and `APIFY_PERSIST_STATE_INTERVAL_MILLIS`: each
+checked in that order, after the `RECOVERABLE_` one, so programs moved from Crawlee keep their settings
+(and a Crawlee crawler and the library's states share one storage folder). An empty storage folder
+variable counts as unset.
 """
 
 from __future__ import annotations
@@ -94,8 +96,10 @@ class Configuration(BaseModel):
         """
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        if dir_ := env.get("RECOVERABLE_STORAGE_DIR"):
-            values["storage_dir"] = Path(dir_)
+        for var in ("RECOVERABLE_STORAGE_DIR", "CRAWLEE_STORAGE_DIR", "APIFY_LOCAL_STORAGE_DIR"):
+            if dir_ := env.get(var):
+                values["storage_dir"] = Path(dir_)
+                break
         if client := env.get("RECOVERABLE_STORAGE_CLIENT"):
             values["storage_client"] = _storage_client_name(client)
         values.update({field: env[var] for var, field in _URL_SETTINGS.items() if env.get(var)})

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from recoverable import Configuration, ConfigurationError, HttpStorageClient
-from recoverable.storages import default_storage_client
+from recoverable.storages import KeyValueStore, default_storage_client
 
 
 def test_defaults_without_any_variable() -> None:
@@ -58,6 +59,31 @@ def test_every_variable_is_read() -> None:
 )
 def test_crawlee_and_apify_persist_intervals_are_honoured_in_order(variables: dict[str, str], expected_ms: int) -> None:
     assert Configuration.from_env(variables).persist_state_interval == timedelta(milliseconds=expected_ms)
+
+
+def test_the_storage_dir_falls_back_to_crawlee_s_then_apify_s_and_ours_wins() -> None:
+    env = {"APIFY_LOCAL_STORAGE_DIR": "/apify"}
+    assert Configuration.from_env(env).storage_dir == Path("/apify")
+    env["CRAWLEE_STORAGE_DIR"] = "/crawlee"
+    assert Configuration.from_env(env).storage_dir == Path("/crawlee")
+    env["RECOVERABLE_STORAGE_DIR"] = "/ours"
+    assert Configuration.from_env(env).storage_dir == Path("/ours")
+    env["RECOVERABLE_STORAGE_DIR"] = ""  # empty: unset
+    assert Configuration.from_env(env).storage_dir == Path("/crawlee")
+    env["CRAWLEE_STORAGE_DIR"] = ""
+    assert Configuration.from_env(env).storage_dir == Path("/apify")
+
+
+async def test_the_default_store_lives_in_crawlee_s_storage_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RECOVERABLE_STORAGE_DIR")
+    monkeypatch.setenv("CRAWLEE_STORAGE_DIR", str(tmp_path / "crawlee-storage"))
+    configuration = Configuration.from_env()
+    store = await KeyValueStore.open(name="shared", configuration=configuration)
+    await store.set_value("k", {"v": 1})
+    record = tmp_path / "crawlee-storage" / "key_value_stores" / "shared" / "k.json"
+    assert json.loads(record.read_bytes()) == {"v": 1}
 
 
 @pytest.mark.parametrize(

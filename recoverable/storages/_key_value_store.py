@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from recoverable.events import EventManager
+    from recoverable.events._default import DefaultEvents
     from recoverable.storages._base import KeyValueStoreClient, StorageClient
 
 __all__ = ["KeyValueStore"]
@@ -80,15 +81,21 @@ class KeyValueStore:
     """
 
     def __init__(
-        self, *, client: KeyValueStoreClient, metadata: KeyValueStoreMetadata, storage_client: StorageClient
+        self,
+        *,
+        client: KeyValueStoreClient,
+        metadata: KeyValueStoreMetadata,
+        storage_client: StorageClient,
+        configuration: Configuration | None = None,
     ) -> None:
         """Wrap an open store client; use `KeyValueStore.open()` instead of calling this."""
         self._client = client
         self._metadata = metadata
         self._storage_client = storage_client
+        self._configuration = configuration
         self._auto_saved: dict[str, dict[str, Any]] = {}
         self._auto_save_events: EventManager | None = None
-        self._own_event_manager: EventManager | None = None
+        self._default_events: DefaultEvents | None = None
 
     @classmethod
     async def open(
@@ -131,7 +138,7 @@ class KeyValueStore:
             metadata = await kvs_client.get_metadata()
             cached = stores.get(("id", metadata.id))
             if cached is None:
-                cached = cls(client=kvs_client, metadata=metadata, storage_client=client)
+                cached = cls(client=kvs_client, metadata=metadata, storage_client=client, configuration=configuration)
                 stores[("id", metadata.id)] = cached
             stores[lookup] = cached
             return cached
@@ -297,8 +304,10 @@ class KeyValueStore:
 
         The first call loads the stored dict (or starts from a copy of `default_value`); later calls
         return the same object, so changes made to it are what gets saved. Without an `event_manager`,
-        the store starts a `LocalEventManager` of its own (configured from the environment) and stops
-        it in `close()`, which saves one last time.
+        the values are saved on the events a `RecoverableState` given no event manager uses: those of a
+        running Crawlee crawler, else the shared `LocalEventManager` of the event loop (a
+        `PlatformEventManager` on the Apify platform), configured from the `configuration` the store was
+        opened with. `close()` lets go of it and saves one last time.
 
         Raises:
             InvalidKeyError: The key is not valid.
@@ -330,6 +339,10 @@ class KeyValueStore:
                 key=key, value=encode_value(value, JSON, key=key, store=self.label)[0], content_type=JSON
             )
 
+    async def persist_autosaved_values(self) -> None:
+        """Crawlee's name of `persist_auto_saved_values()`: save every auto-saved value now."""
+        await self.persist_auto_saved_values()
+
     async def _persist_auto_saved_listener(self) -> None:
         try:
             await self.persist_auto_saved_values()
@@ -337,14 +350,14 @@ class KeyValueStore:
             logger.exception("saving the auto-saved values of store %r failed; retrying on the next event", self.label)
 
     async def _start_auto_save(self, event_manager: EventManager | None) -> None:
-        from recoverable.events import Event, LocalEventManager  # noqa: PLC0415 - events import storages' users
+        from recoverable.events import Event  # noqa: PLC0415 - events import storages' users
+        from recoverable.events._default import DefaultEvents  # noqa: PLC0415
 
         if self._auto_save_events is not None:
             return
         if event_manager is None:
-            event_manager = LocalEventManager(handle_signals=False)
-            await event_manager.__aenter__()
-            self._own_event_manager = event_manager
+            self._default_events = await DefaultEvents.acquire(self._configuration)
+            event_manager = self._default_events.relay
         event_manager.on(event=Event.PERSIST_STATE, listener=self._persist_auto_saved_listener)
         self._auto_save_events = event_manager
 
@@ -354,12 +367,12 @@ class KeyValueStore:
         events, self._auto_save_events = self._auto_save_events, None
         if events is not None:
             events.off(event=Event.PERSIST_STATE, listener=self._persist_auto_saved_listener)
-        own, self._own_event_manager = self._own_event_manager, None
-        if own is not None:
-            await own.__aexit__(None, None, None)
+        default, self._default_events = self._default_events, None
+        if default is not None:
+            await default.release()
 
     async def close(self) -> None:
-        """Save the auto-saved values one last time and stop the event manager the store started."""
+        """Save the auto-saved values one last time and let go of the default events the store listened to."""
         await self._stop_auto_save()
         if self._auto_saved:
             await self.persist_auto_saved_values()

@@ -11,7 +11,7 @@ import errno
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
+    from recoverable import RecoverableState
     from recoverable.storages import KeyInfo, KeyValueStoreMetadata, StoredRecord
 
 STORAGE_KINDS = ["memory", "file_system"]
@@ -79,6 +80,12 @@ def reopened_storage_client(kind: str, client: StorageClient, tmp_path: Path) ->
 def quiet_event_manager() -> EventManager:
     """A real event manager whose timer never fires during a test: only the test emits events."""
     return EventManager(persist_state_interval=HOUR)
+
+
+def own_manager_of(state: RecoverableState[Any]) -> EventManager | None:
+    """The library's own event manager behind the default events a state given none listens to, if any."""
+    default = state._default_events
+    return None if default is None else default.manager
 
 
 async def emit_persist_state(manager: EventManager, *, is_migrating: bool = False) -> None:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recoverable import RecoverableState
-from recoverable._recoverable_state import _SharedEventManager
 from recoverable.events import LocalEventManager
+from recoverable.events._default import DefaultEvents
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient
-from state.support import KEY, STORE_NAME, Progress, quiet_event_manager, until
+from state.support import KEY, STORE_NAME, Progress, own_manager_of, quiet_event_manager, until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,7 +23,7 @@ def _fast_persist_interval(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def shared_manager_of_this_loop() -> object:
-    shared = _SharedEventManager._by_loop.get(asyncio.get_running_loop())
+    shared = DefaultEvents._by_loop.get(asyncio.get_running_loop())
     return None if shared is None else shared.manager
 
 
@@ -31,7 +31,7 @@ async def test_periodic_saves_into_the_default_store_without_an_event_manager(tm
     # Nothing but the state's own arguments: store and event manager come from the environment.
     state = RecoverableState(default_state=Progress(), persist_state_key=KEY)
     await state.initialize()
-    manager = state._shared_event_manager
+    manager = own_manager_of(state)
     assert isinstance(manager, LocalEventManager)
     assert manager.active
     assert manager.persist_state_interval.total_seconds() == 0.05
@@ -59,9 +59,9 @@ async def test_two_states_share_one_manager_that_stops_after_the_last_teardown()
     second = RecoverableState(default_state=Progress(), persist_state_key="SECOND", key_value_store=kvs)
     await first.initialize()
     await second.initialize()
-    manager = first._shared_event_manager
+    manager = own_manager_of(first)
     assert manager is not None
-    assert second._shared_event_manager is manager
+    assert own_manager_of(second) is manager
     assert shared_manager_of_this_loop() is manager
 
     await first.teardown()
@@ -83,12 +83,12 @@ async def test_a_new_shared_manager_starts_after_the_last_one_stopped() -> None:
     kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=MemoryStorageClient())
     state = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
     async with state:
-        old = state._shared_event_manager
+        old = own_manager_of(state)
     assert old is not None
     assert not old.active
 
     async with state:
-        new = state._shared_event_manager
+        new = own_manager_of(state)
         assert new is not None
         assert new is not old
         assert new.active
@@ -107,7 +107,7 @@ async def test_a_given_event_manager_is_used_instead_of_the_shared_one() -> None
         default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
     )
     async with state:
-        assert state._shared_event_manager is None
+        assert state._default_events is None
         assert shared_manager_of_this_loop() is None
 
 
@@ -131,7 +131,7 @@ async def test_on_the_platform_the_default_manager_listens_to_its_websocket(
         kvs = await KeyValueStore.open(name=STORE_NAME, storage_client=FileSystemStorageClient(storage_dir=tmp_path))
         state = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
         await state.initialize()
-        assert isinstance(state._shared_event_manager, PlatformEventManager)
+        assert isinstance(own_manager_of(state), PlatformEventManager)
         connection = await asyncio.wait_for(connections.get(), timeout=10)
 
         state.current_value.pages_done = 5

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recoverable import RecoverableState
-from recoverable._recoverable_state import _SharedEventManager
 from recoverable.errors import StateNotInitializedError
+from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore, StorageClient
 from state.support import (
     KEY,
@@ -17,6 +17,7 @@ from state.support import (
     Progress,
     emit_persist_state,
     open_instrumented_store,
+    own_manager_of,
     quiet_event_manager,
     reopened_storage_client,
 )
@@ -228,8 +229,8 @@ async def test_persistence_explicit_only_starts_no_event_manager(kvs: KeyValueSt
         default_state=Progress(), persist_state_key=KEY, key_value_store=kvs, persistence_enabled="explicit_only"
     )
     async with state:
-        assert state._shared_event_manager is None
-        assert asyncio.get_running_loop() not in _SharedEventManager._by_loop
+        assert state._default_events is None
+        assert asyncio.get_running_loop() not in DefaultEvents._by_loop
 
 
 # --- initialize and teardown ------------------------------------------------------------------------------
@@ -273,12 +274,12 @@ async def test_concurrent_initialize_loads_once_and_registers_once(storage_clien
     first, second = await asyncio.gather(state.initialize(), state.initialize())
     assert first is second is state.current_value
     assert first.pages_done == 5
-    shared = state._shared_event_manager
+    shared = own_manager_of(state)
     assert shared is not None
     assert shared.active
     await state.teardown()
     assert not shared.active
-    assert asyncio.get_running_loop() not in _SharedEventManager._by_loop
+    assert asyncio.get_running_loop() not in DefaultEvents._by_loop
 
 
 async def test_initialize_again_after_teardown_loads_the_saved_state(kvs: KeyValueStore) -> None:

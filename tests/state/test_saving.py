@@ -27,6 +27,7 @@ from state.support import (
     Progress,
     emit_persist_state,
     open_instrumented_store,
+    own_manager_of,
     quiet_event_manager,
     reopened_storage_client,
     until,
@@ -294,7 +295,7 @@ async def test_failing_teardown_save_raises(storage_client: StorageClient) -> No
     kvs, client = await open_instrumented_store(storage_client)
     state = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
     await state.initialize()
-    shared = state._shared_event_manager
+    shared = own_manager_of(state)
     assert shared is not None
     state.current_value.pages_done = 1
     client.failing_writes = 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import BaseModel
 
+from recoverable import RecoverableState
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
@@ -16,6 +19,7 @@ from recoverable.errors import (
     StorageError,
 )
 from recoverable.events import Event, EventManager, EventPersistStateData
+from recoverable.events._default import DefaultEvents
 from recoverable.storages import (
     MAX_NAME_LENGTH,
     FileSystemStorageClient,
@@ -200,6 +204,10 @@ async def test_passed_storage_client_wins_over_the_environment(monkeypatch: pyte
 # --- auto-saved values --------------------------------------------------------------------------------
 
 
+class _Counter(BaseModel):
+    n: int = 0
+
+
 async def _persist(events: EventManager) -> None:
     events.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData(is_migrating=False))
     await events.wait_for_all_listeners_to_complete()
@@ -299,3 +307,46 @@ async def test_store_started_event_manager_saves_on_close(kvs: KeyValueStore) ->
     await kvs.close()
 
     assert await kvs.get_value("auto") == {"n": 7}
+
+
+async def test_auto_saved_value_saves_on_the_default_events_without_closing(storage_client: StorageClient) -> None:
+    # The default events run at the pace of the configuration the store was opened with (the environment's is 60 s).
+    configuration = Configuration(persist_state_interval=timedelta(milliseconds=50))
+    kvs = await KeyValueStore.open(name="auto-store", storage_client=storage_client, configuration=configuration)
+    value = await kvs.get_auto_saved_value("auto", {"n": 0})
+    value["n"] = 3
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while await kvs.get_value("auto") != {"n": 3}:
+        assert asyncio.get_running_loop().time() < deadline, "not saved by a PERSIST_STATE event"
+        await asyncio.sleep(0.02)
+    await kvs.close()
+    assert DefaultEvents._by_loop.get(asyncio.get_running_loop()) is None  # let go of at close
+
+
+async def test_auto_saved_values_and_states_share_the_default_events(kvs: KeyValueStore) -> None:
+    state = RecoverableState(default_state=_Counter(), persist_state_key="state", key_value_store=kvs)
+    async with state:
+        value = await kvs.get_auto_saved_value("auto", {"n": 0})
+        default = state._default_events
+        assert default is not None
+        assert kvs._default_events is default
+        value["n"] = 1
+        state.current_value.n = 2
+        default.manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData(is_migrating=False))
+        await default.manager.wait_for_all_listeners_to_complete()
+        assert (await kvs.get_value("auto"), await kvs.get_value("state")) == ({"n": 1}, {"n": 2})
+        await kvs.close()
+        assert default.users == 1  # the state still uses them
+        assert default.manager.active
+    assert not default.manager.active
+
+
+async def test_persist_autosaved_values_is_crawlee_s_name(kvs: KeyValueStore) -> None:
+    value = await kvs.get_auto_saved_value("auto", {"n": 1}, event_manager=EventManager())
+    value["n"] = 2
+
+    await kvs.persist_autosaved_values()
+
+    assert await kvs.get_value("auto") == {"n": 2}
+    await kvs.close()

@@ -37,6 +37,16 @@ class KeyValueStoreClient(ABC):
         """
         return False
 
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether `if_version` and `if_absent` can be honoured at all.
+
+        True for every storage client of the library (the HTTP client learns only from the server's first
+        answer that the Apify platform cannot, and refuses then). False for a store of Crawlee for Python
+        reached through `RecoverableState(persist_state_kvs_factory=...)`, which has no versions to check.
+        """
+        return True
+
     @abstractmethod
     async def get_metadata(self) -> KeyValueStoreMetadata:
         """Return the store's id, name and timestamps.
