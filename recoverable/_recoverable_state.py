@@ -646,8 +646,10 @@ class RecoverableState(Generic[TStateModel]):
         backup = backup_key(self._key, found)
         await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
         data = self._serialize(state)
+        # A store that keeps no versions (Crawlee's) has no condition to offer: it has no lease either.
+        condition = stored.version if kvs.client.conditional_writes else None
         self._version = await kvs.client.set_record(
-            key=self._key, value=data, content_type=self._schema.content_type, if_version=stored.version
+            key=self._key, value=data, content_type=self._schema.content_type, if_version=condition
         )
         self._last_persisted = data
         self._upgraded = None

@@ -4,9 +4,10 @@
 pattern; the factory's store is wrapped here in the library's `KeyValueStore` so that a state (and auto-saved
 values) can live in it. Crawlee's store speaks Python values, not bytes, and keeps no versions, so:
 
-- Records are read through Crawlee's `get_value()`: JSON values come back as compact JSON, `str` as
-  `text/plain; charset=utf-8`, `bytes` as `application/octet-stream` (Crawlee does not say which content type
-  it stored). A record's version is a hash of that content type and those bytes: equal content, equal version.
+- Records are read through Crawlee's store client: JSON values come back as compact JSON under the JSON
+  content type Crawlee stored (its parameters, such as a state's schema version, kept), `str` as
+  `text/plain; charset=utf-8`, `bytes` as `application/octet-stream`. A record's version is a hash of that
+  content type and those bytes: equal content, equal version.
 - Writes give Crawlee the value decoded from the bytes (JSON parsed, text decoded, anything else as bytes) with
   the content type; JSON `null` becomes Crawlee's empty `application/x-none`. Both read as "no saved state".
 - Conditional writes and deletes (`if_version`, `if_absent`) are refused (`StorageError`): there is nothing to
@@ -45,7 +46,15 @@ from recoverable.errors import (
 from recoverable.storages._base import KeyValueStoreClient, StorageClient
 from recoverable.storages._key_value_store import KeyValueStore
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
-from recoverable.storages._serialization import BINARY, CRAWLEE_NONE, JSON, decode_value, encode_value, is_json
+from recoverable.storages._serialization import (
+    BINARY,
+    CRAWLEE_NONE,
+    JSON,
+    decode_value,
+    encode_value,
+    is_json,
+    normalize_content_type,
+)
 from recoverable.storages._validation import validate_key, validate_store_reference
 
 if TYPE_CHECKING:
@@ -115,11 +124,24 @@ class CrawleeKeyValueStoreClient(KeyValueStoreClient):
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
         key = self._check_key(key)
+        stored_type: str | None = None
         with self._mapped("read", key):
-            value = await self._store.get_value(key)
+            # Crawlee's own store client gives the content type it stored beside the value; its facade does not.
+            inner = getattr(self._store, "_client", None)
+            if callable(getattr(inner, "get_value", None)):
+                record = await inner.get_value(key=key)  # type: ignore[union-attr]
+                value = None if record is None else record.value
+                stored_type = getattr(record, "content_type", None)
+            else:
+                value = await self._store.get_value(key)
         if value is None:
             return await self._valueless_record(key)
         data, content_type = self._as_stored(value, key)
+        if content_type == JSON and isinstance(stored_type, str):
+            # Parameters of a JSON content type (a state's schema version) are kept as Crawlee stored them.
+            with contextlib.suppress(ValueError):
+                if is_json(normalized := normalize_content_type(stored_type)):
+                    content_type = normalized
         return StoredRecord(key=key, value=data, content_type=content_type, version=_version(data, content_type))
 
     @override

@@ -19,6 +19,7 @@ from recoverable import (
     InvalidKeyError,
     KeyValueStore,
     RecoverableState,
+    StateValidationError,
     StorageError,
 )
 from recoverable.events._default import DefaultEvents
@@ -185,3 +186,41 @@ async def test_crawlee_s_store_given_as_key_value_store_says_to_use_the_factory(
     crawlee_store = await factory_of(CrawleeMemoryStorageClient(), crawlee_configuration)()
     with pytest.raises(ConfigurationError, match="persist_state_kvs_factory"):
         RecoverableState(default_state=Crawl(), persist_state_key=KEY, key_value_store=crawlee_store)  # type: ignore[arg-type]
+
+
+class CrawlV2(BaseModel):
+    pages: int = 0
+    seen_urls: list[str] = []
+    note: str = ""
+
+
+def rename_seen(record: dict[str, Any]) -> dict[str, Any]:
+    record["seen_urls"] = record.pop("seen")
+    return record
+
+
+async def test_schema_versions_and_migrations_work_in_crawlee_s_store(
+    crawlee_storage: CrawleeStorageClient, crawlee_configuration: CrawleeConfiguration
+) -> None:
+    factory = factory_of(crawlee_storage, crawlee_configuration)
+    crawlee_store = await factory()
+    await crawlee_store.set_value(KEY, {"pages": 4, "seen": ["https://a"], "note": ""})  # written by Crawlee
+    state = RecoverableState(
+        default_state=CrawlV2(),
+        persist_state_key=KEY,
+        persist_state_kvs_factory=factory,
+        lease_ttl=None,
+        schema_version=2,
+        migrations={1: rename_seen},
+    )
+    async with state:
+        assert state.current_value == CrawlV2(pages=4, seen_urls=["https://a"])
+        state.current_value.pages = 5
+    # Crawlee still reads both the upgraded record and the backup, as JSON.
+    assert await crawlee_store.get_value(KEY) == {"pages": 5, "seen_urls": ["https://a"], "note": ""}
+    assert await crawlee_store.get_value(f"{KEY}.schema-v1-backup") == {"pages": 4, "seen": ["https://a"], "note": ""}
+    # The version was kept: the release before refuses the record instead of loading it as its own.
+    with pytest.raises(StateValidationError, match="newer than this program's 1"):
+        await RecoverableState(
+            default_state=Crawl(), persist_state_key=KEY, persist_state_kvs_factory=factory, lease_ttl=None
+        ).initialize()
