@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import inspect
 import logging
 import weakref
 from datetime import UTC, datetime, timedelta
@@ -560,12 +561,16 @@ class RecoverableState(Generic[TStateModel]):
         return self._key_value_store
 
     async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
+        try:
+            within = self._timeout or self._config().state_timeout
+        except BaseException:
+            # `work` (a coroutine the caller made) will never run: close it, or Python warns at exit that it
+            # was never awaited, next to the real error (a bad RECOVERABLE_* variable, say).
+            if inspect.iscoroutine(work):
+                work.close()
+            raise
         store = self._key_value_store.label if self._key_value_store else "?"
-        return await bounded(
-            work,
-            within=self._timeout or self._config().state_timeout,
-            what=f"{action} of state {self._key!r} in store {store!r}",
-        )
+        return await bounded(work, within=within, what=f"{action} of state {self._key!r} in store {store!r}")
 
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
         """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
