@@ -491,6 +491,16 @@ class StateLease:
             except Exception:  # noqa: BLE001 - a failed renewal is retried; the lease lives on until it expires
                 self._log.exception("renewing the lease %r failed; retrying in %.1f s", self.key, period)
 
+    def abandon(self) -> None:
+        """Stop renewing, without writing anything: the lease record stays and expires on its own.
+
+        For a process that must let go at once and may not wait for the store (its task is being cancelled).
+        """
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+        self._record = None
+
     async def release(self, *, let_expire: bool = False) -> None:
         """Stop renewing and delete the lease if it is still ours.
 
