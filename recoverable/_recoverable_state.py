@@ -829,7 +829,7 @@ class RecoverableState(Generic[TStateModel]):
             if mode == "teardown" or not self._warned_unsaved:
                 self._warned_unsaved = True
                 self._log.warning(
-                    "state %r has changes made after its final save, which are not saved: this process let go "
+                    "state %r has changes that are not saved, and will not be: this process let go "
                     "of the state when it began stopping (%s), and another process may own it now",
                     self._key,
                     self._released_for,
@@ -846,9 +846,9 @@ class RecoverableState(Generic[TStateModel]):
 
     def _released_error(self) -> StateOwnershipError:
         return StateOwnershipError(
-            f"state {self._key!r} is no longer saved by this process: it made its final save and released its "
-            f"lease when the process began stopping ({self._released_for}), so that another process can take it "
-            "over at once. Changes made since are not saved. To carry on with the state in this process, call "
+            f"state {self._key!r} is no longer saved by this process: it made a last save and let go of its lease "
+            f"when the process began stopping ({self._released_for}), so that another process can take it over "
+            "without waiting. Changes made since are not saved. To carry on with the state in this process, call "
             "teardown() and then initialize(), which takes the lease again and loads the last save"
         )
 

@@ -168,7 +168,7 @@ async def main_with_signals(spec: dict[str, Any], ttl_ms: int, on_owned: str) ->
                     try:
                         await state.persist_state()
                     except StateOwnershipError as exc:
-                        if "released its lease when the process began stopping" not in str(exc):
+                        if "let go of its lease when the process began stopping" not in str(exc):
                             say(f"LOST {exc}")
                             return 4
                         say(f"UNSAVED {done} {exc}")  # handed over: the handler may not have run yet

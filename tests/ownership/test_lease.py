@@ -715,13 +715,13 @@ async def test_a_stop_saves_then_releases_the_lease_and_writes_nothing_after(
     with caplog.at_level(logging.WARNING, logger="recoverable.state"):
         await persist_event(manager)
         await stop(manager, how)  # the same signal again, or another one
-        with pytest.raises(StateOwnershipError, match="released its lease when the process began stopping"):
+        with pytest.raises(StateOwnershipError, match="let go of its lease when the process began stopping"):
             await state.persist_state()
-        with pytest.raises(StateOwnershipError, match="released its lease"):
+        with pytest.raises(StateOwnershipError, match="let go of its lease"):
             await state.reset()
         assert state.current_value.done == 8  # the refused reset left it alone
         await state.teardown()  # raises nothing
-    assert caplog.text.count("which are not saved") == 2  # once for the events, once at teardown
+    assert caplog.text.count("changes that are not saved") == 2  # once for the events, once at teardown
     assert not state.is_initialized
     assert client.set_calls == writes
 
