@@ -857,28 +857,31 @@ class RecoverableState(Generic[TStateModel]):
         if self._released_for is not None or not self._initialized or self._lease is None:
             return  # handed over already, torn down, or no lease to hand over (lease_ttl=None): saves go on
         kvs = self._store()
-        async with self._persist_lock:
-            if self._released_for is not None or not self._initialized or self._lease is None:
-                return
-            saved = False
-            try:
-                await self._persist_locked(kvs, mode="explicit")
-                saved = True
-            except asyncio.CancelledError:
-                # A second signal cut the save short: it may still land, so the lease is left to expire.
+        saved = False
+        try:
+            async with self._persist_lock:
+                if self._released_for is not None or not self._initialized or self._lease is None:
+                    return
+                try:
+                    await self._persist_locked(kvs, mode="explicit")
+                    saved = True
+                except StateOwnershipError as exc:
+                    self._log.error("the final save of state %r for %s was refused: %s", self._key, cause, exc)
+                except Exception:  # noqa: BLE001 - the process is stopping: say what is lost, let go all the same
+                    self._log.exception(
+                        "the final save of state %r for %s failed; its changes since the last save are lost",
+                        self._key,
+                        cause,
+                    )
+                self._released_for = cause
+                await self._release_lease()
+        except asyncio.CancelledError:
+            # A second signal cut the hand-over short, before or during the last save (which may still land):
+            # the process lets go all the same, without another write, and the lease is left to expire.
+            if self._released_for is None and self._initialized and self._lease is not None:
                 self._released_for = cause
                 self._abandon_lease()
-                raise
-            except StateOwnershipError as exc:
-                self._log.error("the final save of state %r for %s was refused: %s", self._key, cause, exc)
-            except Exception:  # noqa: BLE001 - the process is stopping: say what is lost and let go all the same
-                self._log.exception(
-                    "the final save of state %r for %s failed; its changes since the last save are lost",
-                    self._key,
-                    cause,
-                )
-            self._released_for = cause
-            await self._release_lease()
+            raise
         if saved:
             self._log.info(
                 "state %r made its final save for %s and let go of its lease: another process may take it over "

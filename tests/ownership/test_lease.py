@@ -790,7 +790,10 @@ async def test_a_stop_whose_final_save_got_no_answer_leaves_the_lease_to_expire(
     await new.teardown()
 
 
-async def test_a_second_signal_cutting_the_final_save_short_leaves_the_lease_to_expire(kvs: KeyValueStore) -> None:
+@pytest.mark.parametrize("cut", ["in-the-save", "waiting-for-a-save-under-way"])
+async def test_a_second_signal_cutting_the_hand_over_short_leaves_the_lease_to_expire(
+    kvs: KeyValueStore, cut: str
+) -> None:
     manager = EventManager(persist_state_interval=timedelta(hours=1))
     slow_kvs, client = await open_instrumented_store(kvs.storage_client, name="owned")
     ttl = timedelta(milliseconds=600)
@@ -798,6 +801,9 @@ async def test_a_second_signal_cutting_the_final_save_short_leaves_the_lease_to_
     await state.initialize()
     client.set_delay = 30.0
     state.current_value.done = 5
+    if cut == "waiting-for-a-save-under-way":
+        manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
+        await asyncio.sleep(0.05)
     manager.emit(event=Event.MIGRATING, event_data=EventMigratingData())
     await asyncio.sleep(0.1)
     # What a second SIGTERM does to the listeners of the first: cancel them.
@@ -811,6 +817,8 @@ async def test_a_second_signal_cutting_the_final_save_short_leaves_the_lease_to_
     attempts = client.set_calls
     state.current_value.done = 6
     await persist_event(manager)
+    with pytest.raises(StateOwnershipError, match="let go of its lease"):
+        await state.persist_state()
     await state.teardown()
     assert client.set_calls == attempts
     assert await kvs.get_value(KEY) is None
