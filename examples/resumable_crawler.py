@@ -12,15 +12,22 @@ site gets a new port on every run.
 
     python examples/resumable_crawler.py            # Ctrl-C it half-way, then run it again
     python examples/resumable_crawler.py --fresh    # forget the saved state and start over
+    python examples/resumable_crawler.py | head -3  # stops, saved, once `head` has read its lines
+
+When whoever reads its output stops reading (`| head`), it stops as well, like any program whose output
+is cut short: it saves the state, lets go of it, and exits with status 141 (128 + SIGPIPE), without a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -28,7 +35,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 from pydantic import BaseModel, Field
@@ -44,6 +51,9 @@ from recoverable import (
     StateValidationError,
 )
 
+if TYPE_CHECKING:
+    import socket
+
 STORE_NAME = "resumable-crawler"
 STATE_KEY = "CRAWL_STATE"
 START_PATH = "/"
@@ -56,6 +66,32 @@ _INTERVAL_VARIABLES = (
     "APIFY_PERSIST_STATE_INTERVAL_MILLIS",
 )
 _HREF = re.compile(r"""href\s*=\s*["']([^"'#]+)""", re.IGNORECASE)
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+
+def say(line: str = "") -> None:
+    """Print a line on stdout at once.
+
+    Raises:
+        BrokenPipeError: Whoever read stdout stopped reading (`| head`). Stdout then goes to /dev/null, so
+            that nothing else fails on it, Python's last flush at exit included.
+    """
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        discard_stdout()
+        raise
+
+
+def discard_stdout() -> None:
+    """Send what is still to be written on stdout to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 # --- the state --------------------------------------------------------------------------------------
@@ -118,6 +154,17 @@ def page_index(path: str, site_pages: int) -> int | None:
     return index if 0 < index < site_pages else None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """The site's server: a crawler gone in the middle of a request (stopped, cut short) is no error."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class Site:
     """A small deterministic site served from a thread on 127.0.0.1, counting what it serves."""
 
@@ -126,8 +173,7 @@ class Site:
         self.delay = delay
         self.hits: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="site", daemon=True)
 
     @property
@@ -200,16 +246,27 @@ class Crawler:
         return self.max_pages is not None and len(self.state.done) + self._in_flight >= self.max_pages
 
     async def run(self) -> None:
-        """Crawl until the frontier is empty or `max_pages` pages are done."""
+        """Crawl until the frontier is empty or `max_pages` pages are done.
+
+        Raises:
+            Exception: What made a worker fail (BrokenPipeError when stdout was closed, say); the other
+                workers are stopped first. Every page is in `done` or in the frontier, never half moved.
+        """
         for path in self.state.frontier:
             self._queue.put_nowait(path)
         workers = [asyncio.create_task(self._worker(), name=f"crawler worker {i}") for i in range(self.concurrency)]
+        finished = asyncio.create_task(self._queue.join(), name="crawl finished")
         try:
-            await self._queue.join()
+            # A worker that fails ends the crawl: waiting for the queue alone would wait for ever on the
+            # pages it left behind.
+            await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            for task in (finished, *workers):
+                task.cancel()
+            await asyncio.gather(finished, *workers, return_exceptions=True)
+        for worker in workers:
+            if not worker.cancelled() and (error := worker.exception()) is not None:
+                raise error
 
     async def _worker(self) -> None:
         while True:
@@ -250,7 +307,7 @@ class Crawler:
                 state.frontier[link] = depth + 1
                 self._queue.put_nowait(link)
         if len(state.done) % PROGRESS_EVERY == 0:
-            print(f"progress: {len(state.done)} pages done, {len(state.frontier)} in the frontier", flush=True)
+            say(f"progress: {len(state.done)} pages done, {len(state.frontier)} in the frontier")
 
     def _count_fetch(self) -> None:
         # Only requests that got an answer or an error: one cancelled by Ctrl-C is not a fetch.
@@ -266,7 +323,7 @@ class Crawler:
         self.state.attempts.pop(path, None)
         self.state.frontier.pop(path, None)
         self.state.failed[path] = error
-        print(f"giving up on {path} after {attempts} attempts: {error}", flush=True)
+        say(f"giving up on {path} after {attempts} attempts: {error}")
 
     def _links(self, response: httpx.Response) -> list[str]:
         """Same-site links of a page, as paths (the port changes between runs; paths do not)."""
@@ -317,16 +374,16 @@ def print_summary(state: CrawlState, crawler: Crawler, site: Site, done_at_start
     fetched_twice = sorted(path for path, hits in site.hits.items() if hits > 1 and path not in state.failed)
     runs = Counter(result.run for result in state.done.values())
     status = "finished" if not state.frontier else f"stopped with {len(state.frontier)} pages in the frontier"
-    print(f"summary: crawl {status}")
-    print(f"  pages done:            {len(state.done)} of {state.site_pages} (failed: {len(state.failed)})")
-    print(f"  pages done per run:    {', '.join(f'run {run}: {n}' for run, n in sorted(runs.items()))}")
-    print(f"  fetched this run:      {crawler.fetched_this_run} in {seconds:.1f} s")
-    print(f"  re-fetched, were done: {len(refetched)}")
-    print(f"  fetched twice:         {len(fetched_twice)}")
-    print(f"  fetches in all runs:   {state.fetches} (runs: {state.runs})")
-    print(f"  bytes fetched:         {state.bytes_fetched}")
-    print(f"  links found:           {state.links_found}")
-    print(f"  deepest page:          {max((r.depth for r in state.done.values()), default=0)}")
+    say(f"summary: crawl {status}")
+    say(f"  pages done:            {len(state.done)} of {state.site_pages} (failed: {len(state.failed)})")
+    say(f"  pages done per run:    {', '.join(f'run {run}: {n}' for run, n in sorted(runs.items()))}")
+    say(f"  fetched this run:      {crawler.fetched_this_run} in {seconds:.1f} s")
+    say(f"  re-fetched, were done: {len(refetched)}")
+    say(f"  fetched twice:         {len(fetched_twice)}")
+    say(f"  fetches in all runs:   {state.fetches} (runs: {state.runs})")
+    say(f"  bytes fetched:         {state.bytes_fetched}")
+    say(f"  links found:           {state.links_found}")
+    say(f"  deepest page:          {max((r.depth for r in state.done.values()), default=0)}")
 
 
 async def crawl(args: argparse.Namespace) -> int:
@@ -335,11 +392,12 @@ async def crawl(args: argparse.Namespace) -> int:
     storage = FileSystemStorageClient(configuration=configuration)
     store = await KeyValueStore.open(name=STORE_NAME, storage_client=storage)
     interval = persist_interval(configuration)
-    print(f"storage: {storage.storage_dir.resolve()} (store {STORE_NAME!r}, key {STATE_KEY!r})")
-    print(f"saving every {interval.total_seconds():g} s, on SIGTERM and Ctrl-C, and at the end")
+    say(f"storage: {storage.storage_dir.resolve()} (store {STORE_NAME!r}, key {STATE_KEY!r})")
+    say(f"saving every {interval.total_seconds():g} s, on SIGTERM and Ctrl-C, and at the end")
 
     def on_stop() -> None:
-        print("stopping: saving the state; run again to resume", flush=True)
+        with contextlib.suppress(BrokenPipeError):  # stopping anyway
+            say("stopping: saving the state; run again to resume")
 
     async with LocalEventManager(persist_state_interval=interval, configuration=configuration) as events:
         events.on(event=Event.MIGRATING, listener=on_stop)
@@ -357,7 +415,7 @@ async def crawl(args: argparse.Namespace) -> int:
                 await recoverable.reset()
             state = recoverable.current_value
             if state.runs == 0:
-                print("starting fresh")
+                say("starting fresh")
                 state.site_pages = args.site_pages
                 state.started_at = datetime.now(UTC)
             elif state.site_pages != args.site_pages:
@@ -368,7 +426,7 @@ async def crawl(args: argparse.Namespace) -> int:
                 )
                 return 2
             else:
-                print(f"resuming: {len(state.done)} pages done, {len(state.frontier)} in the frontier")
+                say(f"resuming: {len(state.done)} pages done, {len(state.frontier)} in the frontier")
             state.runs += 1
             done_at_start = set(state.done)
             started = time.monotonic()
@@ -390,7 +448,7 @@ async def crawl(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the crawler; Ctrl-C saves the state and exits with status 130."""
+    """Run the crawler; Ctrl-C saves the state and exits with status 130, a closed stdout with 141."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
@@ -398,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the state is saved; run again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): the state was saved on the way out. End as a program
+        # whose output is cut short does, with the status of SIGPIPE, and quietly.
+        discard_stdout()
+        return 128 + signal.SIGPIPE
     except StateValidationError as exc:
         print(f"error: {exc}\nrun with --fresh to start over", file=sys.stderr)
         return 1

@@ -17,9 +17,11 @@ The lease of the state saved under `KEY` is the JSON record `KEY.lease` in the s
   after loading it and before handing the state to its user (`RecoverableState` does), so a write by the
   previous owner that is still in flight either lands before (and is loaded) or is refused after (its
   version no longer matches). Every later save of the state is conditional on the version the owner last
-  wrote. A lease released by its owner needs no such rewrite: an owner releases only once none of its
-  writes is left without an answer; nor does the lease of an owner that died on this host when the store
-  is written by the process itself (`KeyValueStoreClient.writes_end_with_the_writer`).
+  wrote. An owner releases its lease at `teardown()`, or as soon as it made its final save because the
+  process is stopping (and writes nothing after). A lease released by its owner needs no such rewrite:
+  an owner releases only once none of its writes is left without an answer; nor does the lease of an
+  owner that died on this host when the store is written by the process itself
+  (`KeyValueStoreClient.writes_end_with_the_writer`).
 - On the file system a write holds the store's writers' lock. A previous owner frozen while holding it
   (SIGSTOP, a paused container) would block the takeover for as long as it stays frozen, and would
   finish its write once resumed. When the process holding that lock is the owner of the expired lease,
@@ -490,6 +492,16 @@ class StateLease:
                 await self.renew()
             except Exception:  # noqa: BLE001 - a failed renewal is retried; the lease lives on until it expires
                 self._log.exception("renewing the lease %r failed; retrying in %.1f s", self.key, period)
+
+    def abandon(self) -> None:
+        """Stop renewing, without writing anything: the lease record stays and expires on its own.
+
+        For a process that must let go at once and may not wait for the store (its task is being cancelled).
+        """
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+        self._record = None
 
     async def release(self, *, let_expire: bool = False) -> None:
         """Stop renewing and delete the lease if it is still ours.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import inspect
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast
@@ -26,7 +27,15 @@ from recoverable.errors import (
     StateValidationError,
     VersionConflictError,
 )
-from recoverable.events import Event, EventManager, EventPersistStateData
+from recoverable.events import (
+    Event,
+    EventAbortingData,
+    EventData,
+    EventExitData,
+    EventManager,
+    EventMigratingData,
+    EventPersistStateData,
+)
 from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore
 from recoverable.storages._crawlee import adapt_crawlee_key_value_store, is_crawlee_key_value_store
@@ -48,6 +57,22 @@ _default_logger = logging.getLogger("recoverable.state")
 
 _CLAIM_ATTEMPTS = 5
 _NO_STATE = b"null"
+
+_STOP_EVENTS = (Event.MIGRATING, Event.ABORTING, Event.EXIT)
+"""The events that mean the process is stopping: the state makes its final save and lets go of its lease."""
+
+_SaveMode = Literal["explicit", "event", "teardown"]
+
+
+def _stop_cause(event_data: EventData) -> str:
+    """The stop an event announces, for the log."""
+    if isinstance(event_data, EventMigratingData):
+        return "a migration (MIGRATING)"
+    if isinstance(event_data, EventAbortingData):
+        return "an abort (ABORTING)"
+    if isinstance(event_data, EventExitData):
+        return "the exit (EXIT)"
+    return "a migration (PERSIST_STATE with is_migrating)"
 
 
 def _means_no_state(stored: StoredRecord) -> bool:
@@ -155,6 +180,28 @@ class RecoverableState(Generic[TStateModel]):
       crashes the program. An explicit `persist_state()` raises instead.
     - A save of a state whose JSON did not change since the last save writes nothing.
     - Loads and saves time out after `timeout` (default `RECOVERABLE_STATE_TIMEOUT_SECS`, 60 s).
+    - A graceful stop hands the state over at once (see "Stopping" below); Crawlee keeps saving until exit.
+
+    Stopping: with `persistence_enabled=True` and a lease (the default), the state takes an event that
+    says the process is stopping - MIGRATING, ABORTING or EXIT, or PERSIST_STATE with `is_migrating=True`
+    (a `LocalEventManager` emits them on SIGTERM and SIGINT, a `PlatformEventManager` when the platform
+    sends them) - as its cue to hand the state over: it saves one last time and releases its lease, so
+    that a new owner, on any host, takes the state over at once instead of waiting for the lease to
+    expire. (When that last save got no answer and may still land, the lease is left to expire instead,
+    so that the next owner takes it over safely.) From then on this process writes nothing to the state:
+
+    - `current_value` still works, but changes made to it are not saved. Later PERSIST_STATE events and
+      `teardown()` write nothing and raise nothing; they log a warning when there are such changes.
+    - `persist_state()` and `reset()` raise `StateOwnershipError` when they would have to write.
+    - The state is never taken back behind the program's back, since the next owner may start at any
+      moment. A program that catches the signal and carries on with the state calls `teardown()` and then
+      `initialize()`: that takes the lease again (failing or waiting as `on_owned` says, if another
+      process has it by then) and loads the last save. A program that wants to keep the state until its
+      own `teardown()` whatever signal comes gives the state an event manager that does not handle
+      signals (`LocalEventManager(handle_signals=False)`).
+
+    A state without a lease (`lease_ttl=None`) has nothing to hand over and saves on as before; so does
+    one with `persistence_enabled='explicit_only'`, which listens to no event (its lease goes at `teardown()`).
 
     Args:
         default_state: The state to start from when nothing is saved; deep-copied, never modified.
@@ -293,6 +340,9 @@ class RecoverableState(Generic[TStateModel]):
         self._on_owned: Literal["fail", "wait"] = on_owned
         self._lease_wait_timeout = lease_wait_timeout
         self._lease: StateLease | None = None
+        # Why the state was handed over (see "Stopping"): from then on it writes nothing. None until then.
+        self._released_for: str | None = None
+        self._warned_unsaved = False
         self._persist_lock = asyncio.Lock()
         self._initialize_lock = asyncio.Lock()
 
@@ -356,6 +406,8 @@ class RecoverableState(Generic[TStateModel]):
             return self._state
         kvs = await self._with_timeout("open of the store", self._open_store())
         self._check_lease_possible(kvs, "given")
+        self._released_for = None
+        self._warned_unsaved = False
         if self._lease_ttl is not None:
             lease = StateLease(
                 store=kvs,
@@ -373,7 +425,7 @@ class RecoverableState(Generic[TStateModel]):
             if self._persistence_enabled is True:
                 if self._event_manager is None:
                     self._default_events = await DefaultEvents.acquire(self._config())
-                self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+                self._listen()
         except BaseException:
             # Whatever was taken is given back: a second attempt, or another state of the same key, starts clean.
             await self._release_lease()
@@ -385,6 +437,9 @@ class RecoverableState(Generic[TStateModel]):
 
     async def teardown(self) -> None:
         """Stop listening for events and save the state one last time.
+
+        After the state was handed over because the process is stopping (see "Stopping" in the class
+        docstring), nothing is saved and nothing is raised for it: changes made since are logged as lost.
 
         Raises:
             StateOwnershipError: The last save was refused because another process owns the state now; the
@@ -398,17 +453,17 @@ class RecoverableState(Generic[TStateModel]):
         if not self._initialized:
             return
         if self._persistence_enabled is True:
-            self._events().off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+            self._listen(stop=True)
         refused: StateOwnershipError | None = None
         if self._persistence_enabled:
             try:
-                await self._persist()
+                await self._persist(mode="teardown")
             except StateOwnershipError as exc:
                 refused = exc  # another process owns the state now: say so once everything is let go
             except BaseException:
                 # Stay initialized, listening and owning the state: teardown() or persist_state() can retry.
                 if self._persistence_enabled is True:
-                    self._events().on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+                    self._listen()
                 raise
         self._initialized = False
         await self._release_lease()
@@ -438,7 +493,9 @@ class RecoverableState(Generic[TStateModel]):
         """Save the state now (nothing is written when its JSON did not change since the last save).
 
         Args:
-            event_data: The PERSIST_STATE payload, when called for an event; only logged.
+            event_data: The PERSIST_STATE payload, when called for an event. It only changes what happens
+                after the state was handed over at a stop: a save for an event then logs the changes that
+                are not saved instead of raising.
 
         Raises:
             StateNotInitializedError: `initialize()` has not been called.
@@ -446,6 +503,9 @@ class RecoverableState(Generic[TStateModel]):
                 was written.
             StorageError: The save failed; the state is still in memory and the old record intact.
             StateTimeoutError: The save took longer than the timeout.
+            StateOwnershipError: Another process owns the state now, or (without `event_data`) this process
+                handed the state over because it is stopping (see "Stopping" in the class docstring) and
+                the state changed since.
         """
         if not self._initialized:
             raise StateNotInitializedError(
@@ -456,7 +516,7 @@ class RecoverableState(Generic[TStateModel]):
             return
         if event_data is not None and event_data.is_migrating:
             self._log.info("saving state %r before a migration", self._key)
-        await self._persist()
+        await self._persist(mode="explicit" if event_data is None else "event")
 
     async def reset(self) -> None:
         """Go back to a copy of the default state and delete the saved record.
@@ -464,12 +524,18 @@ class RecoverableState(Generic[TStateModel]):
         Raises:
             StateNotInitializedError: Persistence is enabled and `initialize()` has not been called.
             StorageError: The record could not be deleted.
+            StateOwnershipError: Another process owns the state now, or this process handed it over because
+                it is stopping (see "Stopping" in the class docstring); the state is left as it was.
         """
         if self._persistence_enabled and not self._initialized:
             raise StateNotInitializedError(f"cannot reset state {self._key!r} before `initialize()`")
+        if self._released_for is not None:
+            raise self._released_error()
         self._state = self._copy(self._default_state)
         if self._persistence_enabled:
             async with self._persist_lock:
+                if self._released_for is not None:
+                    raise self._released_error()
                 await self._check_ownership()
                 if self._lease is None:
                     await self._with_timeout("reset", self._store().delete_value(self._key))
@@ -585,12 +651,16 @@ class RecoverableState(Generic[TStateModel]):
         )
 
     async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
+        try:
+            within = self._timeout or self._config().state_timeout
+        except BaseException:
+            # `work` (a coroutine the caller made) will never run: close it, or Python warns at exit that it
+            # was never awaited, next to the real error (a bad RECOVERABLE_* variable, say).
+            if inspect.iscoroutine(work):
+                work.close()
+            raise
         store = self._key_value_store.label if self._key_value_store else "?"
-        return await bounded(
-            work,
-            within=self._timeout or self._config().state_timeout,
-            what=f"{action} of state {self._key!r} in store {store!r}",
-        )
+        return await bounded(work, within=within, what=f"{action} of state {self._key!r} in store {store!r}")
 
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
         """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
@@ -818,20 +888,94 @@ class RecoverableState(Generic[TStateModel]):
             raise expired
         raise StateOwnershipError(f"{expired}. It is now held by {owner}", owner=owner) from None
 
-    async def _persist(self) -> None:
+    async def _persist(self, *, mode: _SaveMode) -> None:
         kvs = self._store()
         async with self._persist_lock:
-            data = self._serialize(self.current_value)
-            if data == self._last_persisted:
-                return  # nothing to save: nothing is lost either, whoever owns the state now
-            await self._check_ownership()
-            if self._lease is None:
-                self._version = await self._with_timeout(
-                    "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
+            await self._persist_locked(kvs, mode=mode)
+
+    async def _persist_locked(self, kvs: KeyValueStore, *, mode: _SaveMode) -> None:
+        data = self._serialize(self.current_value)
+        if data == self._last_persisted:
+            return  # nothing to save: nothing is lost either, whoever owns the state now
+        if self._released_for is not None:
+            # Handed over at a stop: another process may own the state by now, so nothing is written.
+            if mode == "explicit":
+                raise self._released_error()
+            if mode == "teardown" or not self._warned_unsaved:
+                self._warned_unsaved = True
+                self._log.warning(
+                    "state %r has changes that are not saved, and will not be: this process let go "
+                    "of the state when it began stopping (%s), and another process may own it now",
+                    self._key,
+                    self._released_for,
                 )
-            else:
-                await self._fenced_write(kvs, data)
-            self._last_persisted = data
+            return
+        await self._check_ownership()
+        if self._lease is None:
+            self._version = await self._with_timeout(
+                "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
+            )
+        else:
+            await self._fenced_write(kvs, data)
+        self._last_persisted = data
+
+    def _released_error(self) -> StateOwnershipError:
+        return StateOwnershipError(
+            f"state {self._key!r} is no longer saved by this process: it made a last save and let go of its lease "
+            f"when the process began stopping ({self._released_for}), so that another process can take it over "
+            "without waiting. Changes made since are not saved. To carry on with the state in this process, call "
+            "teardown() and then initialize(), which takes the lease again and loads the last save"
+        )
+
+    async def _hand_over(self, cause: str) -> None:
+        """Save one last time because the process is stopping, then let go of the lease (see "Stopping")."""
+        if self._released_for is not None or not self._initialized or self._lease is None:
+            return  # handed over already, torn down, or no lease to hand over (lease_ttl=None): saves go on
+        kvs = self._store()
+        saved = False
+        try:
+            async with self._persist_lock:
+                if self._released_for is not None or not self._initialized or self._lease is None:
+                    return
+                try:
+                    await self._persist_locked(kvs, mode="explicit")
+                    saved = True
+                except StateOwnershipError as exc:
+                    self._log.error("the final save of state %r for %s was refused: %s", self._key, cause, exc)
+                except Exception:  # noqa: BLE001 - the process is stopping: say what is lost, let go all the same
+                    self._log.exception(
+                        "the final save of state %r for %s failed; its changes since the last save are lost",
+                        self._key,
+                        cause,
+                    )
+                self._released_for = cause
+                await self._release_lease()
+        except asyncio.CancelledError:
+            # A second signal cut the hand-over short, before or during the last save (which may still land):
+            # the process lets go all the same, without another write, and the lease is left to expire.
+            if self._released_for is None and self._initialized and self._lease is not None:
+                self._released_for = cause
+                self._abandon_lease()
+            raise
+        if saved:
+            self._log.info(
+                "state %r made its final save for %s and let go of its lease: another process may take it over "
+                "now, and this process saves it no more",
+                self._key,
+                cause,
+            )
+
+    def _listen(self, *, stop: bool = False) -> None:
+        """Start (or, with `stop`, stop) listening to the events that save the state or hand it over."""
+        events = self._events()
+        if stop:
+            events.off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+            for event in _STOP_EVENTS:
+                events.off(event=event, listener=self._on_stop_event)
+            return
+        events.on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
+        for event in _STOP_EVENTS:
+            events.on(event=event, listener=self._on_stop_event)
 
     async def _fenced_write(self, kvs: KeyValueStore, attempted: bytes | None) -> None:
         """Leave `attempted` in the record (None: delete it), only over the version this process saw last."""
@@ -857,7 +1001,8 @@ class RecoverableState(Generic[TStateModel]):
                         return  # deleted already
                     continue
                 raise await self._overwritten(exc) from exc
-            except Exception:
+            except BaseException:
+                # Cancelled (a second signal, a timeout around the caller) included: the write may still land.
                 self._unanswered = [attempted]
                 raise
             self._unanswered = []
@@ -882,6 +1027,11 @@ class RecoverableState(Generic[TStateModel]):
         self._unanswered = []
         return True
 
+    def _abandon_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.abandon()
+
     async def _release_lease(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
@@ -899,7 +1049,13 @@ class RecoverableState(Generic[TStateModel]):
             except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
                 self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
 
+    async def _on_stop_event(self, event_data: EventData) -> None:
+        await self._hand_over(_stop_cause(event_data))
+
     async def _on_persist_state_event(self, event_data: EventPersistStateData) -> None:
+        if event_data.is_migrating and self._lease is not None:
+            await self._on_stop_event(event_data)
+            return
         try:
             await self.persist_state(event_data)
         except StateNotInitializedError:

@@ -23,6 +23,7 @@ variable counts as unset.
 
 from __future__ import annotations
 
+import difflib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -127,8 +128,10 @@ def _storage_client_name(raw: str) -> StorageClientName:
     for name in names:
         if raw == name:
             return name
+    close = difflib.get_close_matches(raw.strip().lower().replace("-", "_"), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigurationError(
-        f"RECOVERABLE_STORAGE_CLIENT={raw!r} is not a storage client: use one of {', '.join(map(repr, names))}"
+        f"RECOVERABLE_STORAGE_CLIENT={raw!r} is not a storage client{hint}: use one of {', '.join(map(repr, names))}"
     )
 
 

@@ -20,6 +20,7 @@ from crawlee.storage_clients import MemoryStorageClient as CrawleeMemoryStorageC
 from pydantic import BaseModel
 
 from recoverable import ConfigurationError, KeyValueStore, MemoryStorageClient, RecoverableState
+from recoverable._ownership import LEASE_SUFFIX
 from recoverable.events import Event, EventPersistStateData
 from recoverable.events._default import DefaultEvents
 
@@ -206,5 +207,9 @@ async def test_crawlee_s_migrating_persist_state_reaches_the_state_as_migrating(
             state.current_value.pages = 1
             manager.emit(event=CrawleeEvent.PERSIST_STATE, event_data=CrawleePersistStateData(is_migrating=True))
             await manager.wait_for_all_listeners_to_complete()
-            assert state.event_saves == [1]
             assert [data.is_migrating if data else None for data in received] == [True]
+            # A migration is a stop: the state made its final save and let go of its lease for the next owner.
+            store = state.key_value_store
+            assert store is not None
+            assert await store.get_value(KEY) == {"pages": 1}
+            assert not await store.record_exists(f"{KEY}{LEASE_SUFFIX}")

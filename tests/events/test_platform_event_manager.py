@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import BaseModel
 from websockets.asyncio.server import ServerConnection, serve
 
-from recoverable import PlatformEventManager
+from recoverable import FileSystemStorageClient, KeyValueStore, PlatformEventManager, RecoverableState
 from recoverable.errors import ConfigurationError
 from recoverable.events import (
     Event,
@@ -26,6 +27,7 @@ from recoverable.events import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 HOUR = timedelta(hours=1)
 SYSTEM_INFO = {
@@ -226,6 +228,47 @@ async def test_exit_closes_the_websocket_and_persists_once_more(platform: tuple[
     await asyncio.wait_for(connection.wait_closed(), timeout=10)
     assert not manager.connected
     assert received.events == [(Event.PERSIST_STATE, EventPersistStateData(is_migrating=False))]
+
+
+class _Counter(BaseModel):
+    done: int = 0
+
+
+@pytest.mark.parametrize(("name", "data"), [("migrating", {"timeRemainingSecs": 30}), ("aborting", None), ("exit", {})])
+async def test_a_state_hands_over_when_the_platform_says_the_run_stops(
+    platform: tuple[_Platform, str], tmp_path: Path, name: str, data: dict[str, Any] | None
+) -> None:
+    """On `migrating`, `aborting` or `exit` a state saves and releases its lease: the next run starts at once."""
+    server, url = platform
+    kvs = await KeyValueStore.open(name="run", storage_client=FileSystemStorageClient(storage_dir=tmp_path))
+    async with PlatformEventManager(url=url, persist_state_interval=HOUR) as manager:
+        state = RecoverableState(
+            default_state=_Counter(), persist_state_key="STATE", key_value_store=kvs, event_manager=manager
+        )
+        await state.initialize()
+        connection = await server.next_connection()
+        state.current_value.done = 12
+        await connection.send(_message(name, data))
+
+        for _ in range(500):
+            if not await kvs.record_exists("STATE.lease"):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail(f"the lease was not released after {name!r}")
+        assert await kvs.get_value("STATE") == {"done": 12}
+
+        # The next run: its own store object, the lease policy that fails at once on a live owner.
+        next_kvs = await KeyValueStore.open(name="run", storage_client=FileSystemStorageClient(storage_dir=tmp_path))
+        successor = RecoverableState(
+            default_state=_Counter(), persist_state_key="STATE", key_value_store=next_kvs, event_manager=manager
+        )
+        assert (await successor.initialize()).done == 12
+        state.current_value.done = 13  # too late: not saved
+        await connection.send(_message("persistState", {"isMigrating": False}))
+        await state.teardown()
+        await successor.teardown()
+    assert await kvs.get_value("STATE") == {"done": 12}
 
 
 def test_the_url_comes_from_actor_events_websocket_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,21 +48,23 @@ class Crawler:
             timeout=RUN_TIMEOUT,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, stderr: int = subprocess.STDOUT) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self.command(*args),
             cwd=self.cwd,
             env=self.env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=stderr,
             text=True,
         )
 
-    async def saved_state(self) -> dict[str, Any]:
-        store = await KeyValueStore.open(
+    async def store(self) -> KeyValueStore:
+        return await KeyValueStore.open(
             name=STORE_NAME, storage_client=FileSystemStorageClient(storage_dir=self.storage_dir)
         )
-        state = await store.get_value(STATE_KEY)
+
+    async def saved_state(self) -> dict[str, Any]:
+        state = await (await self.store()).get_value(STATE_KEY)
         assert isinstance(state, dict), f"no saved state in {self.storage_dir}"
         return state
 
@@ -246,3 +248,33 @@ async def test_a_rerun_right_after_sigkill_starts_while_the_killed_run_is_still_
     assert second.returncode == 0, second.stderr
     assert resumed_pages(second.stdout) >= 40
     assert_complete(await crawler.saved_state(), 200)
+
+
+async def test_output_cut_short_like_head_stops_cleanly_and_the_next_run_resumes(crawler: Crawler) -> None:
+    """`resumable_crawler.py | head -3`: once the reader is gone, the crawler saves, lets go and exits 141."""
+    crawler.env["RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS"] = "600000"  # what is saved, the way out saved
+    args = ("--site-pages", "300", "--delay-ms", "20")
+    proc = crawler.start(*args, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        head = [proc.stdout.readline() for _ in range(3)]
+        proc.stdout.close()  # the reader goes away, as `head -3` does
+        _, stderr = proc.communicate(timeout=30)  # a hang fails here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert head[2] == "starting fresh\n", head
+    assert proc.returncode == 128 + signal.SIGPIPE, stderr
+    assert "Traceback" not in stderr
+    assert "Error" not in stderr, stderr
+
+    saved = await crawler.saved_state()
+    assert 0 < len(saved["done"]) < 300
+    assert not await (await crawler.store()).record_exists(STATE_KEY + ".lease")  # let go, not left behind
+
+    second = crawler.run(*args)
+    assert second.returncode == 0, second.stderr
+    assert resumed_pages(second.stdout) == len(saved["done"])
+    assert figure(second.stdout, "re-fetched, were done") == 0
+    assert_complete(await crawler.saved_state(), 300)

@@ -7,14 +7,23 @@ SPEC_JSON names the storage client: {"kind": "file_system", "storage_dir": ...},
 "token": ...}. Optional keys: "pad_bytes" (the state carries that many bytes more, to make saves long),
 "lock_timeout_ms" (of the file system and SQL clients), "settle_ms" (wait that long after loading before
 the first save), "hold_lock" (file system: after the first save, take the
-store's writers' lock and keep it, as a process frozen in the middle of a write does). It prints one line
-per event, flushed:
+store's writers' lock and keep it, as a process frozen in the middle of a write does), "signals" (the
+events come from a `LocalEventManager` handling SIGTERM and SIGINT instead of a manager that emits nothing:
+"die" leaves SIGTERM its default handler, so the process ends once the state made its final save;
+"carry_on" installs a handler first that prints `CAUGHT` and lets the program go on for ten more rounds,
+as a program that catches the signal does, then tear the state down), "persist_ms" (the period of that
+manager's PERSIST_STATE, an hour by default) and "explicit" (false: the counter is only counted, `DONE
+<done>`, and saved by events alone). It prints one line per event, flushed:
 
 - `OWNER <done> <writer>` once it holds the lease, with the counter it loaded and who saved it;
 - `SAVING <done>` before each save, `SAVED <done>` after each save that returned;
+- `DONE <done>` at each count when "explicit" is false;
 - `LOCKED` once it holds the store's writers' lock (with "hold_lock");
 - `REFUSED <json>` and exit 3 when another process holds the lease;
-- `LOST <message>` and exit 4 when a save is refused because another process took the state over.
+- `LOST <message>` and exit 4 when a save is refused because another process took the state over;
+- with "signals": `CAUGHT` when the program's own SIGTERM handler ran, `UNSAVED <done> <message>` for each
+  save refused because the state was handed over at the stop, and `TORNDOWN` and exit 0 once
+  `teardown()` returned.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recoverable import EventManager, KeyValueStore, RecoverableState, StateOwnershipError
+from recoverable import EventManager, KeyValueStore, LocalEventManager, RecoverableState, StateOwnershipError
 from recoverable.storages import FileSystemStorageClient, StorageClient
 
 KEY = "CRAWL"
@@ -71,6 +80,8 @@ def say(line: str) -> None:
 
 
 async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
+    if spec.get("signals"):
+        return await main_with_signals(spec, ttl_ms, on_owned)
     async with build_client(spec) as client:
         kvs = await KeyValueStore.open(name=STORE, storage_client=client)
         state = RecoverableState(
@@ -109,6 +120,64 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
                 await hold_lock(kvs)
                 await asyncio.Event().wait()  # frozen from here on, by the test
             await asyncio.sleep(0.1)
+
+
+async def main_with_signals(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
+    """The owner of a program that stops on a signal: see "signals" in the module docstring."""
+    caught: list[bool] = []
+    if spec["signals"] == "carry_on":
+
+        def carry_on(signum: int, frame: object) -> None:
+            del signum, frame
+            caught.append(True)
+            say("CAUGHT")
+
+        signal.signal(signal.SIGTERM, carry_on)
+    explicit = spec.get("explicit", True)
+    async with build_client(spec) as client:
+        kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        events = LocalEventManager(
+            persist_state_interval=timedelta(milliseconds=spec.get("persist_ms", 3_600_000)),
+            system_info_interval=timedelta(hours=1),
+        )
+        async with events:
+            state = RecoverableState(
+                default_state=Progress(),
+                persist_state_key=KEY,
+                key_value_store=kvs,
+                event_manager=events,
+                lease_ttl=timedelta(milliseconds=ttl_ms),
+                on_owned="wait" if on_owned == "wait" else "fail",
+            )
+            try:
+                loaded = await state.initialize()
+            except StateOwnershipError as exc:
+                say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
+                return 3
+            say(f"OWNER {loaded.done} {loaded.writer}")
+            loaded.writer = os.getpid()
+            rounds_after = 0
+            while rounds_after < 10:
+                rounds_after += bool(caught)
+                state.current_value.done += 1
+                done = state.current_value.done
+                if not explicit:
+                    say(f"DONE {done}")
+                else:
+                    say(f"SAVING {done}")
+                    try:
+                        await state.persist_state()
+                    except StateOwnershipError as exc:
+                        if "let go of its lease when the process began stopping" not in str(exc):
+                            say(f"LOST {exc}")
+                            return 4
+                        say(f"UNSAVED {done} {exc}")  # handed over: the handler may not have run yet
+                    else:
+                        say(f"SAVED {done}")
+                await asyncio.sleep(0.1)
+            await state.teardown()
+            say("TORNDOWN")
+    return 0
 
 
 async def hold_lock(kvs: KeyValueStore) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from state.support import open_instrumented_store
 
 from recoverable import (
+    Event,
     EventManager,
     FileSystemStorageClient,
     KeyValueStore,
@@ -26,6 +27,13 @@ from recoverable import (
 )
 from recoverable._ownership import LEASE_SUFFIX, LeaseRecord
 from recoverable.errors import StateTimeoutError, VersionConflictError
+from recoverable.events import (
+    EventAbortingData,
+    EventData,
+    EventExitData,
+    EventMigratingData,
+    EventPersistStateData,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,11 +59,11 @@ async def kvs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[K
 
 
 def make_state(kvs: KeyValueStore, **kwargs: object) -> RecoverableState[Progress]:
+    kwargs.setdefault("event_manager", EventManager(persist_state_interval=timedelta(hours=1)))
     return RecoverableState(
         default_state=Progress(),
         persist_state_key=KEY,
         key_value_store=kvs,
-        event_manager=EventManager(persist_state_interval=timedelta(hours=1)),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -654,3 +662,229 @@ async def test_a_lease_naming_this_pid_from_before_this_process_started_is_taken
     assert lease is not None
     assert lease.owner != "gone"
     await state.teardown()
+
+
+# --- a graceful stop hands the state over -------------------------------------------------------------------
+
+STOPS: dict[str, list[tuple[Event, EventData]]] = {
+    # What LocalEventManager emits on SIGTERM and on SIGINT, and the platform's `exit`.
+    "sigterm": [
+        (Event.MIGRATING, EventMigratingData()),
+        (Event.PERSIST_STATE, EventPersistStateData(is_migrating=True)),
+    ],
+    "sigint": [(Event.ABORTING, EventAbortingData()), (Event.PERSIST_STATE, EventPersistStateData(is_migrating=False))],
+    "exit": [(Event.EXIT, EventExitData())],
+    "persist-migrating": [(Event.PERSIST_STATE, EventPersistStateData(is_migrating=True))],
+}
+
+
+async def stop(manager: EventManager, how: str) -> None:
+    """Emit the events of a stop, as an event manager does, and wait for the listeners."""
+    for event, data in STOPS[how]:
+        manager.emit(event=event, event_data=data)
+    await manager.wait_for_all_listeners_to_complete()
+
+
+async def persist_event(manager: EventManager) -> None:
+    manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
+    await manager.wait_for_all_listeners_to_complete()
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+async def test_a_stop_saves_then_releases_the_lease_and_writes_nothing_after(
+    kvs: KeyValueStore, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    stopping_kvs, client = await open_instrumented_store(kvs.storage_client, name="owned")
+    state = make_state(stopping_kvs, event_manager=manager, lease_ttl=SHORT_TTL)
+    await state.initialize()
+    state.current_value.done = 7
+    await stop(manager, how)
+
+    assert await kvs.get_value(KEY) == {"done": 7}  # the final save
+    assert await lease_of(kvs) is None  # released, not left to expire
+    await asyncio.sleep(SHORT_TTL.total_seconds() * 1.5)
+    assert await lease_of(kvs) is None  # and no longer renewed
+    writes = client.set_calls
+
+    new = make_state(kvs)  # on_owned="fail": not refused
+    assert (await new.initialize()).done == 7
+
+    # The stopped process goes on: nothing it does writes, and only what asks for a write in so many words raises.
+    state.current_value.done = 8
+    with caplog.at_level(logging.WARNING, logger="recoverable.state"):
+        await persist_event(manager)
+        await stop(manager, how)  # the same signal again, or another one
+        with pytest.raises(StateOwnershipError, match="let go of its lease when the process began stopping"):
+            await state.persist_state()
+        with pytest.raises(StateOwnershipError, match="let go of its lease"):
+            await state.reset()
+        assert state.current_value.done == 8  # the refused reset left it alone
+        await state.teardown()  # raises nothing
+    assert caplog.text.count("changes that are not saved") == 2  # once for the events, once at teardown
+    assert not state.is_initialized
+    assert client.set_calls == writes
+
+    new.current_value.done = 9
+    await new.persist_state()  # the stopped process wrote nothing under it: not refused
+    await new.teardown()
+    assert await kvs.get_value(KEY) == {"done": 9}
+
+
+async def test_a_stop_without_changes_since_the_last_save_writes_nothing_and_teardown_is_quiet(
+    kvs: KeyValueStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    state = make_state(kvs, event_manager=manager)
+    await state.initialize()
+    state.current_value.done = 1
+    await state.persist_state()
+    await stop(manager, "sigterm")
+    assert await lease_of(kvs) is None
+    with caplog.at_level(logging.WARNING, logger="recoverable.state"):
+        await state.persist_state()  # nothing changed: nothing to refuse
+        await state.teardown()
+    assert "not saved" not in caplog.text
+
+
+async def test_a_stop_during_a_save_waits_for_it_then_saves_what_changed_since(kvs: KeyValueStore) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    slow_kvs, client = await open_instrumented_store(kvs.storage_client, name="owned")
+    state = make_state(slow_kvs, event_manager=manager)
+    await state.initialize()
+    client.set_delay = 0.3
+    state.current_value.done = 1
+    manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
+    await asyncio.sleep(0.1)  # that save is under way
+    state.current_value.done = 2
+    await stop(manager, "sigterm")
+    assert await kvs.get_value(KEY) == {"done": 2}
+    assert await lease_of(kvs) is None
+    await state.teardown()
+
+
+async def test_a_stop_whose_final_save_got_no_answer_leaves_the_lease_to_expire(kvs: KeyValueStore) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    slow_kvs, client = await open_instrumented_store(kvs.storage_client, name="owned")
+    state = make_state(
+        slow_kvs, event_manager=manager, timeout=timedelta(milliseconds=200), lease_ttl=timedelta(seconds=2)
+    )
+    await state.initialize()
+    state.current_value.done = 5
+    client.answer_delay = 30.0  # the final save lands, and its answer never comes in time
+    await stop(manager, "sigterm")
+    client.answer_delay = 0.0
+
+    left = await lease_of(kvs)
+    assert left is not None  # not deleted: the save may still land, only a takeover is safe from it
+    assert left.pid == os.getpid()
+    with pytest.raises(StateOwnershipError):
+        await make_state(kvs).initialize()
+    await asyncio.sleep((left.expires_at - datetime.now(UTC)).total_seconds() + 0.1)
+    assert await lease_of(kvs) == left  # never renewed
+    new = make_state(kvs)
+    assert (await new.initialize()).done == 5
+    assert new._lease is not None
+    assert new._lease.took_over
+    await state.teardown()  # raises nothing, writes nothing
+    await new.teardown()
+
+
+@pytest.mark.parametrize("cut", ["in-the-save", "waiting-for-a-save-under-way"])
+async def test_a_second_signal_cutting_the_hand_over_short_leaves_the_lease_to_expire(
+    kvs: KeyValueStore, cut: str
+) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    slow_kvs, client = await open_instrumented_store(kvs.storage_client, name="owned")
+    ttl = timedelta(milliseconds=600)
+    state = make_state(slow_kvs, event_manager=manager, lease_ttl=ttl)
+    await state.initialize()
+    client.set_delay = 30.0
+    state.current_value.done = 5
+    if cut == "waiting-for-a-save-under-way":
+        manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData())
+        await asyncio.sleep(0.05)
+    manager.emit(event=Event.MIGRATING, event_data=EventMigratingData())
+    await asyncio.sleep(0.1)
+    # What a second SIGTERM does to the listeners of the first: cancel them.
+    await manager.wait_for_all_listeners_to_complete(timeout=timedelta(milliseconds=50))
+    client.set_delay = 0.0
+
+    left = await lease_of(kvs)
+    assert left is not None  # kept: the cut save might still have been sent
+    await asyncio.sleep(ttl.total_seconds() * 0.6)
+    assert await lease_of(kvs) == left  # no longer renewed: it expires on its own
+    attempts = client.set_calls
+    state.current_value.done = 6
+    await persist_event(manager)
+    with pytest.raises(StateOwnershipError, match="let go of its lease"):
+        await state.persist_state()
+    await state.teardown()
+    assert client.set_calls == attempts
+    assert await kvs.get_value(KEY) is None
+
+
+async def test_a_program_carrying_on_after_a_stop_takes_the_state_back_with_teardown_and_initialize(
+    kvs: KeyValueStore,
+) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    state = make_state(kvs, event_manager=manager)
+    await state.initialize()
+    state.current_value.done = 3
+    await stop(manager, "sigterm")
+    state.current_value.done = 4  # after the hand-over: not saved
+    await state.teardown()
+
+    assert (await state.initialize()).done == 3  # the lease taken again, the last save loaded
+    lease = await lease_of(kvs)
+    assert lease is not None
+    assert lease.pid == os.getpid()
+    state.current_value.done = 5
+    await state.persist_state()
+    assert await kvs.get_value(KEY) == {"done": 5}
+
+    await stop(manager, "exit")  # owner again in full: the next stop hands it over again
+    assert await lease_of(kvs) is None
+    other = make_state(kvs)
+    await other.initialize()
+    await state.teardown()
+    with pytest.raises(StateOwnershipError, match="is held by"):
+        await state.initialize()  # taken by then: not taken back
+    await other.teardown()
+
+
+async def test_a_state_without_a_lease_saves_on_after_a_stop(kvs: KeyValueStore) -> None:
+    manager = EventManager(persist_state_interval=timedelta(hours=1))
+    state = make_state(kvs, event_manager=manager, lease_ttl=None)
+    await state.initialize()
+    state.current_value.done = 1
+    await stop(manager, "sigterm")
+    assert await kvs.get_value(KEY) == {"done": 1}
+    state.current_value.done = 2
+    await persist_event(manager)
+    assert await kvs.get_value(KEY) == {"done": 2}
+    state.current_value.done = 3
+    await state.teardown()
+    assert await kvs.get_value(KEY) == {"done": 3}
+
+
+async def test_a_save_cancelled_after_it_landed_counts_as_unanswered(kvs: KeyValueStore) -> None:
+    """A cancelled save (a second signal, a timeout around the caller) may have landed all the same: the next
+    save, of other bytes, finds it there and builds on it instead of taking it for someone else's write."""
+    slow_kvs, client = await open_instrumented_store(kvs.storage_client, name="owned")
+    state = make_state(slow_kvs)
+    await state.initialize()
+    client.answer_delay = 30.0
+    state.current_value.done = 1
+    saving = asyncio.create_task(state.persist_state())
+    await asyncio.sleep(0.2)  # landed, not answered
+    saving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await saving
+    client.answer_delay = 0.0
+    assert await kvs.get_value(KEY) == {"done": 1}
+    state.current_value.done = 2
+    await state.persist_state()  # not refused
+    await state.teardown()
+    assert await kvs.get_value(KEY) == {"done": 2}
+    assert await lease_of(kvs) is None

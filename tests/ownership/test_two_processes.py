@@ -7,6 +7,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,9 +65,19 @@ class Owner:
                 pipe.close()
 
 
-def start_owner(spec: dict[str, Any], env: dict[str, str], *, ttl_ms: int, on_owned: str = "fail") -> Owner:
+OTHER_HOST = "recoverable-other-host"
+
+
+def start_owner(
+    spec: dict[str, Any], env: dict[str, str], *, ttl_ms: int, on_owned: str = "fail", other_host: bool = False
+) -> Owner:
+    """Start owner_child.py; with `other_host`, in a UTS namespace of its own named OTHER_HOST (see `another_host`)."""
+    command = [sys.executable, str(CHILD), json.dumps(spec), str(ttl_ms), on_owned]
+    if other_host:
+        # The shell sets the host name of its new namespace, then becomes the child: same pid, other host.
+        command = ["unshare", "-u", "sh", "-c", f'hostname {OTHER_HOST} && exec "$@"', "sh", *command]
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), json.dumps(spec), str(ttl_ms), on_owned],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -118,6 +129,29 @@ def http_server(tmp_path: Path, child_env: dict[str, str]) -> Iterator[dict[str,
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=WAIT_SECS)
     proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def another_host() -> None:
+    """Children started with `other_host=True` run as on another machine: a host name of their own.
+
+    A lease is judged by its host: on the same host a dead owner is seen dead and its lease taken at once,
+    so only a child on another host shows whether a lease was really released. `unshare -u` gives a child
+    its own UTS namespace (host name) and needs root.
+    """
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to give a child a host name of its own")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: `unshare -u` gives a child a host name of its own only to root")
+    probe = subprocess.run(
+        ["unshare", "-u", "sh", "-c", f"hostname {OTHER_HOST} && hostname"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=WAIT_SECS,
+    )
+    if probe.returncode != 0 or probe.stdout.strip() != OTHER_HOST:
+        pytest.skip(f"`unshare -u` cannot give a child a host name of its own here: {probe.stderr.strip()}")
 
 
 @pytest.fixture(params=["file_system", "sqlite", "postgres", "redis", "http"])
@@ -211,6 +245,82 @@ def test_a_frozen_owner_is_taken_over_and_its_late_saves_are_refused(
         stale.stop()
         if new is not None:
             new.stop()
+
+
+@pytest.mark.parametrize("after_sigterm", ["die", "carry_on"])
+def test_an_owner_stopped_by_sigterm_hands_over_at_once_to_an_owner_on_another_host(
+    spec: dict[str, Any], child_env: dict[str, str], another_host: None, after_sigterm: str
+) -> None:
+    """SIGTERM: the owner makes its final save and releases its lease, so that a process on another host,
+    opening the state with on_owned="fail" right after, is not refused (the lease would live on for 30 s)
+    and loads that save; the stopped owner writes nothing afterwards, even when its program carries on."""
+    del another_host
+    carry_on = after_sigterm == "carry_on"
+    # "die": counted only, saved by the final save alone. "carry_on": every count saved, and PERSIST_STATE
+    # every 100 ms, so that the program keeps trying to save after the stop.
+    first_spec = {**spec, "signals": after_sigterm, "explicit": carry_on, "persist_ms": 100 if carry_on else 3_600_000}
+    first = start_owner(first_spec, child_env, ttl_ms=30_000)
+    second: Owner | None = None
+    try:
+        first.read_until(("OWNER",))
+        for _ in range(5):
+            first.read_until(("SAVED",) if carry_on else ("DONE",))
+        counted = [int(line.split()[1]) for line in first.lines if line.startswith(("SAVED", "DONE"))]
+        signalled_at = time.monotonic()
+        first.proc.send_signal(signal.SIGTERM)
+        if carry_on:
+            first.read_until(("CAUGHT",))
+        else:
+            assert first.proc.wait(timeout=WAIT_SECS) == -signal.SIGTERM, first.lines[-3:]
+            _drain(first)
+
+        second = start_owner(spec, child_env, ttl_ms=30_000, other_host=True)
+        owner = second.read_until(("OWNER", "REFUSED"))
+        assert owner.startswith("OWNER"), owner  # a lease left behind would be held for 30 s more
+        assert time.monotonic() - signalled_at < 15
+        loaded, writer = (int(word) for word in owner.split()[1:])
+        assert writer == first.proc.pid
+        if carry_on:
+            # Every count was saved; the last save that returned is what was handed over.
+            assert loaded == max(_saved_values(first.lines)) >= counted[-1]
+        else:
+            # Nothing but the final save ever wrote the state: it holds the count when SIGTERM came (or the one
+            # before it, when the loop counted once more between the final save and the end of the process).
+            done = [int(line.split()[1]) for line in first.lines if line.startswith("DONE")]
+            assert counted[-1] <= loaded <= max(done)
+        for _ in range(3):
+            second.read_until(("SAVED",))
+
+        if carry_on:
+            _assert_nothing_saved_after_the_hand_over(first, loaded)
+
+        second.read_until(("SAVED",))
+        second.proc.kill()
+        second.proc.wait(timeout=WAIT_SECS)
+        _drain(second)
+        assert not any(line.startswith("LOST") for line in second.lines), second.lines[-3:]
+        record = asyncio.run(_read_record(spec))
+        assert record["writer"] == second.proc.pid
+        assert record["done"] in (max(_saved_values(second.lines)), max(_saved_values(second.lines)) + 1)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _assert_nothing_saved_after_the_hand_over(owner: Owner, handed_over: int) -> None:
+    """The program went on counting and asking for saves after it let go: none of them was written."""
+    assert owner.proc.wait(timeout=WAIT_SECS) == 0
+    _drain(owner)
+    assert "TORNDOWN" in owner.lines
+    unsaved = [int(line.split()[1]) for line in owner.lines if line.startswith("UNSAVED")]
+    assert unsaved, owner.lines[-5:]
+    assert min(unsaved) > handed_over
+    assert max(_saved_values(owner.lines)) == handed_over  # no save returned after the hand-over
+    assert owner.proc.stderr is not None
+    log = owner.proc.stderr.read()
+    assert "changes that are not saved" in log  # teardown said so, and raised nothing
+    assert "Traceback" not in log
 
 
 async def _read_done(spec: dict[str, Any], tmp_path: Path) -> int:

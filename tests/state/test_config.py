@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import subprocess
+import warnings
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +116,58 @@ async def test_default_store_comes_from_the_environment(tmp_path: Path) -> None:
     await save_and_teardown(state)
     reader = FileSystemStorageClient(storage_dir=tmp_path / "default-storage")
     assert await (await KeyValueStore.open(storage_client=reader)).get_value(KEY) == SAVED
+
+
+@pytest.mark.parametrize("store", ["default", "given"])
+async def test_a_bad_storage_client_variable_is_one_clear_error_and_nothing_else(
+    store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A typo in RECOVERABLE_STORAGE_CLIENT raises ConfigurationError naming it, and leaves no coroutine behind
+    that Python would report as never awaited (a RuntimeWarning printed next to the error)."""
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "filesystem")
+    given = (
+        {"key_value_store": await KeyValueStore.open(storage_client=FileSystemStorageClient(storage_dir=tmp_path))}
+        if store == "given"
+        else {}
+    )
+    state = RecoverableState(
+        default_state=Progress(), persist_state_key=KEY, event_manager=quiet_event_manager(), **given
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigurationError) as raised:
+            await state.initialize()
+        message = str(raised.value)
+        del raised  # its traceback holds the frames, and they the coroutines: let them all be collected now
+        gc.collect()
+    assert "RECOVERABLE_STORAGE_CLIENT='filesystem'" in message
+    assert "did you mean 'file_system'?" in message
+    assert "'file_system', 'memory', 'redis', 'sql', 'http'" in message
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert not state.is_initialized
+
+
+def test_a_bad_storage_client_variable_warns_nothing_in_a_real_program(python: str, child_env: dict[str, str]) -> None:
+    code = (
+        "import asyncio\n"
+        "from pydantic import BaseModel\n"
+        "from recoverable import RecoverableState\n"
+        "class M(BaseModel):\n"
+        "    n: int = 0\n"
+        "asyncio.run(RecoverableState(default_state=M(), persist_state_key='K').initialize())\n"
+    )
+    result = subprocess.run(
+        [python, "-W", "error::RuntimeWarning", "-c", code],
+        env={**child_env, "RECOVERABLE_STORAGE_CLIENT": "filesystem"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "ConfigurationError: RECOVERABLE_STORAGE_CLIENT='filesystem'" in result.stderr
+    assert "never awaited" not in result.stderr
+    assert "RuntimeWarning" not in result.stderr
 
 
 async def _factory() -> KeyValueStore:
