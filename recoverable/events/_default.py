@@ -12,7 +12,8 @@ A `RecoverableState` created without `event_manager=`, and a `KeyValueStore`'s a
 
 The library's own manager runs from the first user to the last whatever Crawlee does, because a state may be
 initialized before a crawler runs and outlive it, and a program may run several crawlers one after another.
-It handles SIGTERM and SIGINT, and its PERSIST_STATE is passed on whenever no crawler runs. While one runs,
+It handles SIGTERM and SIGINT, its MIGRATING, ABORTING and EXIT are always passed on (states make their final
+save on them and let go of their leases), and its PERSIST_STATE is passed on whenever no crawler runs. While one runs,
 its timer's PERSIST_STATE is passed on only when Crawlee sent none since its previous tick (Crawlee drops its
 listeners when a crawler stops, or the library's period is the shorter one), and its PERSIST_STATE after a
 signal or a migration always. Crawlee's manager is looked for when a user arrives, at every tick of the own
@@ -30,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from recoverable.configuration import Configuration
-from recoverable.events._event import Event, EventPersistStateData
+from recoverable.events._event import (
+    Event,
+    EventAbortingData,
+    EventData,
+    EventExitData,
+    EventMigratingData,
+    EventPersistStateData,
+)
 from recoverable.events._event_manager import EventManager
 from recoverable.events._local_event_manager import LocalEventManager
 from recoverable.events._platform_event_manager import PlatformEventManager
@@ -159,8 +167,9 @@ class DefaultEvents:
     async def _start(self) -> None:
         await self.manager.__aenter__()
         self.manager.on(event=Event.PERSIST_STATE, listener=self._from_own)
-        self.manager.on(event=Event.MIGRATING, listener=self._expect_last_persist_state)
-        self.manager.on(event=Event.ABORTING, listener=self._expect_last_persist_state)
+        self.manager.on(event=Event.MIGRATING, listener=self._from_own_migrating)
+        self.manager.on(event=Event.ABORTING, listener=self._from_own_aborting)
+        self.manager.on(event=Event.EXIT, listener=self._from_own_exit)
         self._watch = asyncio.get_running_loop().create_task(self._watch_crawlee(), name="recoverable crawlee watch")
 
     async def _stop(self) -> None:
@@ -200,10 +209,23 @@ class DefaultEvents:
             with contextlib.suppress(Exception):
                 crawlee.manager.off(event=crawlee.persist_state, listener=self._from_crawlee)
 
-    def _expect_last_persist_state(self) -> None:
-        # A signal or the platform announced the end (or a move) of the process: the PERSIST_STATE the own
-        # manager emits next is passed on even while a crawler runs.
+    async def _from_own_migrating(self, event_data: EventMigratingData) -> None:
+        await self._stopping(Event.MIGRATING, event_data)
+
+    async def _from_own_aborting(self, event_data: EventAbortingData) -> None:
+        await self._stopping(Event.ABORTING, event_data)
+
+    async def _from_own_exit(self, event_data: EventExitData) -> None:
+        await self._stopping(Event.EXIT, event_data)
+
+    async def _stopping(self, event: Event, event_data: EventData) -> None:
+        """A signal or the platform announced the end (or a move) of the process: pass it on, whatever runs.
+
+        States make their final save on it and let go of their leases. The PERSIST_STATE the own manager emits
+        next is passed on even while a crawler runs.
+        """
         self._forward_next = True
+        await self._deliver(event, event_data)
 
     async def _from_own(self, event_data: EventPersistStateData) -> None:
         self._follow_crawlee()
@@ -217,7 +239,7 @@ class DefaultEvents:
             return
         self._forward_next = False
         self._crawlee_delivered = False
-        await self._deliver(event_data)
+        await self._deliver(Event.PERSIST_STATE, event_data)
 
     async def _from_crawlee(self, event_data: object) -> None:
         data = EventPersistStateData(is_migrating=getattr(event_data, "is_migrating", False) is True)
@@ -226,15 +248,15 @@ class DefaultEvents:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._from_crawlee(data), self._loop))
             return
         self._crawlee_delivered = True
-        await self._deliver(data)
+        await self._deliver(Event.PERSIST_STATE, data)
 
-    async def _deliver(self, event_data: EventPersistStateData) -> None:
+    async def _deliver(self, event: Event, event_data: EventData) -> None:
         """Emit on the relay and wait for its listeners, so that whoever emitted waits for the saves too.
 
         A signal handler waits for its listeners before it lets the signal end the process, and Crawlee waits
         for them before a crawler's run returns: both must wait for the saves themselves.
         """
-        self.relay.emit(event=Event.PERSIST_STATE, event_data=event_data)
+        self.relay.emit(event=event, event_data=event_data)
         try:
             await self.relay.wait_for_all_listeners_to_complete()
         except asyncio.CancelledError:

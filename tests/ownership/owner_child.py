@@ -29,6 +29,7 @@ manager's PERSIST_STATE, an hour by default) and "explicit" (false: the counter 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import json
 import os
@@ -140,12 +141,15 @@ async def main_with_signals(spec: dict[str, Any], ttl_ms: int, on_owned: str) ->
             persist_state_interval=timedelta(milliseconds=spec.get("persist_ms", 3_600_000)),
             system_info_interval=timedelta(hours=1),
         )
-        async with events:
+        # "default_events": the state is given no manager and uses the library's default one, which handles
+        # the signals itself (its interval from RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS, set by the test).
+        default_events = spec.get("default_events", False)
+        async with contextlib.nullcontext() if default_events else events:
             state = RecoverableState(
                 default_state=Progress(),
                 persist_state_key=KEY,
                 key_value_store=kvs,
-                event_manager=events,
+                event_manager=None if default_events else events,
                 lease_ttl=timedelta(milliseconds=ttl_ms),
                 on_owned="wait" if on_owned == "wait" else "fail",
             )

@@ -308,6 +308,37 @@ def test_an_owner_stopped_by_sigterm_hands_over_at_once_to_an_owner_on_another_h
             second.stop()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_owner_on_the_default_events_hands_over_at_once_on_sigterm_and_sigint(
+    spec: dict[str, Any], child_env: dict[str, str], another_host: None, sig: signal.Signals
+) -> None:
+    """A state given no event manager: the library's default one handles the signal, and the state hears of the
+    stop through it (SIGINT is an abort, not a migration), makes its final save and releases its lease."""
+    del another_host
+    env = {**child_env, "RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS": "3600000"}
+    first = start_owner({**spec, "signals": "die", "explicit": False, "default_events": True}, env, ttl_ms=30_000)
+    second: Owner | None = None
+    try:
+        first.read_until(("OWNER",))
+        for _ in range(5):
+            first.read_until(("DONE",))
+        counted = [int(line.split()[1]) for line in first.lines if line.startswith("DONE")]
+        first.proc.send_signal(sig)
+        assert first.proc.wait(timeout=WAIT_SECS) in (-sig, 128 + sig, 1), first.lines[-3:]
+        _drain(first)
+
+        second = start_owner(spec, child_env, ttl_ms=30_000, other_host=True)
+        owner = second.read_until(("OWNER", "REFUSED"))
+        assert owner.startswith("OWNER"), owner  # a lease left behind would be held for 30 s more
+        loaded = int(owner.split()[1])
+        done = [int(line.split()[1]) for line in first.lines if line.startswith("DONE")]
+        assert counted[-1] <= loaded <= max(done)  # the final save, made on the signal, and nothing else
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 def _assert_nothing_saved_after_the_hand_over(owner: Owner, handed_over: int) -> None:
     """The program went on counting and asking for saves after it let go: none of them was written."""
     assert owner.proc.wait(timeout=WAIT_SECS) == 0
