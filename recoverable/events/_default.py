@@ -192,6 +192,11 @@ class DefaultEvents:
         """
         running = running_crawlee_event_manager()
         if running is None:
+            # No crawler runs (any more). One that ran, however briefly, left SIGINT to Python's default when it
+            # stopped: the own manager handles it again.
+            self._leave_crawlee()
+            if isinstance(self.manager, LocalEventManager):
+                self.manager.reclaim_signals()
             return
         if self._crawlee is not None and self._crawlee.manager is not running.manager:
             self._leave_crawlee()

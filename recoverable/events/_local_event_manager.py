@@ -216,6 +216,29 @@ class LocalEventManager(EventManager):
             self._previous_handlers[sig] = _PreviousHandler(handler=previous, loop_handler=loop_handler)
         self._signal_loop = loop
 
+    def reclaim_signals(self) -> None:
+        """Handle SIGTERM and SIGINT again where another part of the program took them over and let go.
+
+        A Crawlee crawler, say, sets its own SIGINT handler while it runs and, when it stops, leaves the signal
+        to Python's default instead of to this manager. Signals the manager did not take over when it was
+        entered, and a signal being handled now, are left alone.
+        """
+        loop = self._signal_loop
+        if loop is None or loop.is_closed() or (self._signal_task is not None and not self._signal_task.done()):
+            return
+        for sig in self._previous_handlers:
+            current = _loop_signal_handler(loop, sig)
+            if current is not None and current.callback == self._on_signal:
+                continue
+            if current is not None:
+                continue  # another loop handler is in charge now (a crawler still running): not ours to replace
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError) as exc:
+                logger.debug("%s could not be handled again: %s", sig.name, exc)
+            else:
+                logger.debug("%s is handled again by %s", sig.name, type(self).__name__)
+
     def _restore_signal_handlers(self) -> None:
         """Put back the handlers that were there before the manager took the signals over."""
         loop = self._signal_loop
