@@ -419,7 +419,9 @@ async def test_purge_on_start_empties_unnamed_stores_at_their_first_open(storage
     assert await default.get_value("data") == "since"
 
 
-async def test_purge_on_start_from_the_environment(monkeypatch: pytest.MonkeyPatch, storage_client: StorageClient) -> None:
+async def test_purge_on_start_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, storage_client: StorageClient
+) -> None:
     await _fill(storage_client)
     monkeypatch.setenv("RECOVERABLE_PURGE_ON_START", "true")
 
