@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from recoverable.errors import VersionConflictError
+from recoverable.errors import StorageBackendError, VersionConflictError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore
 from recoverable.storages._file_system._layout import key_hash
 from recoverable.storages._file_system._store_dir import version_of
@@ -348,3 +348,108 @@ async def test_a_key_whose_file_name_a_crawlee_record_holds(
         assert [info.key for info in await store.list_keys()] == expected_keys
     assert (crawlee_folder / f"{crawlee_key}.__metadata__.json").exists()
     assert (crawlee_folder / f"{key}.__metadata__.json").exists()
+
+
+# --- links swapped into a Crawlee store ----------------------------------------------------------------
+
+SECRET = b'{"secret": "outside the store"}'
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    path = tmp_path / "outside" / "secret.json"
+    path.parent.mkdir()
+    path.write_bytes(SECRET)
+    return path
+
+
+def _untouched(outside: Path) -> bool:
+    return outside.read_bytes() == SECRET
+
+
+def _link(path: Path, target: Path) -> None:
+    temp = path.with_name(path.name + ".swap")
+    temp.symlink_to(target)
+    temp.replace(path)
+
+
+@pytest.mark.parametrize("place", ["record", "sidecar"])
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+async def test_a_link_where_a_new_crawlee_record_goes_is_refused(
+    *,
+    crawlee_folder: Path,
+    storage_dir: Path,
+    outside: Path,
+    restart: Callable[[], FileSystemStorageClient],
+    place: str,
+    cold: bool,
+) -> None:
+    kvs = await KeyValueStore.open(storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+    assert await kvs.get_value("notes") == "plain text"
+    path = crawlee_folder / ("fresh" if place == "record" else "fresh.__metadata__.json")
+    _link(path, outside)
+    if cold:
+        kvs = await KeyValueStore.open(storage_client=restart())
+
+    with pytest.raises(StorageBackendError, match="symbolic link"):
+        await kvs.set_value("fresh", {"written": "through a link"})
+
+    assert path.is_symlink()
+    assert _untouched(outside)
+    assert await kvs.get_value("notes") == "plain text"
+
+
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
+async def test_a_link_for_the_metadata_of_a_crawlee_store_is_never_written_through(
+    crawlee_folder: Path,
+    storage_dir: Path,
+    outside: Path,
+    restart: Callable[[], FileSystemStorageClient],
+    *,
+    cold: bool,
+) -> None:
+    kvs = await KeyValueStore.open(storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+    await kvs.set_value("notes", "before")
+    _link(crawlee_folder / "__metadata__.json", outside)
+
+    if cold:
+        with pytest.raises(StorageBackendError, match="symbolic link"):
+            await KeyValueStore.open(storage_client=restart())
+    with pytest.raises(StorageBackendError, match="symbolic link"):
+        await kvs.set_value("notes", "after")
+
+    assert _untouched(outside)
+    assert (crawlee_folder / "notes").read_bytes() == b"before"
+
+
+async def test_links_in_place_of_an_announcement_or_an_orphan_sidecar_are_not_followed(
+    crawlee_folder: Path, storage_dir: Path, tmp_path: Path, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    # An announcement outside the store that would give `notes` another type, and an outside "sidecar".
+    fake = tmp_path / "fake.json"
+    version = version_of((crawlee_folder / "notes").stat())
+    fake.write_text(json.dumps({"record": "notes", "version": version, "key": "notes", "content_type": JSON}))
+    _link(crawlee_folder / f".~pending.{key_hash('notes')}", fake)
+    _link(crawlee_folder / "ghost.__metadata__.json", fake)
+
+    kvs = await KeyValueStore.open(storage_client=restart())
+    assert await kvs.get_value("notes") == "plain text"
+    await kvs.set_value("other", 1)
+
+    assert await kvs.get_value("notes") == "plain text"
+    assert json.loads(fake.read_text())["content_type"] == JSON
+    assert (crawlee_folder / "ghost.__metadata__.json").is_symlink()
+    assert not (crawlee_folder / f".~pending.{key_hash('notes')}").exists()
+
+
+async def test_a_link_to_a_crawlee_alias_store_outside_is_not_opened(storage_dir: Path, tmp_path: Path) -> None:
+    elsewhere = _write_crawlee_store(tmp_path / "elsewhere", name="default", store_id="outsideStoreId123")
+    stores = storage_dir / "key_value_stores"
+    stores.mkdir(parents=True)
+    (stores / "run").symlink_to(elsewhere)
+
+    kvs = await KeyValueStore.open(alias="run", storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+
+    assert kvs.id != "outsideStoreId123"
+    assert await kvs.get_value("CRAWLEE_STATE") is None
+    assert (stores / "_alias_run" / "__metadata__.json").exists()
