@@ -333,10 +333,9 @@ class KeyValueStore:
 
     async def persist_auto_saved_values(self) -> None:
         """Save every auto-saved value now (the PERSIST_STATE listener does this on each event)."""
+        # A snapshot: a value added while a save is awaited is saved at the next call.
         for key, value in list(self._auto_saved.items()):
-            await self._client.set_record(
-                key=key, value=encode_value(value, JSON, key=key, store=self.label)[0], content_type=JSON
-            )
+            await self.set_value(key, value, JSON)
 
     async def persist_autosaved_values(self) -> None:
         """Crawlee's spelling of `persist_auto_saved_values()`."""

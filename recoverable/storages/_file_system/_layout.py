@@ -17,6 +17,11 @@ key_value_stores/
   <store>/.lock                  taken by writers (flock) so that conditional writes are atomic
 ```
 
+A store of Crawlee for Python (its `__metadata__.json` in Crawlee's spelling) keeps Crawlee's layout instead:
+`<store>/<quote(key)>` and its sidecar `<quote(key)>.__metadata__.json` (`crawlee_record_name`), with
+`.~pending.<hash>` announcing a change of content type under way and `.~key.<hash>` holding a long key
+that Crawlee cannot name (see `StoreDir.write`).
+
 A key is percent-encoded: letters, digits and `-_.!'()` stay as they are, every other byte of its
 UTF-8 form becomes `%XX`, so no key can name a path outside its store (`/`, `\`, NUL and leading
 dots are never a problem: a record file always ends with an extension the library chose). On a

@@ -55,8 +55,9 @@ class FileSystemStorageClient(StorageClient):
 
     Every write is all-or-nothing and durable when it returns (temp file, fsync, rename, fsync of the
     folder: one such write per record write). A store can be opened by name, alias or id after a
-    restart. Folders written by Crawlee for Python (record files with `.__metadata__.json` sidecars)
-    are read as they are, and a record is moved to this layout the first time it is written again.
+    restart. Stores of Crawlee for Python (record files with `.__metadata__.json` sidecars) are read as
+    they are, and a store Crawlee made or opened (its `__metadata__.json` in Crawlee's spelling) is
+    written in Crawlee's layout, so that Crawlee reads it too: see `StoreDir.write` and the README.
 
     Writers take an exclusive `flock` on the store's `.lock`, so conditional writes stay atomic between
     processes on one machine. POSIX only (Linux, macOS); network file systems must honour `flock`. A
