@@ -688,7 +688,7 @@ class StoreDir:
         except FileNotFoundError:
             return False
         try:
-            if stat.st_size > max_size:
+            if stat.st_size > max_size or _stale(entry, stat):
                 return False
             data = read_all(fd, stat.st_size)
         finally:
@@ -714,6 +714,12 @@ class StoreDir:
                 if attempt < 2:  # noqa: PLR2004
                     with self._lock:
                         self._scan()
+                continue
+            if _stale(entry, stat) and attempt < 2:  # noqa: PLR2004
+                # A Crawlee record file rewritten since the index saw it: its sidecar may name another type.
+                os.close(fd)
+                with self._lock:
+                    self._scan()
                 continue
             try:
                 data = read_all(fd, stat.st_size)
@@ -1250,6 +1256,15 @@ class StoreDir:
             if fd is not None:
                 os.close(fd)
         shutil.rmtree(graveyard, ignore_errors=True)
+
+
+def _stale(entry: _Entry, stat: os.stat_result) -> bool:
+    """Whether the file of a Crawlee record changed since the index saw it.
+
+    A record of this library's layout keeps its content type in its file name; a Crawlee record keeps it in
+    its sidecar, which a rewrite of another type (by Crawlee, or another process) changes after the file.
+    """
+    return entry.crawlee_sidecar is not None and (stat.st_mtime_ns, stat.st_size) != (entry.mtime_ns, entry.size)
 
 
 def _unlink(name: str, folder: int) -> None:

@@ -453,3 +453,44 @@ async def test_a_link_to_a_crawlee_alias_store_outside_is_not_opened(storage_dir
     assert kvs.id != "outsideStoreId123"
     assert await kvs.get_value("CRAWLEE_STATE") is None
     assert (stores / "_alias_run" / "__metadata__.json").exists()
+
+
+async def test_a_warm_reader_sees_the_new_type_of_a_record_another_process_rewrote(
+    crawlee_folder: Path, storage_dir: Path, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    reader = await KeyValueStore.open(storage_client=restart())
+    assert await reader.get_value("notes") == "plain text"
+    writer = await KeyValueStore.open(storage_client=restart())  # another process: an index of its own
+
+    await writer.set_value("notes", {"now": "json"})
+    assert await reader.get_value("notes") == {"now": "json"}
+
+    # Crawlee rewrites it too: the file first, then the sidecar.
+    (crawlee_folder / "tmp").write_bytes(b"text again")
+    (crawlee_folder / "tmp").replace(crawlee_folder / "notes")
+    sidecar = {"key": "notes", "content_type": "text/plain; charset=utf-8", "size": 10}
+    (crawlee_folder / "tmp").write_text(json.dumps(sidecar))
+    (crawlee_folder / "tmp").replace(crawlee_folder / "notes.__metadata__.json")
+    assert await reader.get_value("notes") == "text again"
+    assert await writer.get_value("notes") == "text again"
+
+
+async def test_this_library_s_record_in_the_file_a_crawlee_key_needs_moves_to_crawlee_s_layout(
+    storage_dir: Path, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    # The store was this library's (the key `page` as HTML is the file `page.html`), then Crawlee opened it.
+    kvs = await KeyValueStore.open(name="mixed", storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+    await kvs.set_value("page", "<p>ours</p>", "text/html; charset=utf-8")
+    folder = storage_dir / "key_value_stores" / "mixed"
+    metadata = json.loads((folder / "__metadata__.json").read_text())
+    crawlee_spelling = {"id": metadata["id"], "name": "mixed", "created_at": metadata["createdAt"]}
+    (folder / "__metadata__.json").write_text(json.dumps(crawlee_spelling))
+
+    await kvs.set_value("page.html", "<p>the key page.html</p>", "text/html; charset=utf-8")
+
+    assert json.loads((folder / "page.__metadata__.json").read_text())["key"] == "page"
+    assert json.loads((folder / "page.html.__metadata__.json").read_text())["key"] == "page.html"
+    for store in (kvs, await KeyValueStore.open(name="mixed", storage_client=restart())):
+        assert await store.get_value("page") == "<p>ours</p>"
+        assert await store.get_value("page.html") == "<p>the key page.html</p>"
+        assert [info.key for info in await store.list_keys()] == ["page", "page.html"]
