@@ -305,6 +305,8 @@ class StoreDir:
         # Whether the last scan saw `.~pending.` files, and whether a writer of this process looked for them yet.
         self._pending_seen = False
         self._tidied = False
+        # The signature of `__metadata__.json` when last read, and what it held if in Crawlee's spelling.
+        self._metadata_seen: tuple[tuple[int, int, int], dict[str, Any] | None] | None = None
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -1057,23 +1059,41 @@ class StoreDir:
     def _crawlee_metadata(self, folder: int) -> dict[str, Any] | None:
         """The store's `__metadata__.json` when it is in Crawlee's spelling (the store is Crawlee's), else None.
 
+        Read again only when the file changed since it was last read (its inode, time or size): one `stat`
+        per write in the usual case.
+
         Raises:
             StorageBackendError: The file is a link or a special file.
         """
+        try:
+            st = os.stat(METADATA_FILE, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        what = not_a_file(st.st_mode)
+        if what is not None:
+            raise refusal(self.path / METADATA_FILE, what, store=self.label)
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._metadata_seen is not None and self._metadata_seen[0] == signature:
+            return self._metadata_seen[1]
         found = read_if_regular(METADATA_FILE, folder)
         if isinstance(found, str):
             raise refusal(self.path / METADATA_FILE, found, store=self.label)
-        if found is None:
-            return None
-        try:
-            data = json.loads(found)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) and is_crawlee_metadata(data) else None
+        data: Any = None
+        if found is not None:
+            try:
+                data = json.loads(found)
+            except ValueError:
+                data = None
+        crawlee = data if isinstance(data, dict) and is_crawlee_metadata(data) else None
+        # Stat before read: a file replaced in between is read again next time, never trusted stale.
+        self._metadata_seen = (signature, crawlee)
+        return crawlee
 
     def _touch_crawlee_metadata(self, data: dict[str, Any], folder: int) -> None:
         """Record the change in the Crawlee store's `__metadata__.json`, as Crawlee does, all or nothing."""
-        durable_write(folder, METADATA_FILE, crawlee_metadata_json(data, datetime.now(UTC)))
+        body = crawlee_metadata_json(data, datetime.now(UTC))
+        st = durable_write(folder, METADATA_FILE, body)
+        self._metadata_seen = ((st.st_ino, st.st_mtime_ns, st.st_size), json.loads(body))
         self._scanned_mtime_ns = self._folder_mtime_ns()
 
     def _tidy(self, folder: int) -> None:
