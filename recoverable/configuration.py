@@ -13,6 +13,7 @@
 | `RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS` | `60000` | period of PERSIST_STATE events of `LocalEventManager` |
 | `RECOVERABLE_SYSTEM_INFO_INTERVAL_MILLIS` | `60000` | period of SYSTEM_INFO events of `LocalEventManager` |
 | `RECOVERABLE_STATE_TIMEOUT_SECS` | `60` | longest a state load or save may take before it fails |
+| `RECOVERABLE_PURGE_ON_START` | `false` | empty the default store and alias stores when a program first opens them |
 
 For the storage folder, `CRAWLEE_STORAGE_DIR` and `APIFY_LOCAL_STORAGE_DIR` are honoured too, and for the
 persist interval `CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS` and `APIFY_PERSIST_STATE_INTERVAL_MILLIS`: each
@@ -85,6 +86,11 @@ class Configuration(BaseModel):
     state_timeout: timedelta = Field(default=timedelta(seconds=60), gt=timedelta(0))
     """Longest a single load or save of a `RecoverableState` may take."""
 
+    purge_on_start: bool = False
+    """Empty the default store and alias stores the first time `KeyValueStore.open()` opens them on a storage
+    client (`RECOVERABLE_PURGE_ON_START`). Off by default, unlike Crawlee: a recoverable state must survive a
+    restart, and a purge at start would throw away the very state the restart should resume from."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Configuration:
         """Build the configuration from environment variables (see the module docstring).
@@ -117,6 +123,8 @@ class Configuration(BaseModel):
             values["system_info_interval"] = _positive_millis(env, "RECOVERABLE_SYSTEM_INFO_INTERVAL_MILLIS")
         if "RECOVERABLE_STATE_TIMEOUT_SECS" in env:
             values["state_timeout"] = _positive_secs(env, "RECOVERABLE_STATE_TIMEOUT_SECS")
+        if "RECOVERABLE_PURGE_ON_START" in env:
+            values["purge_on_start"] = _flag(env, "RECOVERABLE_PURGE_ON_START")
         try:
             return cls.model_validate(values)
         except ValidationError as exc:  # pragma: no cover - every field is checked above
@@ -147,6 +155,19 @@ def _http_settings(env: Mapping[str, str]) -> dict[str, object]:
     if events_url := env.get("ACTOR_EVENTS_WEBSOCKET_URL"):
         values["events_websocket_url"] = events_url
     return values
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(env: Mapping[str, str], var: str) -> bool:
+    raw = env[var]
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ConfigurationError(f"{var}={raw!r} is not a boolean: use true or false (also 1/0, yes/no, on/off)")
 
 
 def _positive_secs(env: Mapping[str, str], var: str) -> timedelta:

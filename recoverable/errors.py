@@ -7,7 +7,7 @@ kept as `__cause__`.
 
 ```
 RecoverableError
-├── ConfigurationError              a setting or an argument combination is wrong
+├── ConfigurationError              a setting or an argument combination is wrong (also a ValueError)
 ├── MissingDependencyError          an optional backend's package is not installed
 ├── StorageError                    anything a key-value store refused or failed to do
 │   ├── InvalidStoreNameError       a store id, name or alias breaks its rules (also a ValueError)
@@ -53,8 +53,11 @@ class RecoverableError(Exception):
     """The root of every exception raised by `recoverable`."""
 
 
-class ConfigurationError(RecoverableError):
-    """A setting (argument or RECOVERABLE_* environment variable) is invalid or contradicts another."""
+class ConfigurationError(RecoverableError, ValueError):
+    """A setting (argument or RECOVERABLE_* environment variable) is invalid or contradicts another.
+
+    Also a `ValueError`, as Crawlee raises for the same mistakes (more than one of id, name and alias).
+    """
 
 
 class MissingDependencyError(RecoverableError, ImportError):

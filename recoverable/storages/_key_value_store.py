@@ -14,7 +14,7 @@ from recoverable.storages._http import HttpStorageClient
 from recoverable.storages._memory import MemoryStorageClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, Record
 from recoverable.storages._serialization import JSON, decode_value, encode_value
-from recoverable.storages._validation import validate_key, validate_store_reference
+from recoverable.storages._validation import store_alias, validate_key, validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -107,29 +107,35 @@ class KeyValueStore:
         storage_client: StorageClient | None = None,
         configuration: Configuration | None = None,
     ) -> KeyValueStore:
-        """Open a store by id, name or alias (at most one); with none of them, the default store.
+        r"""Open a store by id, name or alias (at most one); with none of them, the default store.
 
-        A store opened by name or alias is created when it does not exist; one opened by id must exist.
+        A store opened by name or alias is created when it does not exist; one opened by id must exist. The
+        alias `"default"` (and Crawlee's `"__default__"`) is the default store. With `purge_on_start` set in
+        the configuration (off by default), an unnamed store (the default store, an alias store) is emptied
+        the first time it is opened on its storage client.
 
         Args:
             id: The id of an existing store.
             name: A store name, shared by every program using the same storage.
-            alias: A label for an unnamed store of this program.
+            alias: A label for an unnamed store of this program: any text but `.` and `..`, without `/`,
+                `\` or NUL (Crawlee's rule).
             storage_client: Where the store lives; the default client from `configuration` when omitted.
-            configuration: Settings for the default storage client; read from the environment when omitted.
+            configuration: Settings for the default storage client and `purge_on_start`; read from the
+                environment when omitted.
 
         Raises:
-            ConfigurationError: More than one of id, name and alias was given.
+            ConfigurationError: More than one of id, name and alias was given (also a `ValueError`).
             InvalidStoreNameError: The id, name or alias breaks its rules (`validate_store_reference`).
             StoreNotFoundError: No store has the given id.
             StorageBackendError: The backend failed.
         """
         validate_store_reference(id=id, name=name, alias=alias)
+        configuration = configuration or Configuration.from_env()
         client = storage_client or default_storage_client(configuration)
         async with _open_lock():
             stores = _open_stores(client)
             lookup = (
-                ("id", id) if id is not None else ("name", name) if name is not None else ("alias", alias or "default")
+                ("id", id) if id is not None else ("name", name) if name is not None else ("alias", store_alias(alias))
             )
             cached = stores.get(lookup)
             if cached is not None:
@@ -138,6 +144,8 @@ class KeyValueStore:
             metadata = await kvs_client.get_metadata()
             cached = stores.get(("id", metadata.id))
             if cached is None:
+                if configuration.purge_on_start and metadata.name is None:
+                    await kvs_client.purge()
                 cached = cls(client=kvs_client, metadata=metadata, storage_client=client, configuration=configuration)
                 stores[("id", metadata.id)] = cached
             stores[lookup] = cached
@@ -334,13 +342,12 @@ class KeyValueStore:
 
     async def persist_auto_saved_values(self) -> None:
         """Save every auto-saved value now (the PERSIST_STATE listener does this on each event)."""
+        # A snapshot: a value added while a save is awaited is saved at the next call.
         for key, value in list(self._auto_saved.items()):
-            await self._client.set_record(
-                key=key, value=encode_value(value, JSON, key=key, store=self.label)[0], content_type=JSON
-            )
+            await self.set_value(key, value, JSON)
 
     async def persist_autosaved_values(self) -> None:
-        """Crawlee's name of `persist_auto_saved_values()`: save every auto-saved value now."""
+        """Crawlee's spelling of `persist_auto_saved_values()`."""
         await self.persist_auto_saved_values()
 
     async def _persist_auto_saved_listener(self) -> None:

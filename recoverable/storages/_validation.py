@@ -13,17 +13,31 @@ import re
 from recoverable.errors import ConfigurationError, InvalidKeyError, InvalidStoreNameError
 
 __all__ = [
+    "CRAWLEE_DEFAULT_ALIAS",
+    "DEFAULT_ALIAS",
+    "MAX_ALIAS_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_NAME_LENGTH",
+    "store_alias",
     "validate_key",
+    "validate_store_alias",
     "validate_store_id",
     "validate_store_name",
     "validate_store_reference",
 ]
 
 MAX_NAME_LENGTH = 63
-"""Longest store name or alias, as on the Apify platform."""
+"""Longest store name, as on the Apify platform."""
+
+MAX_ALIAS_LENGTH = 1024
+"""Longest store alias, in characters: as long as a record key (Crawlee sets no limit)."""
+
+DEFAULT_ALIAS = "default"
+"""The alias of the default store, the one opened with no id, name or alias."""
+
+CRAWLEE_DEFAULT_ALIAS = "__default__"
+"""Crawlee's reserved alias of the default store; it opens the default store here too."""
 
 MAX_KEY_LENGTH = 1024
 """Longest record key, in characters. The platform allows 256; our own backends allow more."""
@@ -36,7 +50,7 @@ _ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._~-]*")
 
 
 def validate_store_name(name: object, *, what: str = "store name") -> str:
-    """Check a store name or alias and return it.
+    """Check a store name and return it.
 
     Names are 1 to 63 characters of letters, digits and hyphens, not starting or ending with a hyphen.
 
@@ -76,22 +90,79 @@ def validate_store_id(store_id: object) -> str:
     return store_id
 
 
+def validate_store_alias(alias: object) -> str:
+    r"""Check a store alias and return it.
+
+    Crawlee's rule: any text but an empty one, `.` or `..`, or one holding `/`, `\` or NUL; here also at
+    most `MAX_ALIAS_LENGTH` characters and no lone surrogate (it could not be stored as UTF-8). An alias is
+    data, like a key: every storage client stores it safely whatever characters it holds (the file system
+    client never uses it as a path by itself).
+
+    Raises:
+        InvalidStoreNameError: The alias breaks a rule; the message says which.
+    """
+    if not isinstance(alias, str):
+        raise InvalidStoreNameError(f"store alias must be a str, not {type(alias).__name__}")
+    problem = None
+    if not alias:
+        problem = "it is empty"
+    elif alias in {".", ".."}:
+        problem = "it is a directory reference"
+    elif "/" in alias or "\\" in alias:
+        problem = "it holds a path separator ('/' or '\\')"
+    elif "\x00" in alias:
+        problem = "it holds a NUL character"
+    elif len(alias) > MAX_ALIAS_LENGTH:
+        problem = f"it is {len(alias)} characters long"
+    else:
+        try:
+            alias.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "it holds a lone surrogate, which is not valid Unicode"
+    if problem is not None:
+        shown = alias if len(alias) <= 80 else alias[:80] + "..."  # noqa: PLR2004
+        raise InvalidStoreNameError(
+            f"store alias {shown!r} is invalid: {problem}. An alias is any text of 1 to {MAX_ALIAS_LENGTH} "
+            "characters but '.' and '..', without '/', '\\' or NUL, e.g. 'my run #1'",
+            store=shown,
+        )
+    return alias
+
+
+def store_alias(alias: str | None) -> str:
+    """The alias a store is opened by: `DEFAULT_ALIAS` for the default store (no alias, or Crawlee's `__default__`)."""
+    return DEFAULT_ALIAS if alias is None or alias == CRAWLEE_DEFAULT_ALIAS else alias
+
+
 def validate_store_reference(*, id: object, name: object, alias: object) -> None:
     """Check how a store is asked for: at most one of `id`, `name` and `alias` (None means not given), each valid.
 
+    The name `default` is refused: it would be the default store on one backend and another store on the
+    next (the default store is opened with no id, name or alias).
+
     Raises:
-        ConfigurationError: More than one of them was given.
+        ConfigurationError: More than one of them was given (also a `ValueError`, as Crawlee's).
         InvalidStoreNameError: The id, name or alias breaks its rule; the message says which.
     """
     given = [label for label, value in (("id", id), ("name", name), ("alias", alias)) if value is not None]
     if len(given) > 1:
-        raise ConfigurationError(f"pass at most one of id, name and alias to open a store, not {' and '.join(given)}")
+        quoted = ", ".join(f'"{label}"' for label in given)
+        raise ConfigurationError(
+            f'Only one of "id", "name", "alias" can be specified, but following arguments were specified: {quoted}; '
+            "pass one of them to open a store, or none for the default store"
+        )
     if id is not None:
         validate_store_id(id)
     if name is not None:
         validate_store_name(name)
+        if name == DEFAULT_ALIAS:
+            raise InvalidStoreNameError(
+                "store name 'default' is reserved for the default store: open that one with no id, name or alias "
+                "(or with alias='default'), or pick another name",
+                store=name,
+            )
     if alias is not None:
-        validate_store_name(alias, what="store alias")
+        validate_store_alias(alias)
 
 
 def validate_key(key: object, *, store: str | None = None) -> str:

@@ -124,12 +124,12 @@ async def test_a_bad_storage_client_variable_is_one_clear_error_and_nothing_else
 ) -> None:
     """A typo in RECOVERABLE_STORAGE_CLIENT raises ConfigurationError naming it, and leaves no coroutine behind
     that Python would report as never awaited (a RuntimeWarning printed next to the error)."""
-    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "filesystem")
     given = (
         {"key_value_store": await KeyValueStore.open(storage_client=FileSystemStorageClient(storage_dir=tmp_path))}
         if store == "given"
         else {}
     )
+    monkeypatch.setenv("RECOVERABLE_STORAGE_CLIENT", "filesystem")  # set once the given store is open
     state = RecoverableState(
         default_state=Progress(), persist_state_key=KEY, event_manager=quiet_event_manager(), **given
     )

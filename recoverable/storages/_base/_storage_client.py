@@ -22,7 +22,9 @@ class StorageClient(ABC):
     A store is opened by exactly one of: `id` (it must exist), `name` (created when missing, visible to
     every process using the backend), or `alias` (an unnamed store the program refers to by a local
     label; created when missing). With none of them the default store opens, which is the alias
-    `"default"`.
+    `"default"` (also Crawlee's `"__default__"`, `store_alias`). A name is 1 to 63 letters, digits and
+    hyphens, and never `default`; an alias is any text by Crawlee's rule (`validate_store_alias`), which
+    each backend stores as data, never as a path, a key pattern or SQL text.
 
     Use it as an async context manager, or call `aclose()` when done, to release connections.
     """
@@ -38,11 +40,12 @@ class StorageClient(ABC):
         """Open a store, creating it when it is opened by name or alias and does not exist yet.
 
         Every implementation checks its arguments itself, first, with `validate_store_reference` (callers
-        may be programs or a server passing on what it received), so that a hostile id, name or alias
-        (`..`, `a/b`, `%2e%2e`, NUL) is refused before anything is created or looked up.
+        may be programs or a server passing on what it received), so that a hostile id or name (`..`, `a/b`,
+        `%2e%2e`, NUL) or an alias breaking Crawlee's rule (`..`, `a/b`, NUL) is refused before anything is
+        created or looked up.
 
         Raises:
-            ConfigurationError: More than one of `id`, `name` and `alias` was given.
+            ConfigurationError: More than one of `id`, `name` and `alias` was given (also a `ValueError`).
             InvalidStoreNameError: The id, name or alias breaks its rules.
             StoreNotFoundError: No store has the given id.
             StorageBackendError: The backend failed.

@@ -6,7 +6,7 @@ The layout of a storage folder (`RECOVERABLE_STORAGE_DIR`, default `./storage`):
 key_value_stores/
   default/                       the default store (opened with no id, name or alias)
   my-crawl/                      a named store
-  _alias_<alias>/                a store opened by alias
+  _alias_<alias>/                a store opened by alias, the alias percent-encoded (`alias_dir_name`)
   <store>/__metadata__.json      the store's id, name and creation time (written once)
   <store>/<key>.json             a record with content type application/json, its bytes as written
   <store>/<key>.txt              text/plain; charset=utf-8
@@ -16,6 +16,11 @@ key_value_stores/
   <store>/.keys/<hash>           the full key of a record whose encoded key is too long for a file name
   <store>/.lock                  taken by writers (flock) so that conditional writes are atomic
 ```
+
+A store of Crawlee for Python (its `__metadata__.json` in Crawlee's spelling) keeps Crawlee's layout instead:
+`<store>/<quote(key)>` and its sidecar `<quote(key)>.__metadata__.json` (`crawlee_record_name`), with
+`.~pending.<hash>` announcing a change of content type under way and `.~key.<hash>` holding a long key
+that Crawlee cannot name (see `StoreDir.write`).
 
 A key is percent-encoded: letters, digits and `-_.!'()` stay as they are, every other byte of its
 UTF-8 form becomes `%XX`, so no key can name a path outside its store (`/`, `\`, NUL and leading
@@ -32,16 +37,22 @@ from __future__ import annotations
 
 import hashlib
 import string
+from urllib.parse import quote
 
 __all__ = [
     "CRAWLEE_SIDECAR_SUFFIX",
     "KEYS_DIR",
     "LOCK_FILE",
+    "LONG_KEY_PREFIX",
     "METADATA_FILE",
     "NEW_PREFIX",
+    "PENDING_PREFIX",
     "TEMP_PREFIX",
     "alias_dir_name",
+    "alias_from_dir_name",
     "content_type_from_extension",
+    "crawlee_alias_dir_name",
+    "crawlee_record_name",
     "decode_stem",
     "encode_key",
     "extension_for",
@@ -55,6 +66,11 @@ KEYS_DIR = ".keys"
 TEMP_PREFIX = ".~tmp."
 NEW_PREFIX = ".~new."
 DEFAULT_STORE_DIR = "default"
+ALIAS_PREFIX = "_alias_"
+PENDING_PREFIX = ".~pending."
+LONG_KEY_PREFIX = ".~key."
+_MAX_FILE_NAME_BYTES = 255
+_MAX_ALIAS_ENCODED_BYTES = 200
 _MAX_NAME_BYTES = 240
 _HASHED_PREFIX_CHARS = 80
 
@@ -116,17 +132,18 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def encode_key(key: str, *, case_insensitive: bool, extension: str = "") -> tuple[str, bool]:
+def encode_key(key: str, *, case_insensitive: bool, extension: str = "", hashed: bool = False) -> tuple[str, bool]:
     """Return the file-name stem of `key` and whether it is the hashed form of a long key.
 
     `extension` is the one the record file gets: stem, dot and extension together stay within 240 bytes.
+    `hashed` asks for the hashed form whatever the key's length (its full text then goes to `.keys/` too).
     """
     stem = _percent_encode(key, _SAFE_CASE_INSENSITIVE if case_insensitive else _SAFE)
     # The store's own metadata file and Crawlee's sidecars contain this word; a key never spells it.
     stem = stem.replace(_RESERVED, "%5F" + _RESERVED[1:])
     # Room for the extension is 64 bytes, or more for a long `ct~` one, so that the name fits.
     room = _MAX_NAME_BYTES - 1 - max(64, len(extension))
-    if len(stem) <= room:
+    if len(stem) <= room and not hashed:
         return stem, False
     prefix = stem[: max(0, min(_HASHED_PREFIX_CHARS, room - 1 - len(key_hash(key))))]
     # Never cut a %XX escape in half.
@@ -179,5 +196,70 @@ def split_record_name(name: str) -> tuple[str, str] | None:
 
 
 def alias_dir_name(alias: str) -> str:
-    """Return the folder name of the store opened by `alias` (`default` for the default store)."""
-    return DEFAULT_STORE_DIR if alias == "default" else f"_alias_{alias}"
+    """Return the folder name of the store opened by `alias` (`default` for the default store).
+
+    `_alias_` and the alias percent-encoded as keys are (letters, digits and `-_.!'()` stay, every other
+    byte of its UTF-8 form becomes `%XX`), so an alias is never a path, never hidden, and never the folder
+    of a named store (a name holds no `_`). An alias that is a valid store name keeps its old folder,
+    `_alias_<alias>`. One whose encoded form is longer than 200 bytes is a readable prefix, `~` and a hash
+    (an encoded alias never holds `~`); the store's `__metadata__.json` records the alias in full.
+    """
+    if alias == DEFAULT_STORE_DIR:
+        return DEFAULT_STORE_DIR
+    encoded = _percent_encode(alias, _SAFE)
+    if len(encoded) > _MAX_ALIAS_ENCODED_BYTES:
+        prefix = encoded[:_HASHED_PREFIX_CHARS]
+        cut = prefix.rfind("%", len(prefix) - 2)
+        if cut != -1:
+            prefix = prefix[:cut]
+        encoded = f"{prefix}~{key_hash(alias)}"
+    return ALIAS_PREFIX + encoded
+
+
+def alias_from_dir_name(folder: str) -> str | None:
+    """Return the alias whose folder is `folder`, or None: not an alias folder, or the hashed form of a long one."""
+    if folder == DEFAULT_STORE_DIR:
+        return DEFAULT_STORE_DIR
+    if not folder.startswith(ALIAS_PREFIX) or "~" in folder:
+        return None
+    try:
+        alias = _percent_decode(folder[len(ALIAS_PREFIX) :])
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return alias if alias and alias_dir_name(alias) == folder else None
+
+
+def crawlee_alias_dir_name(alias: str) -> str | None:
+    r"""Return the folder Crawlee for Python gives the store of `alias`, when this client may look there.
+
+    Crawlee names it by the alias itself. The alias rule already keeps it one path component (no `/`, `\`,
+    NUL, `.` or `..`); the folders this client keeps for itself are left out (`default`, `_alias_...`, its
+    temporary `.~...` folders), and so is a name too long to exist. The folder is used only when it holds
+    a store that Crawlee made and that has no name (checked by the caller).
+    """
+    if (
+        alias == DEFAULT_STORE_DIR
+        or alias.startswith((ALIAS_PREFIX, ".~"))
+        or len(alias.encode("utf-8")) > _MAX_FILE_NAME_BYTES
+    ):
+        return None
+    return alias
+
+
+def crawlee_record_name(key: str) -> str | None:
+    """Return the file Crawlee for Python keeps the record of `key` in, or None when it cannot keep it.
+
+    Crawlee names a record file by the key percent-encoded with `urllib.parse.quote(key, safe="")` and puts
+    its sidecar beside it. A key is left to this library's own layout when that file and its sidecar would
+    be too long a name, or when the file would be `.`, `..`, a sidecar, the store's `__metadata__.json`,
+    or one of this library's own files (`.lock`, `.keys`, names starting with `.~`).
+    """
+    name = quote(key, safe="")
+    if (
+        name in {".", "..", METADATA_FILE, LOCK_FILE, KEYS_DIR}
+        or name.startswith(".~")
+        or name.endswith(CRAWLEE_SIDECAR_SUFFIX)
+        or len(name.encode("utf-8")) + len(CRAWLEE_SIDECAR_SUFFIX) > _MAX_FILE_NAME_BYTES
+    ):
+        return None
+    return name

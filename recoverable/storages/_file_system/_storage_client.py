@@ -10,7 +10,7 @@ import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from typing_extensions import override
@@ -19,11 +19,23 @@ from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, InvalidStoreNameError, StorageBackendError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._file_system._key_value_store_client import FileSystemKeyValueStoreClient
-from recoverable.storages._file_system._layout import METADATA_FILE, TEMP_PREFIX, alias_dir_name
+from recoverable.storages._file_system._layout import (
+    CRAWLEE_SIDECAR_SUFFIX,
+    METADATA_FILE,
+    TEMP_PREFIX,
+    alias_dir_name,
+    crawlee_alias_dir_name,
+)
 from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
-from recoverable.storages._file_system._store_dir import create_exclusive, fsync_dir, store_dir_for
+from recoverable.storages._file_system._store_dir import (
+    crawlee_metadata_json,
+    create_exclusive,
+    fsync_dir,
+    is_crawlee_metadata,
+    store_dir_for,
+)
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
-from recoverable.storages._validation import validate_store_name, validate_store_reference
+from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,8 +55,9 @@ class FileSystemStorageClient(StorageClient):
 
     Every write is all-or-nothing and durable when it returns (temp file, fsync, rename, fsync of the
     folder: one such write per record write). A store can be opened by name, alias or id after a
-    restart. Folders written by Crawlee for Python (record files with `.__metadata__.json` sidecars)
-    are read as they are, and a record is moved to this layout the first time it is written again.
+    restart. Stores of Crawlee for Python (record files with `.__metadata__.json` sidecars) are read as
+    they are, and a store Crawlee made or opened (its `__metadata__.json` in Crawlee's spelling) is
+    written in Crawlee's layout, so that Crawlee reads it too: see `StoreDir.write` and the README.
 
     Writers take an exclusive `flock` on the store's `.lock`, so conditional writes stay atomic between
     processes on one machine. POSIX only (Linux, macOS); network file systems must honour `flock`. A
@@ -119,19 +132,23 @@ class FileSystemStorageClient(StorageClient):
             folder, found = self._find_by_id(id)
             return self._client(folder, found)
         if name is not None:
-            if name == "default":
-                raise InvalidStoreNameError(
-                    "the store name 'default' is reserved for the default store: open that one without "
-                    "a name, or pick another name",
-                    store=name,
-                )
             folder = self._stores_dir / name
         else:
-            folder = self._stores_dir / alias_dir_name(alias or "default")
+            alias = store_alias(alias)
+            folder = self._alias_folder(alias)
         with self._lock:
-            metadata = self._read_metadata(folder) if _is_store_folder(folder) else None
+            data = self._read_metadata_json(folder) if _is_store_folder(folder) else None
+            metadata = None if data is None else self._parse_metadata(folder, data)
             if metadata is None:
-                metadata = self._create(folder, name)
+                metadata = self._create(folder, name, alias)
+            elif alias is not None:
+                recorded = data.get("alias") if data is not None else None
+                if isinstance(recorded, str) and recorded != alias:
+                    raise InvalidStoreNameError(
+                        f"store alias {alias!r} clashes with the existing store of alias {recorded!r} in {folder}: "
+                        "this file system ignores the case of file names; pick an alias that differs by more than case",
+                        store=alias,
+                    )
         if name is not None and metadata.name is not None and metadata.name != name:
             raise InvalidStoreNameError(
                 f"store name {name!r} clashes with the existing store {metadata.name!r} in {folder}: this "
@@ -140,6 +157,29 @@ class FileSystemStorageClient(StorageClient):
             )
         self._id_dirs[metadata.id] = folder
         return self._client(folder, metadata)
+
+    def _alias_folder(self, alias: str) -> Path:
+        """The folder of the store of `alias`: this client's own, or the one Crawlee made for it.
+
+        Crawlee for Python keeps the store of an alias in a folder named by the alias itself. That folder is
+        used only when this client has no store of the alias yet, and only when it is a folder (not a link)
+        holding a store Crawlee made (its `__metadata__.json` in Crawlee's spelling) that has no name: the
+        store of a name is never opened by an alias.
+        """
+        own = self._stores_dir / alias_dir_name(alias)
+        crawlee = crawlee_alias_dir_name(alias)
+        if crawlee is None or _is_store_folder(own):
+            return own
+        folder = self._stores_dir / crawlee
+        if not _is_real_folder(folder):
+            return own
+        try:
+            data = self._read_metadata_json(folder)
+        except StorageBackendError:
+            return own
+        if data is None or not is_crawlee_metadata(data) or data.get("name") is not None:
+            return own
+        return folder
 
     def _client(self, folder: Path, metadata: KeyValueStoreMetadata) -> FileSystemKeyValueStoreClient:
         store_dir: StoreDir = store_dir_for(
@@ -155,12 +195,19 @@ class FileSystemStorageClient(StorageClient):
         self._stores_dir.mkdir(parents=True, exist_ok=True)
         self._case_insensitive = _is_case_insensitive(self._stores_dir)
 
-    def _create(self, folder: Path, name: str | None) -> KeyValueStoreMetadata:
+    def _create(self, folder: Path, name: str | None, alias: str | None = None) -> KeyValueStoreMetadata:
         folder.mkdir(exist_ok=True)
         fsync_dir(folder.parent)
         now = datetime.now(UTC)
         metadata = KeyValueStoreMetadata(id=new_store_id(), name=name, created_at=now, modified_at=now, accessed_at=now)
-        body = json.dumps(metadata.model_dump(mode="json", by_alias=True), indent=2).encode()
+        if _holds_crawlee_records(folder):
+            # A folder of Crawlee records without metadata (copied by hand): it stays in Crawlee's layout.
+            body = crawlee_metadata_json(metadata.model_dump(include={"id", "name", "created_at"}), now)
+        else:
+            data = metadata.model_dump(mode="json", by_alias=True)
+            if alias is not None and alias != "default":
+                data["alias"] = alias  # the folder name of a long alias is a hash: the alias is kept here
+            body = json.dumps(data, indent=2, ensure_ascii=False).encode()
         if not create_exclusive(folder, METADATA_FILE, body):
             # Another process created the store at the same moment: its metadata is the store's.
             existing = self._read_metadata(folder)
@@ -168,11 +215,21 @@ class FileSystemStorageClient(StorageClient):
                 return existing
         return metadata
 
-    @staticmethod
-    def _read_metadata(folder: Path) -> KeyValueStoreMetadata | None:
+    @classmethod
+    def _read_metadata(cls, folder: Path) -> KeyValueStoreMetadata | None:
         """Read a store's metadata; a folder without it (made by hand) gets one on first open.
 
         Neither the folder nor the metadata file may be a link (or anything but a folder and a regular file).
+        """
+        data = cls._read_metadata_json(folder)
+        return None if data is None else cls._parse_metadata(folder, data)
+
+    @staticmethod
+    def _read_metadata_json(folder: Path) -> dict[str, Any] | None:
+        """The JSON object of a store's `__metadata__.json`, or None when there is none.
+
+        Raises:
+            StorageBackendError: The folder or the file is a link or a special file, or the file is damaged.
         """
         try:
             dir_fd = open_folder(folder, store=folder.name)
@@ -188,17 +245,22 @@ class FileSystemStorageClient(StorageClient):
             os.close(fd)
         try:
             data = json.loads(raw)
-            if isinstance(data, dict):
-                # Crawlee writes snake_case keys; both spellings are accepted.
-                data.setdefault("modified_at", data.get("created_at"))
-                data.setdefault("accessed_at", data.get("modified_at"))
+        except ValueError as exc:
+            raise _damaged(folder, exc) from exc
+        if not isinstance(data, dict):
+            raise _damaged(folder, ValueError("not a JSON object"))
+        return data
+
+    @staticmethod
+    def _parse_metadata(folder: Path, data: dict[str, Any]) -> KeyValueStoreMetadata:
+        data = dict(data)
+        # Crawlee writes snake_case keys; both spellings are accepted.
+        data.setdefault("modified_at", data.get("created_at"))
+        data.setdefault("accessed_at", data.get("modified_at"))
+        try:
             return KeyValueStoreMetadata.model_validate(data)
         except (ValueError, ValidationError) as exc:
-            raise StorageBackendError(
-                f"the metadata file {folder / METADATA_FILE} is damaged ({exc}); restore it from a backup "
-                "or move it away to let the store get a new id",
-                store=folder.name,
-            ) from exc
+            raise _damaged(folder, exc) from exc
 
     def _find_by_id(self, id: str) -> tuple[Path, KeyValueStoreMetadata]:
         known = self._id_dirs.get(id)
@@ -292,6 +354,20 @@ class FileSystemStorageClient(StorageClient):
         for gone in self._metadata_seen.keys() - set(names):
             self._metadata_seen.pop(gone, None)
         return sorted(found, key=lambda m: m.created_at)
+
+
+def _damaged(folder: Path, exc: Exception) -> StorageBackendError:
+    return StorageBackendError(
+        f"the metadata file {folder / METADATA_FILE} is damaged ({exc}); restore it from a backup "
+        "or move it away to let the store get a new id",
+        store=folder.name,
+    )
+
+
+def _holds_crawlee_records(folder: Path) -> bool:
+    """Whether a folder holds a record sidecar of Crawlee for Python."""
+    with os.scandir(folder) as entries:
+        return any(entry.name.endswith(CRAWLEE_SIDECAR_SUFFIX) for entry in entries)
 
 
 def _is_real_folder(path: Path) -> bool:

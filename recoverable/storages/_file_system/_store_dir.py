@@ -23,8 +23,9 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from recoverable.errors import (
@@ -38,9 +39,12 @@ from recoverable.storages._file_system._layout import (
     CRAWLEE_SIDECAR_SUFFIX,
     KEYS_DIR,
     LOCK_FILE,
+    LONG_KEY_PREFIX,
     METADATA_FILE,
     NEW_PREFIX,
+    PENDING_PREFIX,
     TEMP_PREFIX,
+    crawlee_record_name,
     decode_stem,
     encode_key,
     extension_for,
@@ -62,16 +66,18 @@ from recoverable.storages._lock_holders import describe_holder, lock_holders
 from recoverable.storages._models import KeyInfo, StoredRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Literal
 
 __all__ = [
     "LockWait",
     "LockWaitCancelledError",
     "StoreDir",
+    "crawlee_metadata_json",
     "create_exclusive",
     "durable_write",
     "fsync_dir",
+    "is_crawlee_metadata",
     "store_dir_for",
 ]
 
@@ -146,6 +152,17 @@ def durable_write(
 
     Returns the stat of the written file (taken before the rename, which keeps it).
     """
+    temp, stat = _write_temp(folder, data, after_mtime_ns=after_mtime_ns)
+    _rename_temp(folder, temp, name)
+    os.fsync(folder)
+    return stat
+
+
+def _write_temp(folder: int, data: bytes | memoryview, *, after_mtime_ns: int | None) -> tuple[str, os.stat_result]:
+    """Write `data` durably to a new temporary file of the folder; return its name and stat.
+
+    A temporary file left by a crash is removed by the next holder of the writers' lock.
+    """
     temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=folder)
     try:
@@ -161,12 +178,49 @@ def durable_write(
             stat = os.fstat(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        _unlink(temp, folder)
+        raise
+    return temp, stat
+
+
+def _rename_temp(folder: int, temp: str, name: str) -> None:
+    """Rename a temporary file over `name` (the caller fsyncs the folder); remove it when that fails."""
+    try:
         os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
         _unlink(temp, folder)
         raise
-    os.fsync(folder)
-    return stat
+
+
+def is_crawlee_metadata(data: Mapping[str, object]) -> bool:
+    """Whether a store's `__metadata__.json` is in Crawlee's spelling: Crawlee for Python made the store or opened it.
+
+    Crawlee writes `created_at` (and rewrites the file, in its spelling, whenever it opens or changes the
+    store); this library writes `createdAt`.
+    """
+    return "created_at" in data and "createdAt" not in data
+
+
+def crawlee_metadata_json(data: Mapping[str, object], now: datetime) -> bytes:
+    """The `__metadata__.json` of a Crawlee store as Crawlee writes it: `data`, accessed and modified `now`."""
+    fields: dict[str, object] = {"id": data.get("id"), "name": data.get("name")}
+    fields.update(data)
+    fields["accessed_at"] = now
+    fields["modified_at"] = now
+    fields.setdefault("created_at", now)
+    ordered = {k: fields[k] for k in ("id", "name", "accessed_at", "created_at", "modified_at")} | fields
+    return json.dumps(ordered, ensure_ascii=False, indent=2, default=str).encode()
+
+
+def _crawlee_sidecar_json(key: str, content_type: str, size: int) -> bytes:
+    """The sidecar of a Crawlee record, as Crawlee writes it."""
+    return json.dumps({"key": key, "content_type": content_type, "size": size}, ensure_ascii=False, indent=2).encode()
+
+
+def _pending_name(record: str) -> str:
+    """The file that announces a change of content type of the Crawlee record in file `record`."""
+    return PENDING_PREFIX + key_hash(record)
 
 
 def create_exclusive(folder: Path, name: str, data: bytes) -> bool:
@@ -246,6 +300,13 @@ class StoreDir:
         self._seen_generation = -1
         self._lock_fd: int | None = None
         self._swept = False
+        # Crawlee sidecars whose record file is gone (a delete or a first write cut short), seen by the last scan.
+        self._orphan_sidecars: list[str] = []
+        # Whether the last scan saw `.~pending.` files, and whether a writer of this process looked for them yet.
+        self._pending_seen = False
+        self._tidied = False
+        # The signature of `__metadata__.json` when last read, and what it held if in Crawlee's spelling.
+        self._metadata_seen: tuple[tuple[int, int, int], dict[str, Any] | None] | None = None
 
     # --- errors -----------------------------------------------------------------------------------
 
@@ -452,7 +513,12 @@ class StoreDir:
             long_keys = _LongKeys(dir_fd)
             try:
                 for name, dir_entry in names.items():
-                    if name in claimed or name == METADATA_FILE or name.endswith(CRAWLEE_SIDECAR_SUFFIX):
+                    if (
+                        name in claimed
+                        or name == METADATA_FILE
+                        or name.endswith(CRAWLEE_SIDECAR_SUFFIX)
+                        or name.startswith(".~")
+                    ):
                         continue
                     split = split_record_name(name)
                     if split is None:
@@ -493,16 +559,28 @@ class StoreDir:
     def _scan_crawlee_records(
         self, names: dict[str, os.DirEntry[str]], index: dict[str, _Entry], dir_fd: int
     ) -> set[str]:
-        """Add the records Crawlee wrote (a file and its sidecar) to `index`; return their file names."""
+        """Add the records Crawlee's layout holds (a file and its sidecar) to `index`; return their file names.
+
+        A change of content type under way (a `.~pending.` file naming the record file as it now is) gives the
+        record its new key and type before its sidecar is rewritten. Sidecars without a record file are noted
+        in `_orphan_sidecars`, for a writer to remove.
+        """
         claimed: set[str] = set()
-        for name in names:
-            if not name.endswith(CRAWLEE_SIDECAR_SUFFIX) or name == METADATA_FILE:
+        pending = self._scan_pending(names, dir_fd)
+        orphans: list[str] = []
+        records = {name[: -len(CRAWLEE_SIDECAR_SUFFIX)] for name in names if name.endswith(CRAWLEE_SIDECAR_SUFFIX)}
+        for record_name in sorted(records | pending.keys()):
+            name = f"{record_name}{CRAWLEE_SIDECAR_SUFFIX}"
+            if name == METADATA_FILE:
                 continue
-            record_name = name[: -len(CRAWLEE_SIDECAR_SUFFIX)]
             record = names.get(record_name)
             if record is None:
+                if name in names and record_name not in pending:
+                    orphans.append(name)
                 continue
-            parsed = _read_crawlee_sidecar(name, dir_fd)
+            parsed: tuple[str, str] | str | None = pending.get(record_name)
+            if parsed is None:
+                parsed = _read_crawlee_sidecar(name, dir_fd)
             if parsed is None:
                 continue
             try:
@@ -521,7 +599,31 @@ class StoreDir:
             claimed.add(record_name)
             size = 0 if refused else st.st_size
             self._keep_newest(index, key, _Entry(record_name, content_type, size, st.st_mtime_ns, name, refused))
+        self._orphan_sidecars = orphans
         return claimed
+
+    def _scan_pending(self, names: dict[str, os.DirEntry[str]], dir_fd: int) -> dict[str, tuple[str, str]]:
+        """The changes of content type under way: record file -> (key, new content type).
+
+        One counts only while the record file is the very file it announces (same version): before that file
+        was renamed into place the record is still the old one, and a stale announcement never matches again.
+        """
+        found: dict[str, tuple[str, str]] = {}
+        for name in names:
+            if not name.startswith(PENDING_PREFIX):
+                continue
+            self._pending_seen = True
+            pending = _read_pending(name, dir_fd)
+            if pending is None:
+                continue
+            record, version, key, content_type = pending
+            try:
+                st = os.stat(record, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not_a_file(st.st_mode) is None and version_of(st) == version:
+                found[record] = (key, content_type)
+        return found
 
     @staticmethod
     def _keep_newest(index: dict[str, _Entry], key: str, entry: _Entry) -> None:
@@ -588,7 +690,7 @@ class StoreDir:
         except FileNotFoundError:
             return False
         try:
-            if stat.st_size > max_size:
+            if stat.st_size > max_size or _stale(entry, stat):
                 return False
             data = read_all(fd, stat.st_size)
         finally:
@@ -614,6 +716,12 @@ class StoreDir:
                 if attempt < 2:  # noqa: PLR2004
                     with self._lock:
                         self._scan()
+                continue
+            if _stale(entry, stat) and attempt < 2:  # noqa: PLR2004
+                # A Crawlee record file rewritten since the index saw it: its sidecar may name another type.
+                os.close(fd)
+                with self._lock:
+                    self._scan()
                 continue
             try:
                 data = read_all(fd, stat.st_size)
@@ -716,25 +824,325 @@ class StoreDir:
         if_absent: bool,
         wait: LockWait,
     ) -> str:
-        """Write the record of `key` durably and return its version."""
+        """Write the record of `key` durably and return its version.
+
+        In a store Crawlee for Python made (`is_crawlee_metadata`), the record is written in Crawlee's layout
+        (`_write_crawlee`) when Crawlee can name its file, and the store's `__metadata__.json` is updated as
+        Crawlee does; elsewhere, and for a key Crawlee cannot name, in this library's layout.
+        """
+        with self.write_lock(wait) as folder:
+            index = self._fresh_index()
+            crawlee = self._crawlee_metadata(folder)
+            self._tidy(folder)
+            old = index.get(key)
+            old_stat = self._check(key, old, if_version, if_absent=if_absent, folder=folder)
+            after = old_stat.st_mtime_ns if old_stat is not None else None
+            record = self._crawlee_name(key, index) if crawlee is not None else None
+            if record is not None:
+                stat = self._write_crawlee(
+                    key,
+                    record,
+                    value=value,
+                    content_type=content_type,
+                    index=index,
+                    folder=folder,
+                    after_mtime_ns=after,
+                )
+            else:
+                stat = self._write_own(
+                    key, value, content_type, index, folder, crawlee=crawlee is not None, after_mtime_ns=after
+                )
+            self._bump_generation()
+            if crawlee is not None:
+                self._touch_crawlee_metadata(crawlee, folder)
+        return version_of(stat)
+
+    def _write_own(
+        self,
+        key: str,
+        value: bytes,
+        content_type: str,
+        index: dict[str, _Entry],
+        folder: int,
+        *,
+        crawlee: bool,
+        after_mtime_ns: int | None,
+    ) -> os.stat_result:
+        """Write the record of `key` in this library's layout (`<key>.<extension>`); remove its older file."""
+        old = index.get(key)
+        name, hashed = self._own_name(key, content_type, folder, crawlee=crawlee)
+        if not crawlee and self._crawlee_holds(name, folder):
+            self._move_crawlee_record(name, index, but=key, folder=folder)
+        if hashed:
+            self._remember_long_key(key, folder, flat=crawlee)
+        stat = durable_write(folder, name, value, after_mtime_ns=after_mtime_ns)
+        if old is not None and old.name != name:
+            self._remove_files(old, folder)
+            os.fsync(folder)
+        index[key] = _Entry(name, content_type, stat.st_size, stat.st_mtime_ns)
+        return stat
+
+    def _own_name(self, key: str, content_type: str, folder: int, *, crawlee: bool) -> tuple[str, bool]:
+        """The file of `key` in this library's layout, and whether it is the hashed form.
+
+        In a Crawlee store a Crawlee record is never moved away: a key whose file name a Crawlee record holds
+        takes the hashed form instead (which no Crawlee record holds but by a collision of SHA-256).
+        """
         extension = extension_for(content_type)
         stem, hashed = encode_key(key, case_insensitive=self.case_insensitive, extension=extension)
         name = f"{stem}.{extension}"
-        with self.write_lock(wait) as folder:
-            index = self._fresh_index()
-            old = index.get(key)
-            old_stat = self._check(key, old, if_version, if_absent=if_absent, folder=folder)
+        if crawlee and self._crawlee_holds(name, folder):
+            stem, hashed = encode_key(key, case_insensitive=self.case_insensitive, extension=extension, hashed=True)
+            name = f"{stem}.{extension}"
             if self._crawlee_holds(name, folder):
-                self._move_crawlee_record(name, index, but=key, folder=folder)
-            if hashed:
-                self._remember_long_key(key, folder)
-            stat = durable_write(folder, name, value, after_mtime_ns=old_stat.st_mtime_ns if old_stat else None)
-            if old is not None and old.name != name:
+                raise StorageBackendError(
+                    f"record {key!r} of key-value store {self.label!r}: both its file names in {self.path} hold "
+                    "records of Crawlee for Python; rename or move one of them",
+                    store=self.label,
+                    key=key,
+                )
+        return name, hashed
+
+    def _crawlee_name(self, key: str, index: dict[str, _Entry]) -> str | None:
+        """The file of `key` in Crawlee's layout, or None when Crawlee cannot keep the key (`crawlee_record_name`).
+
+        On a file system that ignores case, a key whose Crawlee file would be another key's file but for case
+        is kept in this library's layout too (which encodes upper-case letters).
+        """
+        name = crawlee_record_name(key)
+        if name is not None and self.case_insensitive:
+            folded = name.casefold()
+            if any(other != key and entry.name.casefold() == folded for other, entry in index.items()):
+                return None
+        return name
+
+    def _write_crawlee(
+        self,
+        key: str,
+        record: str,
+        *,
+        value: bytes,
+        content_type: str,
+        index: dict[str, _Entry],
+        folder: int,
+        after_mtime_ns: int | None,
+    ) -> os.stat_result:
+        """Write the record of `key` as Crawlee does: the file `record` and its sidecar `<record>.__metadata__.json`.
+
+        Each file is replaced all or nothing and durably, in an order that a crash at any instant leaves a
+        record this library reads as the old one or the new one:
+
+        - a new record (or one moved from this library's layout): the sidecar first, then the record file (a
+          sidecar without its file is no record, for Crawlee either; the next writer removes it), then the
+          older file of the key;
+        - the same content type: the record file, then the sidecar when the size changed (in between, Crawlee
+          too reads the new bytes; only the size its listing shows is the old one);
+        - another content type: a `.~pending.` file announcing the new type for the record file about to be
+          renamed into place, the rename, the sidecar, and the announcement removed. A crash in between
+          leaves an announcement that this library follows (and the next writer completes), while Crawlee
+          reads the new bytes with the old content type until then.
+        """
+        old = index.get(key)
+        sidecar = f"{record}{CRAWLEE_SIDECAR_SUFFIX}"
+        for name in (record, sidecar):
+            what = what_is(name, folder)
+            if what is not None:
+                raise refusal(self.path / name, what, store=self.label, key=key)
+        self._free_crawlee_name(record, index, but=key, folder=folder)
+        sidecar_json = _crawlee_sidecar_json(key, content_type, len(value))
+        paired = old is not None and old.name == record and old.crawlee_sidecar is not None
+        if paired and old is not None and old.content_type == content_type:
+            stat = durable_write(folder, record, value, after_mtime_ns=after_mtime_ns)
+            if old.size != len(value):
+                durable_write(folder, sidecar, sidecar_json)
+        elif paired:
+            stat = self._change_crawlee_type(key, record, value, content_type, folder, after_mtime_ns=after_mtime_ns)
+        else:
+            self._clear_crawlee_file(key, record, index, folder)
+            durable_write(folder, sidecar, sidecar_json)
+            stat = durable_write(folder, record, value, after_mtime_ns=after_mtime_ns)
+            if old is not None and old.name != record:
                 self._remove_files(old, folder)
                 os.fsync(folder)
-            index[key] = _Entry(name, content_type, stat.st_size, stat.st_mtime_ns)
-            self._bump_generation()
-        return version_of(stat)
+        index[key] = _Entry(record, content_type, stat.st_size, stat.st_mtime_ns, sidecar)
+        return stat
+
+    @staticmethod
+    def _change_crawlee_type(
+        key: str, record: str, value: bytes, content_type: str, folder: int, *, after_mtime_ns: int | None
+    ) -> os.stat_result:
+        """Replace a Crawlee record by one of another content type: announced, renamed, sidecar, announcement gone."""
+        temp, stat = _write_temp(folder, value, after_mtime_ns=after_mtime_ns)
+        pending = _pending_name(record)
+        try:
+            announcement = {
+                "record": record,
+                "version": version_of(stat),
+                "key": key,
+                "content_type": content_type,
+                "size": len(value),
+            }
+            durable_write(folder, pending, json.dumps(announcement, ensure_ascii=False).encode())
+        except BaseException:
+            _unlink(temp, folder)
+            raise
+        _rename_temp(folder, temp, record)
+        os.fsync(folder)
+        durable_write(folder, f"{record}{CRAWLEE_SIDECAR_SUFFIX}", _crawlee_sidecar_json(key, content_type, len(value)))
+        _unlink(pending, folder)
+        return stat
+
+    def _clear_crawlee_file(self, key: str, record: str, index: dict[str, _Entry], folder: int) -> None:
+        """Remove a file without a sidecar (Crawlee's write cut short) from where a new Crawlee record goes."""
+        try:
+            os.stat(record, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        other = next((k for k, e in index.items() if e.name == record and k != key), None)
+        if other is not None:
+            # Only a sidecar edited by hand names another key than the one its file name spells.
+            raise StorageBackendError(
+                f"record {key!r} of key-value store {self.label!r}: its file {self.path / record} holds the "
+                f"record {other!r}, as the sidecar beside it says; move that record away first",
+                store=self.label,
+                key=key,
+            )
+        # Gone before the sidecar makes it a record, so that it is never read as one.
+        _unlink(record, folder)
+        os.fsync(folder)
+
+    def _free_crawlee_name(self, record: str, index: dict[str, _Entry], *, but: str, folder: int) -> None:
+        """Move the record of another key that this library's layout keeps in file `record` out of its way.
+
+        It goes to its own Crawlee file (Crawlee names are one per key: that one is never wanted by another
+        key), or to the hashed form of its name when Crawlee cannot keep it.
+        """
+        try:
+            os.stat(record, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        moved = next((k for k, e in index.items() if e.name == record and e.crawlee_sidecar is None), None)
+        if moved is None or moved == but:
+            return
+        entry = index[moved]
+        if entry.refused is not None:
+            raise self._refusal(moved, entry)
+        data = self._read_file(record, moved)
+        target = self._crawlee_name(moved, index)
+        if target is not None:
+            self._write_crawlee(
+                moved,
+                target,
+                value=data,
+                content_type=entry.content_type,
+                index=index,
+                folder=folder,
+                after_mtime_ns=entry.mtime_ns,
+            )
+            return
+        extension = extension_for(entry.content_type)
+        stem, _ = encode_key(moved, case_insensitive=self.case_insensitive, extension=extension, hashed=True)
+        name = f"{stem}.{extension}"
+        if self._crawlee_holds(name, folder):
+            raise StorageBackendError(
+                f"record {moved!r} of key-value store {self.label!r}: both its file names in {self.path} hold "
+                "records of Crawlee for Python; rename or move one of them",
+                store=self.label,
+                key=moved,
+            )
+        self._remember_long_key(moved, folder, flat=True)
+        stat = durable_write(folder, name, data, after_mtime_ns=entry.mtime_ns)
+        self._remove_files(entry, folder)
+        os.fsync(folder)
+        index[moved] = _Entry(name, entry.content_type, stat.st_size, stat.st_mtime_ns)
+
+    def _crawlee_metadata(self, folder: int) -> dict[str, Any] | None:
+        """The store's `__metadata__.json` when it is in Crawlee's spelling (the store is Crawlee's), else None.
+
+        Read again only when the file changed since it was last read (its inode, time or size): one `stat`
+        per write in the usual case.
+
+        Raises:
+            StorageBackendError: The file is a link or a special file.
+        """
+        try:
+            st = os.stat(METADATA_FILE, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        what = not_a_file(st.st_mode)
+        if what is not None:
+            raise refusal(self.path / METADATA_FILE, what, store=self.label)
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._metadata_seen is not None and self._metadata_seen[0] == signature:
+            return self._metadata_seen[1]
+        found = read_if_regular(METADATA_FILE, folder)
+        if isinstance(found, str):
+            raise refusal(self.path / METADATA_FILE, found, store=self.label)
+        data: Any = None
+        if found is not None:
+            try:
+                data = json.loads(found)
+            except ValueError:
+                data = None
+        crawlee = data if isinstance(data, dict) and is_crawlee_metadata(data) else None
+        # Stat before read: a file replaced in between is read again next time, never trusted stale.
+        self._metadata_seen = (signature, crawlee)
+        return crawlee
+
+    def _touch_crawlee_metadata(self, data: dict[str, Any], folder: int) -> None:
+        """Record the change in the Crawlee store's `__metadata__.json`, as Crawlee does, all or nothing."""
+        body = crawlee_metadata_json(data, datetime.now(UTC))
+        st = durable_write(folder, METADATA_FILE, body)
+        self._metadata_seen = ((st.st_ino, st.st_mtime_ns, st.st_size), json.loads(body))
+        self._scanned_mtime_ns = self._folder_mtime_ns()
+
+    def _tidy(self, folder: int) -> None:
+        """Finish or undo the changes of content type a crash cut short, and remove sidecars without a record.
+
+        Only a holder of the writers' lock may: no write of this library is under way meanwhile.
+        """
+        changed = self._finish_pending(folder) if self._pending_seen or not self._tidied else False
+        for sidecar in self._orphan_sidecars:
+            try:
+                os.stat(sidecar[: -len(CRAWLEE_SIDECAR_SUFFIX)], dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                if what_is(sidecar, folder) is None:
+                    _unlink(sidecar, folder)
+                    changed = True
+        self._orphan_sidecars = []
+        self._pending_seen = False
+        self._tidied = True
+        if changed:
+            os.fsync(folder)
+
+    @staticmethod
+    def _finish_pending(folder: int) -> bool:
+        """Complete each announced change of content type whose record file is in place, drop the others.
+
+        Returns whether a file was changed.
+        """
+        changed = False
+        for name in os.listdir(folder):
+            if not name.startswith(PENDING_PREFIX):
+                continue
+            pending = _read_pending(name, folder)
+            if pending is not None:
+                record, version, key, content_type = pending
+                try:
+                    st = os.stat(record, dir_fd=folder, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                sidecar = f"{record}{CRAWLEE_SIDECAR_SUFFIX}"
+                if (
+                    st is not None
+                    and not_a_file(st.st_mode) is None
+                    and version_of(st) == version
+                    and what_is(sidecar, folder) is None
+                ):
+                    durable_write(folder, sidecar, _crawlee_sidecar_json(key, content_type, st.st_size))
+            _unlink(name, folder)
+            changed = True
+        return changed
 
     @staticmethod
     def _crawlee_holds(name: str, folder: int) -> bool:
@@ -771,8 +1179,23 @@ class StoreDir:
         os.fsync(folder)
         index[moved] = _Entry(f"{stem}.{extension}", entry.content_type, stat.st_size, stat.st_mtime_ns)
 
-    def _remember_long_key(self, key: str, folder: int) -> None:
+    def _remember_long_key(self, key: str, folder: int, *, flat: bool = False) -> None:
+        """Keep the full text of a key whose file name is its hashed form: in `.keys/<hash>`, or `flat`.
+
+        A Crawlee store keeps it in the file `.~key.<hash>` of its own folder instead: Crawlee purges a store by
+        removing each of its files, and fails on a folder.
+        """
         hashed = key_hash(key)
+        if flat:
+            name = LONG_KEY_PREFIX + hashed
+            what = what_is(name, folder)
+            if what is not None:
+                raise refusal(self.path / name, what, store=self.label, key=key)
+            try:
+                os.stat(name, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                durable_write(folder, name, key.encode("utf-8"))
+            return
         what = what_is(KEYS_DIR, folder, folder=True)
         if what is not None:
             raise refusal(self.path / KEYS_DIR, what, store=self.label, key=key, folder=True)
@@ -802,9 +1225,15 @@ class StoreDir:
             _unlink(entry.crawlee_sidecar, folder)
 
     def delete(self, key: str, *, if_version: str | None, wait: LockWait) -> bool:
-        """Delete the record of `key`; return whether there was one."""
+        """Delete the record of `key`; return whether there was one.
+
+        A Crawlee record loses its file first, then its sidecar, as Crawlee deletes: a crash in between leaves a
+        sidecar without a record, which nobody reads as a record and the next writer removes.
+        """
         with self.write_lock(wait) as folder:
             index = self._fresh_index()
+            crawlee = self._crawlee_metadata(folder)
+            self._tidy(folder)
             entry = index.get(key)
             self._check(key, entry, if_version, if_absent=False, folder=folder)
             if entry is None:
@@ -813,17 +1242,26 @@ class StoreDir:
             os.fsync(folder)
             del index[key]
             self._bump_generation()
+            if crawlee is not None:
+                self._touch_crawlee_metadata(crawlee, folder)
         return True
 
     def purge(self, wait: LockWait) -> None:
         """Delete every record, keeping the store's metadata."""
         with self.write_lock(wait) as folder:
+            crawlee = self._crawlee_metadata(folder)
+            self._tidy(folder)
             for entry in self._fresh_index().values():
                 self._remove_files(entry, folder)
+            for name in os.listdir(folder):
+                if name.startswith((LONG_KEY_PREFIX, PENDING_PREFIX)):
+                    _unlink(name, folder)
             shutil.rmtree(KEYS_DIR, ignore_errors=True, dir_fd=folder)  # a link in its place is not followed
             os.fsync(folder)
             self._bump_generation()
             self._scan()
+            if crawlee is not None:
+                self._touch_crawlee_metadata(crawlee, folder)
 
     def drop(self, wait: LockWait) -> None:
         """Delete the whole store folder: first renamed away in one step, then removed."""
@@ -838,6 +1276,15 @@ class StoreDir:
             if fd is not None:
                 os.close(fd)
         shutil.rmtree(graveyard, ignore_errors=True)
+
+
+def _stale(entry: _Entry, stat: os.stat_result) -> bool:
+    """Whether the file of a Crawlee record changed since the index saw it.
+
+    A record of this library's layout keeps its content type in its file name; a Crawlee record keeps it in
+    its sidecar, which a rewrite of another type (by Crawlee, or another process) changes after the file.
+    """
+    return entry.crawlee_sidecar is not None and (stat.st_mtime_ns, stat.st_size) != (entry.mtime_ns, entry.size)
 
 
 def _unlink(name: str, folder: int) -> None:
@@ -887,7 +1334,13 @@ class _LongKeys:
             self._refused = (KEYS_DIR, what)
 
     def read(self, hashed: str) -> str | tuple[str, str] | None:
-        """The long key whose hash is `hashed`; None when unknown; `(path, what)` when its file is refused."""
+        """The long key whose hash is `hashed`; None when unknown; `(path, what)` when its file is refused.
+
+        It is in `.keys/<hash>`, or (in a Crawlee store) in `.~key.<hash>` of the store's folder.
+        """
+        flat = read_if_regular(LONG_KEY_PREFIX + hashed, self._dir_fd)
+        if flat is not None:
+            return _long_key(flat, LONG_KEY_PREFIX + hashed)
         if not self._opened:
             self._open()
         if self._refused is not None:
@@ -895,17 +1348,22 @@ class _LongKeys:
         if self._fd is None:
             return None
         found = read_if_regular(hashed, self._fd)
-        if isinstance(found, str):
-            return (f"{KEYS_DIR}/{hashed}", found)
-        try:
-            return None if found is None else found.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+        return None if found is None else _long_key(found, f"{KEYS_DIR}/{hashed}")
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _long_key(found: bytes | str, path: str) -> str | tuple[str, str] | None:
+    """The key a long-key file holds; `(path, what)` when it is not a regular file; None when not UTF-8."""
+    if isinstance(found, str):
+        return (path, found)
+    try:
+        return found.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _read_crawlee_sidecar(name: str, dir_fd: int) -> tuple[str, str] | str | None:
@@ -924,3 +1382,23 @@ def _read_crawlee_sidecar(name: str, dir_fd: int) -> tuple[str, str] | str | Non
     if not isinstance(key, str) or not isinstance(content_type, str):
         return None
     return key, content_type
+
+
+def _read_pending(name: str, dir_fd: int) -> tuple[str, str, str, str] | None:
+    """The record file, its version, key and content type a `.~pending.` file announces; None if unusable."""
+    found = read_if_regular(name, dir_fd)
+    if not isinstance(found, bytes):
+        return None
+    try:
+        data = json.loads(found)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    fields = (data.get("record"), data.get("version"), data.get("key"), data.get("content_type"))
+    if not all(isinstance(f, str) and f for f in fields):
+        return None
+    record, version, key, content_type = (str(f) for f in fields)
+    if record != os.path.basename(record) or record in {".", ".."} or name != _pending_name(record):
+        return None
+    return record, version, key, content_type

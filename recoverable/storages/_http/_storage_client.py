@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +25,12 @@ from recoverable.storages._http._key_value_store_client import HttpKeyValueStore
 from recoverable.storages._http._protocol import path_segment
 from recoverable.storages._http._transport import HttpTransport, Target
 from recoverable.storages._models import KeyValueStoreMetadata
-from recoverable.storages._validation import validate_store_id, validate_store_name, validate_store_reference
+from recoverable.storages._validation import (
+    store_alias,
+    validate_store_id,
+    validate_store_name,
+    validate_store_reference,
+)
 
 __all__ = ["DEFAULT_ALIAS_STORE_NAME", "HttpStorageClient"]
 
@@ -36,6 +43,9 @@ _NOT_FOUND = 404
 _LIST_PAGE = 1000
 _ALIAS_ATTEMPTS = 5
 _JSON = "application/json"
+_PLAIN_ALIAS = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+_ALIAS_KEY_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+_PLATFORM_MAX_KEY = 256
 
 
 class HttpStorageClient(StorageClient):
@@ -145,7 +155,7 @@ class HttpStorageClient(StorageClient):
                     store=name,
                 )
             return await self._open_name(name)
-        alias = alias or "default"
+        alias = store_alias(alias)
         if alias == "default" and self._default_store_id is not None:
             return await self._open_id(self._default_store_id)
         return await self._open_alias(alias)
@@ -211,7 +221,7 @@ class HttpStorageClient(StorageClient):
         async with self._alias_lock:
             for _ in range(_ALIAS_ATTEMPTS):
                 aliases = await self._open_name(self._alias_store_name)
-                record = await aliases.get_record(key=alias)
+                record = await aliases.get_record(key=alias_record_key(alias))
                 if record is not None:
                     store_id = _alias_target(record.value)
                     if store_id is not None:
@@ -223,8 +233,8 @@ class HttpStorageClient(StorageClient):
                 conditional = self._transport.conditional_writes is not False
                 try:
                     await aliases.set_record(
-                        key=alias,
-                        value=json.dumps({"id": created.id}).encode(),
+                        key=alias_record_key(alias),
+                        value=json.dumps({"id": created.id, "alias": alias}, ensure_ascii=False).encode(),
                         content_type=_JSON,
                         if_absent=conditional and record is None,
                         if_version=record.version if conditional and record is not None else None,
@@ -246,13 +256,15 @@ class HttpStorageClient(StorageClient):
         """Remove an alias after its store was dropped, unless it already stands for another store."""
         async with self._alias_lock:
             aliases = await self._open_name(self._alias_store_name)
-            record = await aliases.get_record(key=alias)
+            record = await aliases.get_record(key=alias_record_key(alias))
             if record is None or _alias_target(record.value) != store_id:
                 return
             conditional = self._transport.conditional_writes is not False
             # A conflict means someone gave the alias a new store meanwhile; that one stays.
             with contextlib.suppress(VersionConflictError):
-                await aliases.delete_record(key=alias, if_version=record.version if conditional else None)
+                await aliases.delete_record(
+                    key=alias_record_key(alias), if_version=record.version if conditional else None
+                )
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
@@ -294,6 +306,25 @@ def _store_page(data: Any) -> tuple[list[KeyValueStoreMetadata], int | None]:
         raise TypeError("'items' is not a list")
     total = data.get("total")
     return [KeyValueStoreMetadata.model_validate(item) for item in items], total if isinstance(total, int) else None
+
+
+def alias_record_key(alias: str) -> str:
+    """The key of the record naming the store of `alias` in the aliases store.
+
+    It is a key the Apify platform takes (at most 256 of `a-zA-Z0-9!-_.'()`), whatever the alias holds: an
+    alias that is also a valid store name is its own key (as before aliases could be anything), any other
+    is `_` and its UTF-8 bytes with every byte but a letter, a digit, `-` or `.` written `_XX`, and one
+    longer than the platform allows is `!` and its SHA-256. A plain alias never starts with `_` or `!`, and
+    the record also holds the alias itself.
+    """
+    if _PLAIN_ALIAS.fullmatch(alias):
+        return alias
+    encoded = "_" + "".join(
+        chr(byte) if chr(byte) in _ALIAS_KEY_SAFE else f"_{byte:02X}" for byte in alias.encode("utf-8")
+    )
+    if len(encoded) <= _PLATFORM_MAX_KEY:
+        return encoded
+    return "!" + hashlib.sha256(alias.encode("utf-8")).hexdigest()
 
 
 def _alias_target(value: bytes) -> str | None:

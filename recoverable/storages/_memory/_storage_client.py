@@ -11,7 +11,7 @@ from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._memory._key_value_store_client import MemoryKeyValueStoreClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
-from recoverable.storages._validation import validate_store_name, validate_store_reference
+from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
 
 __all__ = ["MemoryStorageClient"]
 
@@ -43,7 +43,7 @@ class MemoryStorageClient(StorageClient):
             if store is None:
                 raise StoreNotFoundError(f"no key-value store has the id {id!r} in this memory storage", store=id)
             return store
-        index, label = (self._by_name, name) if name is not None else (self._by_alias, alias or "default")
+        index, label = (self._by_name, name) if name is not None else (self._by_alias, store_alias(alias))
         existing = index.get(label)
         if existing is not None:
             return self._stores[existing]

@@ -17,7 +17,7 @@ from recoverable.storages._redis._dependency import redis_asyncio, redis_excepti
 from recoverable.storages._redis._errors import ServerInfo, backend_error
 from recoverable.storages._redis._key_value_store_client import RedisKeyValueStoreClient, from_micros, now_micros
 from recoverable.storages._redis._layout import DEFAULT_KEY_PREFIX, RegistryKeys, StoreKeys, validate_key_prefix
-from recoverable.storages._validation import validate_store_name, validate_store_reference
+from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -129,6 +129,7 @@ class RedisStorageClient(StorageClient):
         alias: str | None = None,
     ) -> RedisKeyValueStoreClient:
         validate_store_reference(id=id, name=name, alias=alias)
+        alias = None if id is not None or name is not None else store_alias(alias)
         label = id or name or alias or "default"
         try:
             await self._check_durability()
@@ -142,7 +143,7 @@ class RedisStorageClient(StorageClient):
                             f"(key prefix {self._prefix!r})",
                             store=id,
                         )
-                    entry = await self._create(name=name, alias=None if name is not None else alias or "default")
+                    entry = await self._create(name=name, alias=alias)
                 store = self._client_for(entry)
                 # Recording the access also tells whether the store still exists: a drop may have won.
                 meta = StoreKeys.for_store(self._prefix, store.store_id).meta

@@ -4,7 +4,8 @@ With the table prefix `P` (`recoverable_` unless given):
 
 ```
 P kv_stores     id (primary key), name (unique, NULL for unnamed stores), alias (unique, NULL for named
-                stores; the default store is the alias "default"), created_at, modified_at, accessed_at,
+                stores; the default store is the alias "default"; an alias of more than 63 characters is
+                kept as `/` and its hash, `alias_column`), created_at, modified_at, accessed_at,
                 version_counter (the source of the store's record versions)
 P kv_records    store_id, key_hash (primary key with store_id: SHA-256 of the key's UTF-8 bytes), key_head
                 (the first 255 characters of the key), key, value (BLOB / BYTEA), content_type, version, size
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_TABLE_PREFIX",
     "KEY_HEAD_CHARS",
     "Tables",
+    "alias_column",
     "key_hash",
     "key_head",
     "listing_bound",
@@ -105,6 +107,20 @@ class Tables:
             sqlalchemy.Index(f"{prefix}kv_records_order", "store_id", "key_head"),
         )
         return cls(metadata=metadata, stores=stores, records=records)
+
+
+ALIAS_COLUMN_CHARS = 63
+
+
+def alias_column(alias: str) -> str:
+    """What the `alias` column holds for a store alias: the alias itself, or `/` and its hash when it is long.
+
+    The column holds 63 characters (tables made before aliases could be longer). An alias never contains `/`,
+    so the hashed form of a long alias can never be the text of another one.
+    """
+    if len(alias) <= ALIAS_COLUMN_CHARS:
+        return alias
+    return "/" + hashlib.sha256(alias.encode("utf-8")).hexdigest()[: ALIAS_COLUMN_CHARS - 1]
 
 
 def key_hash(key: str) -> bytes:

@@ -22,9 +22,9 @@ from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._sql._dependency import INSTALL_HINT, sqlalchemy, sqlalchemy_asyncio, sqlalchemy_exc
 from recoverable.storages._sql._errors import DatabaseInfo, backend_error
 from recoverable.storages._sql._key_value_store_client import SqlKeyValueStoreClient, aware
-from recoverable.storages._sql._schema import DEFAULT_TABLE_PREFIX, Tables, validate_table_prefix
+from recoverable.storages._sql._schema import DEFAULT_TABLE_PREFIX, Tables, alias_column, validate_table_prefix
 from recoverable.storages._sql._statements import Statements, insert_for
-from recoverable.storages._validation import validate_store_name, validate_store_reference
+from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -195,7 +195,8 @@ class SqlStorageClient(StorageClient):
         label = id or name or alias or "default"
         try:
             await self._ensure_tables()
-            row = await self._open(id=id, name=name, alias=None if name is not None else alias or "default")
+            alias = None if id is not None or name is not None else alias_column(store_alias(alias))
+            row = await self._open(id=id, name=name, alias=alias)
         except _BACKEND_ERRORS as exc:
             raise backend_error(self._database, "open", exc, store=label) from exc
         if row is None:
