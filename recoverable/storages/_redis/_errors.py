@@ -1,15 +1,13 @@
-"""Redis errors turned into `StorageBackendError`, with the server named and no password shown."""
+"""How messages name a Redis server, without its password, and the failures of Redis (see `_backend_errors`)."""
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-from recoverable.errors import StorageBackendError
+from recoverable.storages._backend_errors import Backend
+from recoverable.storages._redis._dependency import redis_exceptions
 
-__all__ = ["ServerInfo", "backend_error"]
-
-_MAX_CAUSE_CHARS = 500
-_MAX_KEY_CHARS = 80
+__all__ = ["ServerInfo"]
 
 
 class ServerInfo:
@@ -17,7 +15,13 @@ class ServerInfo:
 
     def __init__(self, description: str, secrets: list[str]) -> None:
         self.description = description
-        self._secrets = [s for s in secrets if s]
+        self.backend = Backend(
+            where=f"on Redis at {description}",
+            hint="check that the server is running, reachable and accepts the client's credentials",
+            failures=(redis_exceptions.RedisError, OSError),
+            secrets=secrets,
+        )
+        """The server as the one error mapping of the storage clients sees it."""
 
     @classmethod
     def from_url(cls, url: str) -> ServerInfo:
@@ -53,25 +57,4 @@ class ServerInfo:
 
     def scrub(self, text: str) -> str:
         """`text` with every secret of the server replaced by `***`."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def backend_error(
-    server: ServerInfo, action: str, exc: BaseException, *, store: str | None = None, key: str | None = None
-) -> StorageBackendError:
-    """Wrap a failure of Redis: what was being done, to which store and key, on which server, and why."""
-    what = ""
-    if key is not None:
-        shown = key if len(key) <= _MAX_KEY_CHARS else key[:_MAX_KEY_CHARS] + "..."
-        what += f" record {shown!r} of"
-    if store is not None:
-        what += f" key-value store {store!r}"
-    cause = server.scrub(str(exc) or type(exc).__name__)[:_MAX_CAUSE_CHARS]
-    return StorageBackendError(
-        f"could not {action}{what} on Redis at {server.description}: {type(exc).__name__}: {cause} "
-        "(check that the server is running, reachable and accepts the client's credentials)",
-        store=store,
-        key=key,
-    )
+        return self.backend.scrub(text)

@@ -12,8 +12,6 @@ from recoverable.errors import StoreNotFoundError, VersionConflictError
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
 from recoverable.storages._redis import _scripts as scripts
-from recoverable.storages._redis._dependency import redis_exceptions
-from recoverable.storages._redis._errors import backend_error
 from recoverable.storages._redis._layout import lex_range
 from recoverable.storages._validation import validate_key
 
@@ -94,10 +92,8 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
         action: str,
         key: str | None = None,
     ) -> Any:
-        try:
+        with self._server.backend.mapped(action, store=self._label(), key=key):
             return await script(self._redis, keys, args)
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, action, exc, store=self._label(), key=key) from exc
 
     def _conflict(self, key: str, expected: str | None, actual_raw: bytes | None) -> VersionConflictError:
         actual = actual_raw.decode() if actual_raw else None
@@ -105,10 +101,8 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
-        try:
+        with self._server.backend.mapped("read the metadata of", store=self._label()):
             modified_raw, accessed_raw = await self._redis.hmget(self._keys.meta, ["modified_at", "accessed_at"])
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, "read the metadata of", exc, store=self._label()) from exc
         if modified_raw is None:
             raise self._gone()
         modified = max(from_micros(modified_raw), self._created_at)
@@ -243,15 +237,11 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
 
         `drop()` ends with this; a storage client also runs it for a drop that a crash stopped half-way.
         """
-        try:
+        with self._server.backend.mapped("drop", store=self._label()):
             await self._redis.delete(self._keys.meta)
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, "drop", exc, store=self._label()) from exc
         await self._delete_records(mode="drop")
-        try:
+        with self._server.backend.mapped("drop", store=self._label()):
             await self._redis.srem(self._registry.dropped, self._id)
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, "drop", exc, store=self._label()) from exc
 
     @override
     async def purge(self) -> None:

@@ -14,7 +14,7 @@ from recoverable.storages._base import StorageClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._redis import _scripts as scripts
 from recoverable.storages._redis._dependency import redis_asyncio, redis_exceptions
-from recoverable.storages._redis._errors import ServerInfo, backend_error
+from recoverable.storages._redis._errors import ServerInfo
 from recoverable.storages._redis._key_value_store_client import RedisKeyValueStoreClient, from_micros, now_micros
 from recoverable.storages._redis._layout import DEFAULT_KEY_PREFIX, RegistryKeys, StoreKeys, validate_key_prefix
 from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
@@ -131,7 +131,7 @@ class RedisStorageClient(StorageClient):
         validate_store_reference(id=id, name=name, alias=alias)
         alias = None if id is not None or name is not None else store_alias(alias)
         label = id or name or alias or "default"
-        try:
+        with self._server.backend.mapped("open", store=label):
             await self._check_durability()
             await self._finish_stopped_drops()
             for _ in range(_OPEN_ATTEMPTS):
@@ -152,8 +152,6 @@ class RedisStorageClient(StorageClient):
                     return store
                 if id is not None:
                     break
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, "open", exc, store=label) from exc
         raise StoreNotFoundError(
             f"key-value store {label!r} was dropped while it was being opened on Redis at {self._server.description}",
             store=label,
@@ -162,10 +160,8 @@ class RedisStorageClient(StorageClient):
     @override
     async def find_key_value_store(self, *, name: str) -> str | None:
         validate_store_name(name)
-        try:
+        with self._server.backend.mapped("look up", store=name):
             entry = await self._find(id=None, name=name, alias=None)
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, "look up", exc, store=name) from exc
         return None if entry is None else str(entry["id"])
 
     async def _find(self, *, id: str | None, name: str | None, alias: str | None) -> dict[str, Any] | None:
@@ -232,15 +228,13 @@ class RedisStorageClient(StorageClient):
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
         await self._finish_stopped_drops()
-        try:
+        with self._server.backend.mapped("list the key-value stores"):
             entries = await self._redis.hgetall(self._registry.stores)
             stores = [json.loads(raw) for raw in entries.values()]
             pipe = self._redis.pipeline(transaction=False)
             for entry in stores:
                 pipe.hmget(StoreKeys.for_store(self._prefix, entry["id"]).meta, ["modified_at", "accessed_at"])
             times = await pipe.execute() if stores else []
-        except (redis_exceptions.RedisError, OSError) as exc:
-            raise backend_error(self._server, "list the key-value stores", exc) from exc
         listed: list[KeyValueStoreMetadata] = []
         for entry, (modified_raw, accessed_raw) in zip(stores, times, strict=True):
             if modified_raw is None:
