@@ -7,6 +7,8 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from recoverable.storages._registry import BACKENDS
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind, 0 for any (default: %(default)s)")
     serve.add_argument(
         "--storage-client",
-        choices=["file_system", "memory", "redis", "sql"],
+        choices=[backend.name for backend in BACKENDS if backend.served],
         default="file_system",
         help="where the stores live (default: %(default)s)",
     )

@@ -12,7 +12,6 @@ the table of types); a storage client keeps bytes, content types and versions:
 Every client implements the small async ABC `StorageClient` / `KeyValueStoreClient`.
 """
 
-import importlib.util
 from typing import TYPE_CHECKING
 
 from recoverable.storages._base import KeyValueStoreClient, StorageClient
@@ -21,6 +20,7 @@ from recoverable.storages._http import HttpStorageClient
 from recoverable.storages._key_value_store import KeyValueStore, default_storage_client
 from recoverable.storages._memory import MemoryStorageClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, Record, StoredRecord
+from recoverable.storages._registry import optional_clients as _optional_clients
 from recoverable.storages._validation import MAX_KEY_LENGTH, MAX_NAME_LENGTH
 
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ __all__ = [
     "default_storage_client",
 ]
 
-_OPTIONAL_CLIENTS = {"RedisStorageClient": "redis", "SqlStorageClient": "sqlalchemy"}
-"""The storage clients that need an extra, and the package each needs."""
+_OPTIONAL_CLIENTS = {name: backend.package for name, backend in _optional_clients().items()}
+"""The storage clients that need an extra, and the package each needs (from the one registry of backends)."""
 
 
 def _without_missing_clients(names: list[str]) -> None:
@@ -55,8 +55,8 @@ def _without_missing_clients(names: list[str]) -> None:
 
     `from ... import *` fetches every name in `__all__`, and one such client would fail the whole import.
     """
-    for name, package in _OPTIONAL_CLIENTS.items():
-        if name in names and importlib.util.find_spec(package) is None:
+    for name, backend in _optional_clients().items():
+        if name in names and not backend.installed():
             names.remove(name)
 
 
@@ -65,12 +65,7 @@ _without_missing_clients(__all__)
 
 def __getattr__(name: str) -> object:
     """Import the optional storage clients on first use; a missing package raises MissingDependencyError."""
-    if name == "RedisStorageClient":
-        from recoverable.storages._redis import RedisStorageClient  # noqa: PLC0415
-
-        return RedisStorageClient
-    if name == "SqlStorageClient":
-        from recoverable.storages._sql import SqlStorageClient  # noqa: PLC0415
-
-        return SqlStorageClient
+    backend = _optional_clients().get(name)
+    if backend is not None:
+        return backend.client_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,10 +9,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from recoverable.configuration import Configuration
 from recoverable.errors import DeserializationError, StorageError
-from recoverable.storages._file_system import FileSystemStorageClient
-from recoverable.storages._http import HttpStorageClient
-from recoverable.storages._memory import MemoryStorageClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, Record
+from recoverable.storages._registry import backend_named
 from recoverable.storages._serialization import JSON, decode_value, encode_value
 from recoverable.storages._validation import store_alias, validate_key, validate_store_reference
 
@@ -54,20 +52,7 @@ def default_storage_client(configuration: Configuration | None = None) -> Storag
     configuration = configuration or Configuration.from_env()
     client = _default_clients.get(configuration)
     if client is None:
-        if configuration.storage_client == "memory":
-            client = MemoryStorageClient()
-        elif configuration.storage_client == "redis":
-            from recoverable.storages._redis import RedisStorageClient  # noqa: PLC0415 - redis is optional
-
-            client = RedisStorageClient(configuration=configuration)
-        elif configuration.storage_client == "sql":
-            from recoverable.storages._sql import SqlStorageClient  # noqa: PLC0415 - SQLAlchemy is optional
-
-            client = SqlStorageClient(configuration=configuration)
-        elif configuration.storage_client == "http":
-            client = HttpStorageClient(configuration=configuration)
-        else:
-            client = FileSystemStorageClient(configuration=configuration)
+        client = backend_named(configuration.storage_client).from_configuration(configuration)
         _default_clients[configuration] = client
     return client
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Self
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from recoverable.configuration import Configuration
     from recoverable.storages._base._key_value_store_client import KeyValueStoreClient
     from recoverable.storages._models import KeyValueStoreMetadata
 
@@ -28,6 +29,17 @@ class StorageClient(ABC):
 
     Use it as an async context manager, or call `aclose()` when done, to release connections.
     """
+
+    @classmethod
+    def from_configuration(cls, configuration: Configuration) -> Self:
+        """A client set up from settings (folder, URL, token, timeouts), as `RECOVERABLE_STORAGE_CLIENT` builds one.
+
+        This implementation passes them as `configuration=`, which every client of the library takes.
+
+        Raises:
+            ConfigurationError: The configuration lacks what the backend needs (a URL, say).
+        """
+        return cls(configuration=configuration)  # type: ignore[call-arg]
 
     @abstractmethod
     async def open_key_value_store_client(

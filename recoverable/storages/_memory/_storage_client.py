@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from itertools import count
+from typing import TYPE_CHECKING, Self
 
 from typing_extensions import override
 
@@ -12,6 +13,9 @@ from recoverable.storages._base import StorageClient
 from recoverable.storages._memory._key_value_store_client import MemoryKeyValueStoreClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
+
+if TYPE_CHECKING:
+    from recoverable.configuration import Configuration
 
 __all__ = ["MemoryStorageClient"]
 
@@ -22,6 +26,12 @@ class MemoryStorageClient(StorageClient):
     Meant for tests and for programs that need no recovery. Opening the same name or alias twice on one
     client returns the same store.
     """
+
+    @classmethod
+    @override
+    def from_configuration(cls, configuration: Configuration) -> Self:
+        del configuration  # nothing to set up: the stores live in this object
+        return cls()
 
     def __init__(self) -> None:
         self._stores: dict[str, MemoryKeyValueStoreClient] = {}
