@@ -19,6 +19,7 @@ async with LocalEventManager() as events:
 from typing import TYPE_CHECKING
 
 from recoverable._recoverable_state import RecoverableState
+from recoverable._version import VERSION as _VERSION
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     # Imported on first use by __getattr__ below, so that `import recoverable` never needs redis or SQLAlchemy.
     from recoverable.storages import RedisStorageClient, SqlStorageClient
 
-__version__ = "0.1.0"
+__version__ = _VERSION
 
 __all__ = [
     "Configuration",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+from recoverable._version import VERSION
 from recoverable.errors import (
     ConfigurationError,
     InvalidKeyError,
@@ -80,7 +81,7 @@ IN_FLIGHT_BODIES = 4
 DEFAULT_BODY_TIMEOUT = 30.0
 """Seconds a request body may pause, and its grace before `MIN_BODY_RATE` applies."""
 
-_VERSION = "0.1.0"
+_VERSION = VERSION
 _JSON = "application/json; charset=utf-8"
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _RECORD_PATH = re.compile(rb"/key-value-stores/([^/?]+)/records/([^?]+)\Z")
