@@ -157,30 +157,8 @@ class RecoverableState(Generic[TStateModel]):
     saves one last time. `async with state:` does both.
 
     The constructor keywords and methods are those of Crawlee's `RecoverableState`, so switching is a
-    change of import. Where behaviour differs, it is on purpose:
-
-    - `persistence_enabled` defaults to True (Crawlee: False): a state that is never saved is not recoverable.
-    - A saved record that is not valid JSON or no longer fits the model raises `StateValidationError`
-      naming the store, key and fields; it is never silently replaced by the default. With
-      `on_invalid="reset"` the state starts from the default instead, after copying the bad record to
-      `<key>.invalid-<UTC timestamp>` in the same store.
-    - `reset()` deletes the saved record, so `has_persisted_state()` is False afterwards.
-    - Without an `event_manager`, the state saves on the PERSIST_STATE events of, in this order: the event
-      manager of Crawlee for Python while a Crawlee crawler runs in the process (read from Crawlee's
-      service locator without creating one, and only when Crawlee is already imported); else a
-      `PlatformEventManager` on the Apify platform (`ACTOR_EVENTS_WEBSOCKET_URL` set); else a shared
-      `LocalEventManager` (one per event loop, configured from `configuration`, handling SIGTERM/SIGINT).
-      The library's own manager starts with the first state that needs it and stops with the last, and
-      runs beside a crawler too: a state initialized before a crawler runs (at the top of a program)
-      follows the crawler within a second of its start, one outliving a crawler goes back to the own
-      manager's timer, and the next crawler is followed again. While a crawler runs, the own timer saves
-      only when Crawlee sent no PERSIST_STATE during a whole period of it; its saves on a signal always
-      happen. See the README, "Inside a Crawlee crawler".
-    - A save that fails on an event is logged with its cause and retried on the next event; it never
-      crashes the program. An explicit `persist_state()` raises instead.
-    - A save of a state whose JSON did not change since the last save writes nothing.
-    - Loads and saves time out after `timeout` (default `RECOVERABLE_STATE_TIMEOUT_SECS`, 60 s).
-    - A graceful stop hands the state over at once (see "Stopping" below); Crawlee keeps saving until exit.
+    change of import. What differs, on purpose, is listed once, in the documentation:
+    docs/crawlee.md#how-it-differs-from-crawlees-recoverablestate.
 
     Stopping: with `persistence_enabled=True` and a lease (the default), the state takes an event that
     says the process is stopping - MIGRATING, ABORTING or EXIT, or PERSIST_STATE with `is_migrating=True`
