@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -172,6 +173,53 @@ def test_every_repository_path_named_in_the_docs_exists() -> None:
     assert named
     missing = [f"{page}: {path}" for page, path in named if not (REPO_ROOT / path).exists()]
     assert not missing, "\n".join(missing)
+
+
+# --- the architecture page names modules and functions ---------------------------------------------
+
+
+def _names(node: ast.stmt) -> set[str]:
+    """The names a statement of a module or class body defines: a function, a class, an assigned name."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {node.name}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return {target.id for target in targets if isinstance(target, ast.Name)}
+
+
+def _defined(tree: ast.Module, dotted: str) -> bool:
+    """Whether the module defines `dotted`: a top-level name, or `Class.member`."""
+    body: list[ast.stmt] = tree.body
+    for part in dotted.split("."):
+        found = [node for node in body if part in _names(node)]
+        if not found:
+            return False
+        body = found[-1].body if isinstance(found[-1], ast.ClassDef) else []
+    return True
+
+
+def test_every_function_the_architecture_page_names_in_its_table_exists() -> None:
+    rows = [line for line in _doc("architecture.md").splitlines() if re.match(r"\| [a-z].* \| `recoverable/", line)]
+    assert len(rows) > 20
+    missing = []
+    for row in rows:
+        _, module, functions = (cell.strip() for cell in row.strip("|").split("|"))
+        path = REPO_ROOT / module.strip("`")
+        if not path.is_file():
+            missing.append(f"{module}: no such module")
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = re.findall(r"`([\w.]+)`", functions)
+        assert names, row
+        missing += [f"{module}: {name}" for name in names if not _defined(tree, name)]
+    assert not missing, "\n".join(missing)
+
+
+def test_the_architecture_check_catches_a_renamed_function() -> None:
+    tree = ast.parse("class A:\n    def b(self): ...\nC = 1\n")
+    assert _defined(tree, "A.b")
+    assert _defined(tree, "C")
+    assert not _defined(tree, "A.c")
+    assert not _defined(tree, "B")
 
 
 # --- the README -----------------------------------------------------------------------------------
