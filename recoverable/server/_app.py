@@ -15,19 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from recoverable._version import VERSION
-from recoverable.errors import (
-    ConfigurationError,
-    InvalidKeyError,
-    InvalidStoreNameError,
-    MissingDependencyError,
-    StorageError,
-    StoreNotFoundError,
-    VersionConflictError,
-)
-from recoverable.server._body import BodyBudget, read_body
-from recoverable.server._errors import ApiError
-from recoverable.storages._http._protocol import (
+from recoverable._kv_api import (
     ERROR_INVALID_RECORD_KEY,
     ERROR_INVALID_REQUEST,
     ERROR_INVALID_VALUE,
@@ -44,6 +32,18 @@ from recoverable.storages._http._protocol import (
     parse_etag_list,
     path_segment,
 )
+from recoverable._version import VERSION
+from recoverable.errors import (
+    ConfigurationError,
+    InvalidKeyError,
+    InvalidStoreNameError,
+    MissingDependencyError,
+    StorageError,
+    StoreNotFoundError,
+    VersionConflictError,
+)
+from recoverable.server._body import BodyBudget, read_body
+from recoverable.server._errors import ApiError
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key, validate_store_name
 
 try:

@@ -12,12 +12,12 @@ import io
 import zlib
 from typing import TYPE_CHECKING, Any, Self
 
-from recoverable.server._errors import ERROR_REQUEST_TIMEOUT, ERROR_SERVER_BUSY, ApiError
-from recoverable.storages._http._protocol import (
+from recoverable._kv_api import (
     ERROR_INVALID_REQUEST,
     ERROR_REQUEST_TOO_LARGE,
     ERROR_UNSUPPORTED_MEDIA_TYPE,
 )
+from recoverable.server._errors import ERROR_REQUEST_TIMEOUT, ERROR_SERVER_BUSY, ApiError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from typing_extensions import override
 
-from recoverable.errors import StorageError, StoreNotFoundError, VersionConflictError
-from recoverable.storages._base import KeyValueStoreClient
-from recoverable.storages._http._protocol import (
+from recoverable._kv_api import (
     MAX_LIST_LIMIT,
     content_hash_version,
     etag_for,
     parse_etag,
     path_segment,
 )
+from recoverable.errors import StorageError, StoreNotFoundError, VersionConflictError
+from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._http._transport import Target
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
 from recoverable.storages._validation import validate_key

@@ -12,6 +12,7 @@ from typing import Any
 
 from typing_extensions import override
 
+from recoverable._kv_api import path_segment
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
@@ -22,7 +23,6 @@ from recoverable.errors import (
 )
 from recoverable.storages._base import StorageClient
 from recoverable.storages._http._key_value_store_client import HttpKeyValueStoreClient, parse_metadata
-from recoverable.storages._http._protocol import path_segment
 from recoverable.storages._http._transport import HttpTransport, Target
 from recoverable.storages._models import KeyValueStoreMetadata
 from recoverable.storages._validation import (

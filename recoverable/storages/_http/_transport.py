@@ -19,6 +19,11 @@ import httpx
 from typing_extensions import override
 
 from recoverable._backoff import backoff_delay
+from recoverable._kv_api import (
+    ERROR_INVALID_RECORD_KEY,
+    ERROR_INVALID_VALUE,
+    SERVER_HEADER,
+)
 from recoverable.errors import (
     ConfigurationError,
     InvalidKeyError,
@@ -28,11 +33,6 @@ from recoverable.errors import (
     StoreNotFoundError,
 )
 from recoverable.storages._http._http11 import Http11Transport
-from recoverable.storages._http._protocol import (
-    ERROR_INVALID_RECORD_KEY,
-    ERROR_INVALID_VALUE,
-    SERVER_HEADER,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

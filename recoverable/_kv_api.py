@@ -1,4 +1,4 @@
-"""What the HTTP client and `recoverable serve` agree on beyond the key-value store API v2 itself.
+"""The key-value store API v2 as the HTTP client and `recoverable serve` both speak it, and what they add to it.
 
 The API is the Apify platform's (see the README and `recoverable.server`). Our server adds, in ways the
 platform's clients ignore:
