@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import dataclasses
 import inspect
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic import ValidationError
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
 from recoverable._schema import Migration, Schema, SchemaProblem, backup_key
+from recoverable._state_codec import StateCodec
 from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
     RecoverableError,
-    SerializationError,
     StateNotInitializedError,
     StateOwnershipError,
     StateValidationError,
@@ -78,40 +75,6 @@ def _stop_cause(event_data: EventData) -> str:
 def _means_no_state(stored: StoredRecord) -> bool:
     """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
     return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
-
-
-def _loader_of(state_type: type[_T], adapter: TypeAdapter[_T]) -> Callable[[bytes], _T]:
-    """How a saved record becomes the state: refusing fields the model does not know, unless the model says.
-
-    A field renamed in the model would otherwise load as its default, and the next save would drop the old
-    field's data for good. A model that sets `extra` in its config decides for itself; so does a dataclass
-    (pydantic ignores unknown fields of one unless its config says otherwise).
-    """
-    if isinstance(state_type, type) and issubclass(state_type, BaseModel):
-        if "extra" in state_type.model_config:
-            return adapter.validate_json
-        try:
-            strict: type[BaseModel] = type(
-                state_type.__name__,
-                (state_type,),
-                {"model_config": {**state_type.model_config, "extra": "forbid"}, "__module__": state_type.__module__},
-            )
-        except (PydanticUserError, TypeError):  # a RootModel, say, which has no fields of its own to check
-            return adapter.validate_json
-
-        def load_model(data: bytes) -> _T:
-            loaded = strict.model_validate_json(data)
-            # Of the model's own class, as every other state: the fields were validated above.
-            return cast(
-                "_T",
-                state_type.model_construct(
-                    _fields_set=loaded.model_fields_set,
-                    **{name: getattr(loaded, name) for name in state_type.model_fields},
-                ),
-            )
-
-        return load_model
-    return adapter.validate_json  # a dataclass: its own config, or pydantic's default (ignore), decides
 
 
 def _check_kinds(
@@ -273,25 +236,11 @@ class RecoverableState(Generic[TStateModel]):
             logger=logger,
             configuration=configuration,
         )
-        self._state_type: type[TStateModel] = type(default_state)
-        # TypeAdapter accepts plain types too (int, dict, object), so the kind of state is checked first.
-        if not isinstance(default_state, BaseModel) and not (
-            dataclasses.is_dataclass(default_state) and not isinstance(default_state, type)
-        ):
-            raise ConfigurationError(
-                f"default_state must be an instance of a Pydantic model or a dataclass, not {self._state_type.__name__}"
-            )
-        try:
-            self._adapter: TypeAdapter[TStateModel] = TypeAdapter(self._state_type)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"default_state must be a Pydantic model or a dataclass, not {self._state_type.__name__}: {exc}"
-            ) from exc
-        self._loader = _loader_of(self._state_type, self._adapter)
-        self._schema = Schema(schema_version, migrations)
-        self._default_state = self._copy(default_state)
-        self._check_round_trip(self._default_state)
         self._key = validate_key(persist_state_key)
+        self._codec = StateCodec(default_state, key=self._key)
+        self._schema = Schema(schema_version, migrations)
+        self._default_state = self._codec.copy(default_state)
+        self._codec.check_round_trip(self._default_state)
         self._persistence_enabled = persistence_enabled
         self._log = logger or _default_logger
         self._configuration = configuration
@@ -379,7 +328,7 @@ class RecoverableState(Generic[TStateModel]):
         if self._initialized:
             return self.current_value
         if self._persistence_enabled is False:
-            self._state = self._copy(self._default_state)
+            self._state = self._codec.copy(self._default_state)
             self._initialized = True
             return self._state
         kvs = await self._with_timeout("open of the store", self._open_store())
@@ -509,7 +458,7 @@ class RecoverableState(Generic[TStateModel]):
             raise StateNotInitializedError(f"cannot reset state {self._key!r} before `initialize()`")
         if self._released_for is not None:
             raise self._released_error()
-        self._state = self._copy(self._default_state)
+        self._state = self._codec.copy(self._default_state)
         if self._persistence_enabled:
             async with self._persist_lock:
                 if self._released_for is not None:
@@ -549,31 +498,6 @@ class RecoverableState(Generic[TStateModel]):
         if self._configuration is None:
             self._configuration = Configuration.from_env()
         return self._configuration
-
-    def _check_round_trip(self, state: TStateModel) -> None:
-        """Refuse a model whose saved JSON does not load back as the same state.
-
-        A field with only a serialization alias, say, would lose its value at the first restart.
-        """
-        data = self._serialize(state)
-        try:
-            again = self._serialize(self._adapter.validate_json(data))
-        except ValidationError as exc:
-            raise ConfigurationError(
-                f"{self._state_type.__name__} does not load back what it saves ({exc.errors()[0]['msg']} at "
-                f"{exc.errors()[0]['loc']}): a field whose serialization alias differs from its validation alias "
-                "would be lost at the first restart; give such fields `alias=` instead"
-            ) from exc
-        if again != data:
-            raise ConfigurationError(
-                f"{self._state_type.__name__} does not load back what it saves: the default state saved as "
-                f"{data[:200]!r} loads back as {again[:200]!r}; check the aliases and serializers of the model"
-            )
-
-    def _copy(self, value: TStateModel) -> TStateModel:
-        if isinstance(value, BaseModel):
-            return value.model_copy(deep=True)
-        return copy.deepcopy(value)
 
     def _events(self) -> EventManager:
         if self._event_manager is not None:
@@ -693,7 +617,7 @@ class RecoverableState(Generic[TStateModel]):
         found = self._schema.version_of(stored.content_type)
         backup = backup_key(self._key, found)
         await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
-        data = self._serialize(state)
+        data = self._codec.dump(state)
         # A store that keeps no versions (Crawlee's) has no condition to offer: it has no lease either.
         condition = stored.version if kvs.client.conditional_writes else None
         self._version = await kvs.client.set_record(
@@ -716,7 +640,7 @@ class RecoverableState(Generic[TStateModel]):
         self._upgraded = None
         if stored is None or _means_no_state(stored):
             self._last_persisted = None
-            return self._copy(self._default_state)
+            return self._codec.copy(self._default_state)
         if not stored.value.strip():
             what = "is empty" if not stored.value else "holds only white space"
             return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
@@ -737,25 +661,18 @@ class RecoverableState(Generic[TStateModel]):
             else ""
         )
         try:
-            state = self._loader(data)
+            state = self._codec.load(data)
         except ValidationError as exc:
-            errors: list[dict[str, Any]] = [
-                {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
-            ]
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(root)" for e in errors[:10])
-            if any(e["type"] == "json_invalid" for e in errors):
-                problem = f"is not valid JSON ({errors[0]['msg']})"
-            elif all(e["type"] == "extra_forbidden" for e in errors):
-                problem = (
-                    f"holds fields the model {self._state_type.__name__} does not know{upgraded}: {fields} (renamed "
-                    "or removed from the model?). Loading it would drop them at the next save. Rename them in the "
-                    "record or in a migration, or set extra='ignore' in the model's config if they may be dropped"
-                )
-            else:
-                problem = (
-                    f"does not fit the model {self._state_type.__name__}{upgraded} (fields: {fields}; "
-                    f"{errors[0]['msg']})"
-                )
+            problem, errors = self._codec.problem_of(exc, upgraded)
+            if upgraded:
+                # The record is sound at its own version: the migrations made something the model refuses.
+                raise StateValidationError(
+                    f"saved state {self._key!r} in store {kvs.label!r} {problem}. The migrations produced it, so "
+                    "they are what to fix; the record was left untouched (even with on_invalid='reset')",
+                    store=kvs.label,
+                    key=self._key,
+                    errors=[dict(e) for e in errors],
+                ) from exc
             return await self._invalid(kvs, stored, problem, errors)
         if upgraded:
             self._upgraded = stored
@@ -779,42 +696,13 @@ class RecoverableState(Generic[TStateModel]):
                 backup,
             )
             self._last_persisted = None
-            return self._copy(self._default_state)
+            return self._codec.copy(self._default_state)
         raise StateValidationError(
             f"saved state {self._key!r} in store {kvs.label!r} {problem}. It was left untouched: fix or delete the "
             "record, migrate it to the model, or pass on_invalid='reset' to start over (a backup copy is kept)",
             store=kvs.label,
             key=self._key,
             errors=[dict(e) for e in errors],
-        )
-
-    def _serialize(self, state: TStateModel) -> bytes:
-        try:
-            if isinstance(state, BaseModel):
-                return state.__pydantic_serializer__.to_json(state, by_alias=True)
-            return self._adapter.dump_json(state, by_alias=True)
-        except (PydanticSerializationError, ValueError, TypeError) as exc:
-            raise self._unserializable(state, exc) from exc
-
-    def _unserializable(self, state: TStateModel, exc: Exception) -> SerializationError:
-        """The error of a state that cannot become JSON, naming the fields that cannot."""
-        names = (
-            list(type(state).model_fields)
-            if isinstance(state, BaseModel)
-            else [f.name for f in dataclasses.fields(state)]  # type: ignore[arg-type]
-        )
-        failing = []
-        for name in names:
-            try:
-                self._adapter.dump_python(state, mode="json", include={name})
-            except (PydanticSerializationError, ValueError, TypeError):
-                failing.append(name)
-        fields = f"field(s) {', '.join(failing)}" if failing else "a value"
-        return SerializationError(
-            f"state {self._key!r} cannot be saved: {fields} of {self._state_type.__name__} cannot be written as JSON "
-            f"({exc}); nothing was written, the state stays in memory. Give such fields a type pydantic can "
-            "serialise (bytes must be UTF-8, or use Base64Bytes)",
-            key=self._key,
         )
 
     async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
@@ -872,7 +760,7 @@ class RecoverableState(Generic[TStateModel]):
             await self._persist_locked(kvs, mode=mode)
 
     async def _persist_locked(self, kvs: KeyValueStore, *, mode: _SaveMode) -> None:
-        data = self._serialize(self.current_value)
+        data = self._codec.dump(self.current_value)
         if data == self._last_persisted:
             return  # nothing to save: nothing is lost either, whoever owns the state now
         if self._released_for is not None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from recoverable import RecoverableState
 from recoverable.errors import StateValidationError
@@ -256,3 +257,55 @@ async def test_a_state_loaded_with_the_check_is_of_the_models_own_class(kvs: Key
     loaded.pages_done = 6
     await state.teardown()
     assert await kvs.get_value(KEY) == {"pagesDone": 6, "seen_urls": ["https://a"]}
+
+
+class _WithComputed(BaseModel):
+    pages: list[str] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def count(self) -> int:
+        return len(self.pages)
+
+
+async def test_a_model_with_a_computed_field_loads_what_it_saved(kvs: KeyValueStore) -> None:
+    async with RecoverableState(
+        default_state=_WithComputed(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    ) as state:
+        state.current_value.pages.append("https://a")
+    assert await kvs.get_value(KEY) == {"pages": ["https://a"], "count": 1}
+    async with RecoverableState(
+        default_state=_WithComputed(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    ) as again:
+        assert again.current_value.pages == ["https://a"]
+        assert again.current_value.count == 1
+
+
+async def test_a_computed_field_does_not_hide_a_field_the_model_does_not_know(kvs: KeyValueStore) -> None:
+    await kvs.set_value(KEY, {"pages": ["https://a"], "count": 1, "old": 5})
+    state = RecoverableState(
+        default_state=_WithComputed(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    with pytest.raises(StateValidationError, match="does not know: old"):
+        await state.initialize()
+
+
+class _Scores(BaseModel):
+    best: float = 0.0
+    by_page: dict[str, Any] = {}
+
+
+async def test_nan_and_infinities_are_saved_and_loaded_back(kvs: KeyValueStore) -> None:
+    async with RecoverableState(
+        default_state=_Scores(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    ) as state:
+        state.current_value.best = math.nan
+        state.current_value.by_page = {"a": math.inf, "b": -math.inf}
+    record = await kvs.client.get_record(key=KEY)
+    assert record is not None
+    assert record.value == b'{"best":NaN,"by_page":{"a":Infinity,"b":-Infinity}}'
+    async with RecoverableState(
+        default_state=_Scores(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    ) as again:
+        assert math.isnan(again.current_value.best)
+        assert again.current_value.by_page == {"a": math.inf, "b": -math.inf}
