@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import ValidationError
@@ -35,7 +36,11 @@ from recoverable.events import (
 )
 from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore
-from recoverable.storages._crawlee import adapt_crawlee_key_value_store, is_crawlee_key_value_store
+from recoverable.storages._crawlee import (
+    adapt_crawlee_key_value_store,
+    crawlee_empties_default_store_in,
+    is_crawlee_key_value_store,
+)
 from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
@@ -332,6 +337,7 @@ class RecoverableState(Generic[TStateModel]):
             self._initialized = True
             return self._state
         kvs = await self._with_timeout("open of the store", self._open_store())
+        self._check_not_emptied_by_crawlee(kvs)
         self._check_lease_possible(kvs, "given")
         self._released_for = None
         self._warned_unsaved = False
@@ -538,6 +544,24 @@ class RecoverableState(Generic[TStateModel]):
         raise ConfigurationError(
             "persist_state_kvs_factory must return a KeyValueStore (the library's, or Crawlee's "
             f"crawlee.storages.KeyValueStore), not {type(store).__name__}"
+        )
+
+    def _check_not_emptied_by_crawlee(self, kvs: KeyValueStore) -> None:
+        """Refuse the default store of a folder that a Crawlee crawler of this program will empty when it runs."""
+        storage_dir = getattr(kvs.storage_client, "storage_dir", None)
+        folder = getattr(kvs.client, "path", None)
+        if kvs.name is not None or not isinstance(storage_dir, Path) or not isinstance(folder, str):
+            return
+        # The folder Crawlee's file system client keeps its default store in, which is also the library's.
+        if Path(folder).resolve() != (storage_dir / "key_value_stores" / "default").resolve():
+            return
+        if not crawlee_empties_default_store_in(storage_dir):
+            return
+        raise ConfigurationError(
+            f"state {self._key!r} would be kept in the default key-value store of {storage_dir}, which Crawlee "
+            "empties when a crawler starts (its purge_on_start, on by default): the saved state would be lost at "
+            "the next run. Keep the state in a named store (persist_state_kvs_name='my-crawl'), or turn Crawlee's "
+            "purge off (CRAWLEE_PURGE_ON_START=0)"
         )
 
     def _check_lease_possible(self, kvs: KeyValueStore, what: str) -> None:

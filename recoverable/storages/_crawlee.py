@@ -31,6 +31,7 @@ import hashlib
 import sys
 import weakref
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
@@ -60,7 +61,12 @@ from recoverable.storages._validation import validate_key, validate_store_refere
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-__all__ = ["CrawleeKeyValueStoreClient", "adapt_crawlee_key_value_store", "is_crawlee_key_value_store"]
+__all__ = [
+    "CrawleeKeyValueStoreClient",
+    "adapt_crawlee_key_value_store",
+    "crawlee_empties_default_store_in",
+    "is_crawlee_key_value_store",
+]
 
 _SIDECAR = "__metadata__.json"
 _NULL = b"null"
@@ -73,6 +79,35 @@ def is_crawlee_key_value_store(value: object) -> bool:
     storages = sys.modules.get("crawlee.storages")
     kind = getattr(storages, "KeyValueStore", None) if storages is not None else None
     return isinstance(kind, type) and isinstance(value, kind)
+
+
+def crawlee_empties_default_store_in(storage_dir: Path) -> bool:
+    """Whether Crawlee, imported in this process, will empty the default store of this storage folder.
+
+    A Crawlee crawler opens its default key-value store when it runs and, with `purge_on_start` (Crawlee's
+    default), empties it first when it is kept in files. Crawlee's settings are read as they are, without
+    creating any of its services (its configuration, when the program set one; else its environment), and
+    anything that does not look like Crawlee 1.x means "no".
+    """
+    crawlee = sys.modules.get("crawlee")
+    if crawlee is None:
+        return False
+    try:
+        locator = vars(crawlee).get("service_locator")
+        configuration = vars(locator).get("_configuration") if locator is not None else None
+        if configuration is None:
+            from crawlee.configuration import Configuration  # noqa: PLC0415 - Crawlee is imported already
+
+            configuration = Configuration()
+        storage_client = vars(locator).get("_storage_client") if locator is not None else None
+        in_files = storage_client is None or "FileSystem" in type(storage_client).__name__
+        return (
+            bool(configuration.purge_on_start)
+            and in_files
+            and (Path(configuration.storage_dir).resolve() == storage_dir.resolve())
+        )
+    except Exception:  # noqa: BLE001 - a Crawlee that looks different: nothing to warn about
+        return False
 
 
 async def adapt_crawlee_key_value_store(store: Any) -> KeyValueStore:
