@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import ValidationError
 
-from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
+from recoverable._ownership import DEFAULT_LEASE_TTL, LEASE_SUFFIX, StateLease
 from recoverable._schema import Migration, Schema, SchemaProblem, backup_key
 from recoverable._state_codec import StateCodec
 from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
+    InvalidKeyError,
     RecoverableError,
     StateNotInitializedError,
     StateOwnershipError,
@@ -42,7 +43,7 @@ from recoverable.storages._crawlee import (
     is_crawlee_key_value_store,
 )
 from recoverable.storages._serialization import CRAWLEE_NONE, JSON
-from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
+from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key, validate_store_id, validate_store_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -242,6 +243,17 @@ class RecoverableState(Generic[TStateModel]):
             configuration=configuration,
         )
         self._key = validate_key(persist_state_key)
+        if lease_ttl is not None and len(self._key) + len(LEASE_SUFFIX) > MAX_KEY_LENGTH:
+            raise InvalidKeyError(
+                f"persist_state_key of {len(self._key)} characters is too long for a state with a lease, whose "
+                f"record is the key plus {LEASE_SUFFIX!r}: use at most {MAX_KEY_LENGTH - len(LEASE_SUFFIX)} "
+                "characters",
+                key=self._key[:80],
+            )
+        if persist_state_kvs_name is not None:
+            validate_store_name(persist_state_kvs_name)
+        if persist_state_kvs_id is not None:
+            validate_store_id(persist_state_kvs_id)
         self._codec = StateCodec(default_state, key=self._key)
         self._schema = Schema(schema_version, migrations)
         self._default_state = self._codec.copy(default_state)
@@ -534,7 +546,8 @@ class RecoverableState(Generic[TStateModel]):
     async def _store_from_factory(self) -> KeyValueStore:
         """The factory's store: the library's, or one of Crawlee for Python seen through the library's contract."""
         assert self._kvs_factory is not None  # noqa: S101 - called only when there is a factory
-        store = await self._kvs_factory()
+        made: object = self._kvs_factory()
+        store = await made if inspect.isawaitable(made) else made  # an async factory, as documented, or a plain one
         if isinstance(store, KeyValueStore):
             return store
         if is_crawlee_key_value_store(store):

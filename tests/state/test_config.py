@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from recoverable import Event, EventManager, RecoverableState
 from recoverable.configuration import Configuration
-from recoverable.errors import ConfigurationError, InvalidKeyError, StateValidationError
+from recoverable.errors import ConfigurationError, InvalidKeyError, InvalidStoreNameError, StateValidationError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, MemoryStorageClient, StorageClient
 from state.support import (
     KEY,
@@ -207,7 +207,7 @@ def test_invalid_persist_state_key_is_refused(key: object) -> None:
 
 
 def test_unusual_but_valid_keys_are_accepted() -> None:
-    for key in ("a", "../../etc/passwd", "with space/and slash", "ü" * 1024):
+    for key in ("a", "../../etc/passwd", "with space/and slash", "ü" * 1018):  # the lease key adds 6
         assert RecoverableState(default_state=Progress(), persist_state_key=key).persist_state_key == key
 
 
@@ -318,3 +318,38 @@ async def test_a_failed_initialize_gives_back_the_lease_it_took(kvs: KeyValueSto
     second = RecoverableState(default_state=Progress(), persist_state_key=KEY, key_value_store=kvs)
     assert (await second.initialize()).pages_done == 2  # not refused as owned by the failed one
     await second.teardown()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"persist_state_kvs_name": 5}, InvalidStoreNameError),
+        ({"persist_state_kvs_name": ""}, InvalidStoreNameError),
+        ({"persist_state_kvs_name": "a/b"}, InvalidStoreNameError),
+        ({"persist_state_kvs_id": b"x"}, InvalidStoreNameError),
+        ({"persist_state_kvs_id": ""}, InvalidStoreNameError),
+        ({"persist_state_key": "k" * 1020}, InvalidKeyError),
+    ],
+)
+def test_store_references_and_keys_that_cannot_work_are_refused_at_construction(
+    kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    arguments: dict[str, object] = {"default_state": Progress(), "persist_state_key": KEY, **kwargs}
+    with pytest.raises(error):
+        RecoverableState(**arguments)  # type: ignore[arg-type]
+
+
+def test_a_key_of_the_longest_length_is_fine_without_a_lease() -> None:
+    RecoverableState(default_state=Progress(), persist_state_key="k" * 1024, lease_ttl=None)
+
+
+async def test_a_plain_factory_returning_a_store_is_accepted_too(tmp_path: Path) -> None:
+    kvs = await KeyValueStore.open(name="plain", storage_client=FileSystemStorageClient(storage_dir=tmp_path))
+    state = RecoverableState(
+        default_state=Progress(),
+        persist_state_key=KEY,
+        persist_state_kvs_factory=lambda: kvs,  # type: ignore[arg-type,return-value]
+        event_manager=quiet_event_manager(),
+    )
+    async with state:
+        assert state.key_value_store is kvs
