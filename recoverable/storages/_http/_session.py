@@ -1,4 +1,10 @@
-"""One pooled httpx client per storage client: retries, compression, and errors turned into ours."""
+"""The API session of an `HttpStorageClient`: one pooled httpx client, retries, compression, errors turned into ours.
+
+`ApiSession` sends requests of the key-value store API v2 and returns each as an `ApiResponse`, the
+complete response of the API (status, headers, decoded body); it is not an httpx transport. The httpx
+transport under it is `Http11Transport` (see `_http11`) for `http://` servers and httpx's own
+(httpcore) for `https://` ones.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from recoverable.storages._http._protocol import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["COMPRESS_ABOVE", "HttpTransport", "Reply", "Target"]
+__all__ = ["COMPRESS_ABOVE", "ApiResponse", "ApiSession", "Target"]
 
 logger = logging.getLogger("recoverable.storages.http")
 
@@ -80,8 +86,8 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """A complete answer of the server.
+class ApiResponse:
+    """A complete response of the API: what `ApiSession.request` returns once no retry is due.
 
     Attributes:
         status: The HTTP status code.
@@ -133,8 +139,8 @@ class Reply:
         return (kind if isinstance(kind, str) else None), (message if isinstance(message, str) else None)
 
 
-class HttpTransport:
-    """Sends requests to a key-value store API v2 server, with retries and compression.
+class ApiSession:
+    """A retrying session with one key-value store API v2 server: requests go out, `ApiResponse`s come back.
 
     Retries 429, 500, 502, 503 and 504 answers and network failures (connection refused or reset, a
     timeout, a truncated answer) with exponential backoff and jitter, waiting at least as long as a
@@ -221,7 +227,7 @@ class HttpTransport:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         compress: bool = False,
-    ) -> Reply:
+    ) -> ApiResponse:
         """Send one request, retrying transient failures; return the first answer that is not transient.
 
         Args:
@@ -270,10 +276,10 @@ class HttpTransport:
                     key=target.key,
                 ) from exc
             else:
-                reply = self._reply(response, display_url, retried_after_send=maybe_sent)
-                if reply.status not in _RETRY_STATUSES:
-                    return reply
-                failure = _Failure.of(reply)
+                api_response = self._api_response(response, display_url, retried_after_send=maybe_sent)
+                if api_response.status not in _RETRY_STATUSES:
+                    return api_response
+                failure = _Failure.of(api_response)
             maybe_sent = maybe_sent or failure.maybe_sent
             delay = backoff_delay(attempt, first=_BACKOFF_FIRST_SECS, maximum=_BACKOFF_MAX_SECS)
             if failure.retry_after is not None:
@@ -296,12 +302,12 @@ class HttpTransport:
             )
             await asyncio.sleep(delay)
 
-    def _reply(self, response: httpx.Response, url: str, *, retried_after_send: bool) -> Reply:
+    def _api_response(self, response: httpx.Response, url: str, *, retried_after_send: bool) -> ApiResponse:
         if SERVER_HEADER in response.headers:
             self.conditional_writes = True
         elif self.conditional_writes is None:
             self.conditional_writes = False
-        return Reply(
+        return ApiResponse(
             status=response.status_code,
             headers=response.headers,
             content=response.content,
@@ -325,30 +331,30 @@ class HttpTransport:
             return reason + ". The server kept failing or refusing the request; try again later"
         return reason + ". Check that the server is running and reachable"
 
-    def error(self, reply: Reply, *, target: Target, action: str) -> StorageError:
+    def error(self, response: ApiResponse, *, target: Target, action: str) -> StorageError:
         """The exception for an answer that is an error, with the server's error type and message in it."""
-        kind, message = reply.error()
-        detail = f"HTTP {reply.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
-        if not kind and not message and reply.content:
-            detail += f": {reply.content[:200].decode('utf-8', 'replace')}"
-        text = f"could not {action} {target.describe()} at {reply.url}: {detail}"
-        if reply.status in (_HTTP_UNAUTHORIZED, _HTTP_FORBIDDEN):
+        kind, message = response.error()
+        detail = f"HTTP {response.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
+        if not kind and not message and response.content:
+            detail += f": {response.content[:200].decode('utf-8', 'replace')}"
+        text = f"could not {action} {target.describe()} at {response.url}: {detail}"
+        if response.status in (_HTTP_UNAUTHORIZED, _HTTP_FORBIDDEN):
             text += " (check the token: the argument or RECOVERABLE_HTTP_TOKEN)"
             return StorageBackendError(text, store=target.store, key=target.key)
-        if reply.status == _HTTP_NOT_FOUND and target.key is None:
+        if response.status == _HTTP_NOT_FOUND and target.key is None:
             return StoreNotFoundError(text, store=target.store)
-        if reply.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_RECORD_KEY:
+        if response.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_RECORD_KEY:
             return InvalidKeyError(text, store=target.store, key=target.key)
-        if reply.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_VALUE and target.key is None:
+        if response.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_VALUE and target.key is None:
             return InvalidStoreNameError(text, store=target.store)
-        if reply.status == _HTTP_TOO_LARGE:
+        if response.status == _HTTP_TOO_LARGE:
             text += " (the server's body size limit is lower than this value)"
         return StorageBackendError(text, store=target.store, key=target.key)
 
-    def bad_answer(self, reply: Reply, *, target: Target, action: str, problem: str) -> StorageBackendError:
+    def bad_answer(self, response: ApiResponse, *, target: Target, action: str, problem: str) -> StorageBackendError:
         """The exception for an answer that does not have the shape the API promises."""
         return StorageBackendError(
-            f"could not {action} {target.describe()} at {reply.url}: the server answered HTTP {reply.status} "
+            f"could not {action} {target.describe()} at {response.url}: the server answered HTTP {response.status} "
             f"with {problem}; is {self._display_base} a key-value store API v2 server?",
             store=target.store,
             key=target.key,
@@ -378,15 +384,15 @@ class _Failure:
     """The server may have acted on the request before the failure."""
 
     @classmethod
-    def of(cls, reply: Reply) -> _Failure:
+    def of(cls, response: ApiResponse) -> _Failure:
         """The failure of a transient error answer (429 or 5xx)."""
-        kind, message = reply.error()
-        text = f"HTTP {reply.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
+        kind, message = response.error()
+        text = f"HTTP {response.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
         return cls(
             text,
             _ServerError(text),
-            retry_after=_retry_after(reply.headers.get("Retry-After")),
-            maybe_sent=reply.status >= _HTTP_SERVER_ERROR,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+            maybe_sent=response.status >= _HTTP_SERVER_ERROR,
         )
 
 
