@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,15 @@ from recoverable.storages._http._protocol import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["COMPRESS_ABOVE", "ApiResponse", "ApiSession", "Target"]
+__all__ = [
+    "COMPRESS_ABOVE",
+    "SCHEME_TRANSPORTS",
+    "TRANSPORTS",
+    "ApiResponse",
+    "ApiSession",
+    "Target",
+    "TransportFactory",
+]
 
 logger = logging.getLogger("recoverable.storages.http")
 
@@ -65,6 +74,28 @@ _BACKOFF_FIRST_SECS = 0.1
 _BACKOFF_MAX_SECS = 10.0
 
 _USER_AGENT = "recoverable/0.1.0 (httpx)"
+
+TransportFactory = Callable[[int], httpx.AsyncBaseTransport]
+"""Makes the httpx transport of a session from the size of its connection pool."""
+
+
+def _http11(max_connections: int) -> httpx.AsyncBaseTransport:
+    return Http11Transport(max_connections=max_connections)
+
+
+def _httpcore(max_connections: int) -> httpx.AsyncBaseTransport:
+    # What httpx.AsyncClient(limits=..., trust_env=False) builds by default.
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+
+
+TRANSPORTS: dict[str, TransportFactory] = {"http11": _http11, "httpcore": _httpcore}
+"""Every httpx transport an `ApiSession` may send through, by name; the conformance suite runs each one."""
+
+SCHEME_TRANSPORTS: dict[str, str] = {"http": "http11", "https": "httpcore"}
+"""The transport of each URL scheme. `https://` (the Apify platform) keeps httpx's own, with TLS and all it
+does; `http://` (a `recoverable serve` on the same network) gets `Http11Transport`, which costs a fraction
+of httpcore's CPU per request (see `_http11` and benchmarks/bench_http.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,17 +226,28 @@ class ApiSession:
         self._headers = all_headers
         self._base_text = str(self._base_url).rstrip("/")
         self._extensions = {"timeout": httpx.Timeout(self.timeout).as_dict()}
+        self._max_connections = max_connections
+        self._client = self._new_client(TRANSPORTS[SCHEME_TRANSPORTS[url.scheme]])
+        self.conditional_writes: bool | None = None
+        """Whether the server honours If-Match (our server says so in a header); None until an answer came."""
+
+    def _new_client(self, transport: TransportFactory) -> httpx.AsyncClient:
         # Requests are built whole by `request()` (URL, headers, timeouts), so the client holds only the pool.
-        self._client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             cookies=_NoCookies(),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            # https (the Apify platform) keeps httpx's own transport; see _http11 for why http differs.
-            mounts={"http://": Http11Transport(max_connections=max_connections)},
+            transport=transport(self._max_connections),
             follow_redirects=False,
             trust_env=False,
         )
-        self.conditional_writes: bool | None = None
-        """Whether the server honours If-Match (our server says so in a header); None until an answer came."""
+
+    async def use_transport(self, transport: TransportFactory) -> None:
+        """Send through `transport(max_connections)` from now on, in place of the default for the URL's scheme.
+
+        The conformance suite and the HTTP benchmark run every transport of `TRANSPORTS` this way against a
+        plain `http://` server. The connections of the transport used so far are closed.
+        """
+        old, self._client = self._client, self._new_client(transport)
+        await old.aclose()
 
     @property
     def base_url(self) -> str:
