@@ -402,7 +402,7 @@ class ApiSession:
 
 
 class _NoCookies(httpx.Cookies):
-    """Cookies that stay empty: the API sets none."""
+    """Cookies that take none from a response and put none in a request: the API uses none."""
 
     @override
     def extract_cookies(self, response: httpx.Response) -> None:
@@ -420,8 +420,8 @@ class _CookielessClient(httpx.AsyncClient):
     """An httpx client that neither keeps nor sends cookies.
 
     The API uses none. httpx looks for them in every response even with a cookie jar that keeps nothing, and
-    that look (the request and response turned into urllib objects, the URL parsed again) costs more CPU than
-    the rest of httpx's work on a small record; here the client's cookies are an empty set that ignores them.
+    that look (request and response turned into urllib objects, the URL parsed again) cost about a tenth of
+    the client's CPU per request of a small record; here the client's cookies ignore every response.
     """
 
     @property
