@@ -176,7 +176,12 @@ def main() -> None:
     token = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="bench-http-") as storage_dir:
         process, url = start_server(
-            "--storage-client", args.storage_client, "--storage-dir", storage_dir, "--token", token
+            # `--token=...`: a token may start with "-", which argparse would take for an option.
+            "--storage-client",
+            args.storage_client,
+            "--storage-dir",
+            storage_dir,
+            f"--token={token}",
         )
         try:
             print(
