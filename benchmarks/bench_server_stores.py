@@ -83,7 +83,8 @@ async def _measure(storage_dir: Path, stores: int, samples: int) -> dict[str, fl
     print(f"  making {stores} stores ...", flush=True)
     await _make_stores(storage_dir, [f"existing-{i}" for i in range(stores)])
     token = secrets.token_urlsafe(16)
-    process, url = start_server("--storage-dir", str(storage_dir), "--token", token)
+    # `--token=...`: a token may start with "-", which argparse would take for an option.
+    process, url = start_server("--storage-dir", str(storage_dir), f"--token={token}")
     figures: dict[str, float] = {}
     ids: dict[str, str] = {}
 

@@ -1,6 +1,8 @@
 """The storage clients every conformance test runs against.
 
-Adding a backend means adding one entry to `STORAGE_CLIENTS` (a name and an async factory). A factory
+Adding a backend means adding one entry to `STORAGE_CLIENTS` (a name and an async factory). The HTTP
+client has one entry per httpx transport in `recoverable.storages._http._session.TRANSPORTS`
+(`http-http11`, `http-httpcore`): each runs against a real `recoverable serve` over plain http. A factory
 called again with the same `tmp_path` must reach the same storage, so that `reopen_storage_client` can
 check what survives a new client: a new instance for backends that keep data outside the process, the
 same instance for the memory backend (its data lives in that object).
@@ -23,6 +25,7 @@ from recoverable.storages import (
     MemoryStorageClient,
     StorageClient,
 )
+from recoverable.storages._http._session import TRANSPORTS
 
 Factory = Callable[[Path], Awaitable[StorageClient]]
 Reopen = Callable[[], Awaitable[StorageClient]]
@@ -41,8 +44,15 @@ async def _file_system(tmp_path: Path) -> StorageClient:
     return FileSystemStorageClient(storage_dir=tmp_path / "storage")
 
 
-async def _http(tmp_path: Path) -> StorageClient:
-    return http_storage_client(tmp_path)
+def _http(transport: str) -> Factory:
+    """`HttpStorageClient` against `recoverable serve`, sending through the httpx transport `transport`."""
+
+    async def factory(tmp_path: Path) -> StorageClient:
+        client = http_storage_client(tmp_path)
+        await client._session.use_transport(TRANSPORTS[transport])
+        return client
+
+    return factory
 
 
 # Redis and PostgreSQL: one real server for the session (tests/services.py), a key or table prefix per test.
@@ -67,7 +77,8 @@ async def _postgres(tmp_path: Path) -> StorageClient:
 STORAGE_CLIENTS: dict[str, Factory] = {
     "memory": _memory,
     "file_system": _file_system,
-    "http": _http,
+    # One entry per httpx transport the HTTP client can send through, whatever the URL scheme picks.
+    **{f"http-{transport}": _http(transport) for transport in TRANSPORTS},
     "redis": _redis,
     "sqlite": _sqlite,
     "postgres": _postgres,

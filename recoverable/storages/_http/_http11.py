@@ -2,15 +2,15 @@
 
 httpx's default transport (httpcore over anyio) costs about 0.4 ms of CPU per request, more than
 `recoverable serve` itself takes to answer a small record on loopback, and its pool slows down with many
-requests in flight. `HttpStorageClient` mounts this transport on its `httpx.AsyncClient` for `http://` URLs
-(a `recoverable serve` on the same network); `https://` (the Apify platform) keeps httpx's default
-transport, with TLS and everything else it does.
+requests in flight. The session of `HttpStorageClient` sends through this transport for `http://` URLs (a
+`recoverable serve` on the same network); `https://` (the Apify platform) keeps httpx's default transport,
+with TLS and everything else it does (`SCHEME_TRANSPORTS` in `_session`).
 
 What it does: persistent connections (at most `max_connections`, idle ones closed after
 `keepalive_expiry`), one request at a time per connection, each request written in one piece (no Nagle
 delay between head and body), answers framed by Content-Length, chunked transfer coding or the end of
-the connection (RFC 9112, section 6.3), interim 1xx answers skipped. The body is read whole before the
-response is returned; httpx then decodes any Content-Encoding. Failures are raised as the httpx
+the connection (RFC 9112, section 6.3), interim 1xx answers skipped. The body is read whole, and decoded
+from any Content-Encoding by httpx, before the response is returned. Failures are raised as the httpx
 exceptions httpcore would raise (ConnectError, ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout,
 ReadError, WriteError, RemoteProtocolError), so callers cannot tell the transports apart. No proxies,
 no TLS, no HTTP/2, no request body streaming (a streamed body is read first).
@@ -19,15 +19,10 @@ no TLS, no HTTP/2, no request body streaming (a streamed body is read first).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import TYPE_CHECKING
 
 import httpx
 from typing_extensions import override
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
 
 __all__ = ["Http11Transport"]
 
@@ -89,11 +84,14 @@ class Http11Transport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         origin = (request.url.host, request.url.port or 80)
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection became free within the pool timeout") from None
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection became free within the pool timeout") from None
+        else:
+            await self._slots.acquire()  # at once: a slot is free
         try:
             connection = self._take_idle(origin) or await self._connect(origin, timeouts.get("connect"))
             done = False
@@ -108,13 +106,16 @@ class Http11Transport(httpx.AsyncBaseTransport):
                     self._idle.setdefault(origin, []).append(connection)
         finally:
             self._slots.release()
-        return httpx.Response(
+        response = httpx.Response(
             status,
             headers=headers,
             stream=httpx.ByteStream(content),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
+        # Decoded here, by httpx's synchronous path, rather than by the client's async iteration later.
+        response.read()
+        return response
 
     def _take_idle(self, origin: tuple[str, int]) -> _Connection | None:
         connections = self._idle.get(origin)
@@ -154,7 +155,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
 
         reader = _Reader(connection.reader, timeouts.get("read"))
-        async with reader.errors():
+        try:
             while True:
                 version, status, reason, headers = _parse_head(await reader.until(b"\r\n\r\n"))
                 if status == _SWITCHING_PROTOCOLS or not _CONTINUE <= status < _OK:
@@ -170,6 +171,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
             else:
                 content = await reader.to_end()
                 keep_alive = False
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:  # TimeoutError is an OSError
+            error = reader.error(exc)
+            # Only an OSError of the socket says more than the message of the httpx exception.
+            raise error from (exc if isinstance(error, httpx.ReadError) else None)
         return status, reason, headers, content, keep_alive
 
 
@@ -228,22 +233,17 @@ class _Reader:
         self._reader = reader
         self._timeout = timeout
 
-    @contextlib.asynccontextmanager
-    async def errors(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no answer within the read timeout of {self._timeout} s") from None
-        except asyncio.IncompleteReadError as exc:
+    def error(self, exc: OSError | asyncio.IncompleteReadError | asyncio.LimitOverrunError) -> httpx.TransportError:
+        """The httpx exception for a failed read of the answer."""
+        if isinstance(exc, TimeoutError):
+            return httpx.ReadTimeout(f"no answer within the read timeout of {self._timeout} s")
+        if isinstance(exc, asyncio.IncompleteReadError):
             if exc.partial or exc.expected is not None:
-                raise httpx.RemoteProtocolError(
-                    "the server closed the connection in the middle of the answer"
-                ) from None
-            raise httpx.RemoteProtocolError("the server closed the connection without answering") from None
-        except asyncio.LimitOverrunError:
-            raise httpx.RemoteProtocolError(f"the answer's head is longer than {_HEAD_LIMIT} bytes") from None
-        except OSError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+                return httpx.RemoteProtocolError("the server closed the connection in the middle of the answer")
+            return httpx.RemoteProtocolError("the server closed the connection without answering")
+        if isinstance(exc, asyncio.LimitOverrunError):
+            return httpx.RemoteProtocolError(f"the answer's head is longer than {_HEAD_LIMIT} bytes")
+        return httpx.ReadError(str(exc) or type(exc).__name__)
 
     async def until(self, separator: bytes) -> bytes:
         async with asyncio.timeout(self._timeout):

@@ -18,14 +18,14 @@ from recoverable._kv_api import (
 )
 from recoverable.errors import StorageError, StoreNotFoundError, VersionConflictError
 from recoverable.storages._base import KeyValueStoreClient
-from recoverable.storages._http._transport import Target
+from recoverable.storages._http._session import Target
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
 from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from recoverable.storages._http._transport import HttpTransport, Reply
+    from recoverable.storages._http._session import ApiResponse, ApiSession
 
 __all__ = ["HttpKeyValueStoreClient", "parse_metadata"]
 
@@ -39,16 +39,16 @@ _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def parse_metadata(transport: HttpTransport, reply: Reply, *, target: Target, action: str) -> KeyValueStoreMetadata:
+def parse_metadata(session: ApiSession, response: ApiResponse, *, target: Target, action: str) -> KeyValueStoreMetadata:
     """Read the store object of a `{"data": store}` answer.
 
     Raises:
         StorageBackendError: The answer is not a store object.
     """
     try:
-        return KeyValueStoreMetadata.model_validate(reply.data())
+        return KeyValueStoreMetadata.model_validate(response.data())
     except (ValueError, ValidationError) as exc:
-        raise transport.bad_answer(reply, target=target, action=action, problem=f"no store object ({exc})") from exc
+        raise session.bad_answer(response, target=target, action=action, problem=f"no store object ({exc})") from exc
 
 
 class HttpKeyValueStoreClient(KeyValueStoreClient):
@@ -62,11 +62,11 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
     def __init__(
         self,
         *,
-        transport: HttpTransport,
+        session: ApiSession,
         metadata: KeyValueStoreMetadata,
         on_drop: Callable[[HttpKeyValueStoreClient], Awaitable[None]] | None = None,
     ) -> None:
-        self._transport = transport
+        self._session = session
         self._id = metadata.id
         self._label = metadata.name or metadata.id
         self._path = f"key-value-stores/{path_segment(metadata.id)}"
@@ -91,64 +91,64 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
     def _gone(self) -> StoreNotFoundError:
         self._dropped = True
         return StoreNotFoundError(
-            f"key-value store {self._label!r} no longer exists at {self._transport.base_url} (it was dropped)",
+            f"key-value store {self._label!r} no longer exists at {self._session.base_url} (it was dropped)",
             store=self._label,
         )
 
     async def _raise_unless_store_exists(self, key: str) -> None:
         """After a 404 on a record: raise StoreNotFoundError when it was the store that is missing."""
-        reply = await self._transport.request("GET", self._path, target=self._target(key), action="check the store of")
-        if reply.status == _NOT_FOUND:
+        response = await self._session.request("GET", self._path, target=self._target(key), action="check the store of")
+        if response.status == _NOT_FOUND:
             raise self._gone()
-        if reply.status != _OK:
-            raise self._transport.error(reply, target=self._target(key), action="check the store of")
+        if response.status != _OK:
+            raise self._session.error(response, target=self._target(key), action="check the store of")
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
         self._check_alive()
         action = "read the metadata of"
-        reply = await self._transport.request("GET", self._path, target=self._target(), action=action)
-        if reply.status == _NOT_FOUND:
+        response = await self._session.request("GET", self._path, target=self._target(), action=action)
+        if response.status == _NOT_FOUND:
             raise self._gone()
-        if reply.status != _OK:
-            raise self._transport.error(reply, target=self._target(), action=action)
-        return parse_metadata(self._transport, reply, target=self._target(), action=action)
+        if response.status != _OK:
+            raise self._session.error(response, target=self._target(), action=action)
+        return parse_metadata(self._session, response, target=self._target(), action=action)
 
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
         validate_key(key, store=self._label)
         self._check_alive()
         target = self._target(key)
-        reply = await self._transport.request(
+        response = await self._session.request(
             "GET", self._record_path(key), target=target, action="read", params={"attachment": "true"}
         )
-        if reply.status == _NOT_FOUND:
+        if response.status == _NOT_FOUND:
             await self._raise_unless_store_exists(key)
             return None
-        if reply.status != _OK:
-            raise self._transport.error(reply, target=target, action="read")
-        content_type = reply.headers.get("content-type") or _DEFAULT_CONTENT_TYPE
-        version = parse_etag(reply.headers.get("etag")) or content_hash_version(reply.content, content_type)
-        return StoredRecord(key=key, value=reply.content, content_type=content_type, version=version)
+        if response.status != _OK:
+            raise self._session.error(response, target=target, action="read")
+        content_type = response.headers.get("content-type") or _DEFAULT_CONTENT_TYPE
+        version = parse_etag(response.headers.get("etag")) or content_hash_version(response.content, content_type)
+        return StoredRecord(key=key, value=response.content, content_type=content_type, version=version)
 
     @override
     async def record_exists(self, *, key: str) -> bool:
         validate_key(key, store=self._label)
         self._check_alive()
         target = self._target(key)
-        reply = await self._transport.request("HEAD", self._record_path(key), target=target, action="check")
-        if reply.status == _NOT_FOUND:
+        response = await self._session.request("HEAD", self._record_path(key), target=target, action="check")
+        if response.status == _NOT_FOUND:
             await self._raise_unless_store_exists(key)
             return False
-        if reply.status != _OK:
-            raise self._transport.error(reply, target=target, action="check")
+        if response.status != _OK:
+            raise self._session.error(response, target=target, action="check")
         return True
 
     def _require_conditional_writes(self, key: str, what: str) -> None:
-        if self._transport.conditional_writes is False:
+        if self._session.conditional_writes is False:
             raise StorageError(
                 f"cannot {what} record {key!r} of key-value store {self._label!r} conditionally: the server at "
-                f"{self._transport.base_url} sends no ETag and does not honour If-Match (the Apify platform's "
+                f"{self._session.base_url} sends no ETag and does not honour If-Match (the Apify platform's "
                 "API does not), so the condition could not be checked and nothing was written. Write without "
                 "if_version / if_absent (RecoverableState: lease_ttl=None), or keep the store on a `recoverable serve` "
                 "server",
@@ -177,25 +177,25 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
             if if_absent:
                 headers["If-None-Match"] = "*"
         value = bytes(value)
-        reply = await self._transport.request(
+        response = await self._session.request(
             "PUT", self._record_path(key), target=target, action="write", content=value, headers=headers, compress=True
         )
-        if reply.status in (_OK, _CREATED, _NO_CONTENT):
-            return parse_etag(reply.headers.get("etag")) or content_hash_version(value, content_type)
-        if reply.status == _PRECONDITION_FAILED:
-            if reply.retried_after_send:
+        if response.status in (_OK, _CREATED, _NO_CONTENT):
+            return parse_etag(response.headers.get("etag")) or content_hash_version(value, content_type)
+        if response.status == _PRECONDITION_FAILED:
+            if response.retried_after_send:
                 # An earlier attempt may have written the record and lost its answer; then the condition
                 # failed against our own write, which is a success.
                 current = await self.get_record(key=key)
                 if current is not None and (current.value, current.content_type) == (value, content_type):
                     return current.version
-            raise self._conflict(reply, key, if_version)
-        if reply.status == _NOT_FOUND:
+            raise self._conflict(response, key, if_version)
+        if response.status == _NOT_FOUND:
             raise self._gone()
-        raise self._transport.error(reply, target=target, action="write")
+        raise self._session.error(response, target=target, action="write")
 
-    def _conflict(self, reply: Reply, key: str, if_version: str | None) -> VersionConflictError:
-        actual = parse_etag(reply.headers.get("etag"))
+    def _conflict(self, response: ApiResponse, key: str, if_version: str | None) -> VersionConflictError:
+        actual = parse_etag(response.headers.get("etag"))
         return VersionConflictError.for_record(store=self._label, key=key, expected=if_version, actual=actual)
 
     @override
@@ -207,20 +207,20 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
         if if_version is not None:
             self._require_conditional_writes(key, "delete")
             headers["If-Match"] = etag_for(if_version)
-        reply = await self._transport.request(
+        response = await self._session.request(
             "DELETE", self._record_path(key), target=target, action="delete", headers=headers
         )
-        if reply.status in (_OK, _NO_CONTENT):
+        if response.status in (_OK, _NO_CONTENT):
             return True
-        if reply.status == _NOT_FOUND:
+        if response.status == _NOT_FOUND:
             await self._raise_unless_store_exists(key)
             return False
-        if reply.status == _PRECONDITION_FAILED:
-            if reply.retried_after_send and reply.headers.get("etag") is None:
+        if response.status == _PRECONDITION_FAILED:
+            if response.retried_after_send and response.headers.get("etag") is None:
                 # The record is gone: most likely deleted by an earlier attempt whose answer was lost.
                 return True
-            raise self._conflict(reply, key, if_version)
-        raise self._transport.error(reply, target=target, action="delete")
+            raise self._conflict(response, key, if_version)
+        raise self._session.error(response, target=target, action="delete")
 
     @override
     async def iterate_keys(
@@ -283,25 +283,25 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
             params["exclusiveStartKey"] = cursor
         if prefix:
             params["prefix"] = prefix
-        reply = await self._transport.request("GET", f"{self._path}/keys", target=target, action=action, params=params)
-        if reply.status == _NOT_FOUND:
+        response = await self._session.request("GET", f"{self._path}/keys", target=target, action=action, params=params)
+        if response.status == _NOT_FOUND:
             raise self._gone()
-        if reply.status != _OK:
-            raise self._transport.error(reply, target=target, action=action)
+        if response.status != _OK:
+            raise self._session.error(response, target=target, action=action)
         try:
-            return _key_page(reply.data())
+            return _key_page(response.data())
         except (ValueError, TypeError, KeyError) as exc:
-            raise self._transport.bad_answer(
-                reply, target=target, action=action, problem=f"no list of keys ({exc})"
+            raise self._session.bad_answer(
+                response, target=target, action=action, problem=f"no list of keys ({exc})"
             ) from exc
 
     @override
     async def drop(self) -> None:
         if self._dropped:
             return
-        reply = await self._transport.request("DELETE", self._path, target=self._target(), action="drop")
-        if reply.status not in (_OK, _NO_CONTENT, _NOT_FOUND):
-            raise self._transport.error(reply, target=self._target(), action="drop")
+        response = await self._session.request("DELETE", self._path, target=self._target(), action="drop")
+        if response.status not in (_OK, _NO_CONTENT, _NOT_FOUND):
+            raise self._session.error(response, target=self._target(), action="drop")
         self._dropped = True
         if self._on_drop is not None:
             await self._on_drop(self)
@@ -314,11 +314,11 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
 
         async def delete(key: str) -> None:
             async with semaphore:
-                reply = await self._transport.request(
+                response = await self._session.request(
                     "DELETE", self._record_path(key), target=self._target(key), action="purge"
                 )
-            if reply.status not in (_OK, _NO_CONTENT, _NOT_FOUND):
-                raise self._transport.error(reply, target=self._target(key), action="purge")
+            if response.status not in (_OK, _NO_CONTENT, _NOT_FOUND):
+                raise self._session.error(response, target=self._target(key), action="purge")
 
         await asyncio.gather(*(delete(key) for key in keys))
 

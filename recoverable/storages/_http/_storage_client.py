@@ -23,7 +23,7 @@ from recoverable.errors import (
 )
 from recoverable.storages._base import StorageClient
 from recoverable.storages._http._key_value_store_client import HttpKeyValueStoreClient, parse_metadata
-from recoverable.storages._http._transport import HttpTransport, Target
+from recoverable.storages._http._session import ApiSession, Target
 from recoverable.storages._models import KeyValueStoreMetadata
 from recoverable.storages._validation import (
     store_alias,
@@ -109,7 +109,7 @@ class HttpStorageClient(StorageClient):
                 "HttpStorageClient needs the server's address: pass base_url= or set RECOVERABLE_HTTP_URL, "
                 "e.g. 'http://127.0.0.1:8321' for `recoverable serve` or 'https://api.apify.com'"
             )
-        self._transport = HttpTransport(
+        self._session = ApiSession(
             base_url=base_url,
             token=token if token is not None else configuration.http_token,
             timeout=timeout if timeout is not None else configuration.http_timeout,
@@ -127,14 +127,14 @@ class HttpStorageClient(StorageClient):
     @property
     def base_url(self) -> str:
         """The API root this client talks to (`.../v2`), without credentials."""
-        return self._transport.base_url
+        return self._session.base_url
 
     def __repr__(self) -> str:
         return f"<HttpStorageClient base_url={self.base_url!r}>"
 
     @override
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._session.aclose()
 
     @override
     async def open_key_value_store_client(
@@ -172,19 +172,19 @@ class HttpStorageClient(StorageClient):
     async def _open_id(self, store_id: str, *, alias: str | None = None) -> HttpKeyValueStoreClient:
         target = Target(store=store_id)
         action = "open"
-        reply = await self._transport.request(
+        response = await self._session.request(
             "GET", f"key-value-stores/{path_segment(store_id)}", target=target, action=action
         )
-        if reply.status == _NOT_FOUND:
+        if response.status == _NOT_FOUND:
             raise StoreNotFoundError(f"no key-value store has the id {store_id!r} at {self.base_url}", store=store_id)
-        if reply.status != _OK:
-            raise self._transport.error(reply, target=target, action=action)
-        return self._client(parse_metadata(self._transport, reply, target=target, action=action), alias=alias)
+        if response.status != _OK:
+            raise self._session.error(response, target=target, action=action)
+        return self._client(parse_metadata(self._session, response, target=target, action=action), alias=alias)
 
     async def _open_name(self, name: str) -> HttpKeyValueStoreClient:
         target = Target(store=name)
         action = "open or create"
-        reply = await self._transport.request(
+        response = await self._session.request(
             "POST",
             "key-value-stores",
             target=target,
@@ -193,19 +193,19 @@ class HttpStorageClient(StorageClient):
             content=b"{}",
             headers={"Content-Type": _JSON},
         )
-        if reply.status not in (_OK, _CREATED):
-            raise self._transport.error(reply, target=target, action=action)
-        return self._client(parse_metadata(self._transport, reply, target=target, action=action))
+        if response.status not in (_OK, _CREATED):
+            raise self._session.error(response, target=target, action=action)
+        return self._client(parse_metadata(self._session, response, target=target, action=action))
 
     async def _create_unnamed(self, alias: str) -> KeyValueStoreMetadata:
         target = Target(store=f"alias {alias}")
         action = "create an unnamed store for"
-        reply = await self._transport.request(
+        response = await self._session.request(
             "POST", "key-value-stores", target=target, action=action, content=b"{}", headers={"Content-Type": _JSON}
         )
-        if reply.status not in (_OK, _CREATED):
-            raise self._transport.error(reply, target=target, action=action)
-        return parse_metadata(self._transport, reply, target=target, action=action)
+        if response.status not in (_OK, _CREATED):
+            raise self._session.error(response, target=target, action=action)
+        return parse_metadata(self._session, response, target=target, action=action)
 
     def _client(self, metadata: KeyValueStoreMetadata, *, alias: str | None = None) -> HttpKeyValueStoreClient:
         on_drop = None
@@ -214,7 +214,7 @@ class HttpStorageClient(StorageClient):
             async def on_drop(store: HttpKeyValueStoreClient) -> None:
                 await self._forget_alias(alias, store.store_id)
 
-        return HttpKeyValueStoreClient(transport=self._transport, metadata=metadata, on_drop=on_drop)
+        return HttpKeyValueStoreClient(session=self._session, metadata=metadata, on_drop=on_drop)
 
     async def _open_alias(self, alias: str) -> HttpKeyValueStoreClient:
         """Open the unnamed store an alias stands for, creating it (and the alias) when there is none."""
@@ -230,7 +230,7 @@ class HttpStorageClient(StorageClient):
                         except StoreNotFoundError:
                             pass  # The store was dropped: the alias gets a new one.
                 created = await self._create_unnamed(alias)
-                conditional = self._transport.conditional_writes is not False
+                conditional = self._session.conditional_writes is not False
                 try:
                     await aliases.set_record(
                         key=alias_record_key(alias),
@@ -259,7 +259,7 @@ class HttpStorageClient(StorageClient):
             record = await aliases.get_record(key=alias_record_key(alias))
             if record is None or _alias_target(record.value) != store_id:
                 return
-            conditional = self._transport.conditional_writes is not False
+            conditional = self._session.conditional_writes is not False
             # A conflict means someone gave the alias a new store meanwhile; that one stays.
             with contextlib.suppress(VersionConflictError):
                 await aliases.delete_record(
@@ -273,20 +273,20 @@ class HttpStorageClient(StorageClient):
         found: list[KeyValueStoreMetadata] = []
         offset = 0
         while True:
-            reply = await self._transport.request(
+            response = await self._session.request(
                 "GET",
                 "key-value-stores",
                 target=target,
                 action=action,
                 params={"unnamed": "true", "offset": offset, "limit": _LIST_PAGE},
             )
-            if reply.status != _OK:
-                raise self._transport.error(reply, target=target, action=action)
+            if response.status != _OK:
+                raise self._session.error(response, target=target, action=action)
             try:
-                page, total = _store_page(reply.data())
+                page, total = _store_page(response.data())
             except (ValueError, TypeError, KeyError) as exc:
-                raise self._transport.bad_answer(
-                    reply, target=target, action=action, problem=f"no list of stores ({exc})"
+                raise self._session.bad_answer(
+                    response, target=target, action=action, problem=f"no list of stores ({exc})"
                 ) from exc
             found.extend(page)
             offset += len(page)

@@ -9,6 +9,7 @@ import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from pydantic import BaseModel
 
@@ -22,6 +23,7 @@ from recoverable.errors import (
     StoreNotFoundError,
 )
 from recoverable.storages import HttpStorageClient, KeyValueStore, MemoryStorageClient
+from recoverable.storages._http._http11 import Http11Transport
 
 from ._support import LosingAnswers, Recorder
 
@@ -54,6 +56,14 @@ def test_credentials_in_the_base_url_are_refused_without_being_shown() -> None:
     with pytest.raises(ConfigurationError, match="token=") as info:
         HttpStorageClient(base_url="http://user:password-in-url@127.0.0.1:1")
     assert "password-in-url" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"), [("http://127.0.0.1:1", Http11Transport), ("https://api.example", httpx.AsyncHTTPTransport)]
+)
+async def test_the_url_scheme_picks_the_transport(url: str, transport: type[httpx.AsyncBaseTransport]) -> None:
+    async with HttpStorageClient(base_url=url) as client:
+        assert type(client._session._client._transport) is transport
 
 
 def test_invalid_settings() -> None:

@@ -1,15 +1,21 @@
-"""One pooled httpx client per storage client: retries, compression, and errors turned into ours."""
+"""The API session of an `HttpStorageClient`: one pooled httpx client, retries, compression, errors turned into ours.
+
+`ApiSession` sends requests of the key-value store API v2 and returns each as an `ApiResponse`, the
+complete response of the API (status, headers, decoded body); it is not an httpx transport. The httpx
+transport under it is `Http11Transport` (see `_http11`) for `http://` servers and httpx's own
+(httpcore) for `https://` ones.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import gzip
-import http.cookiejar
 import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,6 +30,7 @@ from recoverable._kv_api import (
     ERROR_INVALID_VALUE,
     SERVER_HEADER,
 )
+from recoverable._version import VERSION
 from recoverable.errors import (
     ConfigurationError,
     InvalidKeyError,
@@ -37,7 +44,15 @@ from recoverable.storages._http._http11 import Http11Transport
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["COMPRESS_ABOVE", "HttpTransport", "Reply", "Target"]
+__all__ = [
+    "COMPRESS_ABOVE",
+    "SCHEME_TRANSPORTS",
+    "TRANSPORTS",
+    "ApiResponse",
+    "ApiSession",
+    "Target",
+    "TransportFactory",
+]
 
 logger = logging.getLogger("recoverable.storages.http")
 
@@ -58,7 +73,29 @@ _HTTP_TOO_LARGE = 413
 _BACKOFF_FIRST_SECS = 0.1
 _BACKOFF_MAX_SECS = 10.0
 
-_USER_AGENT = "recoverable/0.1.0 (httpx)"
+_USER_AGENT = f"recoverable/{VERSION} (httpx)"
+
+TransportFactory = Callable[[int], httpx.AsyncBaseTransport]
+"""Makes the httpx transport of a session from the size of its connection pool."""
+
+
+def _http11(max_connections: int) -> httpx.AsyncBaseTransport:
+    return Http11Transport(max_connections=max_connections)
+
+
+def _httpcore(max_connections: int) -> httpx.AsyncBaseTransport:
+    # What httpx.AsyncClient(limits=..., trust_env=False) builds by default.
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+
+
+TRANSPORTS: dict[str, TransportFactory] = {"http11": _http11, "httpcore": _httpcore}
+"""Every httpx transport an `ApiSession` may send through, by name; the conformance suite runs each one."""
+
+SCHEME_TRANSPORTS: dict[str, str] = {"http": "http11", "https": "httpcore"}
+"""The transport of each URL scheme. `https://` (the Apify platform) keeps httpx's own, with TLS and all it
+does; `http://` (a `recoverable serve` on the same network) gets `Http11Transport`, which costs a fraction
+of httpcore's CPU per request (see `_http11` and benchmarks/bench_http.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +117,8 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """A complete answer of the server.
+class ApiResponse:
+    """A complete response of the API: what `ApiSession.request` returns once no retry is due.
 
     Attributes:
         status: The HTTP status code.
@@ -133,8 +170,8 @@ class Reply:
         return (kind if isinstance(kind, str) else None), (message if isinstance(message, str) else None)
 
 
-class HttpTransport:
-    """Sends requests to a key-value store API v2 server, with retries and compression.
+class ApiSession:
+    """A retrying session with one key-value store API v2 server: requests go out, `ApiResponse`s come back.
 
     Retries 429, 500, 502, 503 and 504 answers and network failures (connection refused or reset, a
     timeout, a truncated answer) with exponential backoff and jitter, waiting at least as long as a
@@ -189,17 +226,27 @@ class HttpTransport:
         self._headers = all_headers
         self._base_text = str(self._base_url).rstrip("/")
         self._extensions = {"timeout": httpx.Timeout(self.timeout).as_dict()}
+        self._max_connections = max_connections
+        self._client = self._new_client(TRANSPORTS[SCHEME_TRANSPORTS[url.scheme]])
+        self.conditional_writes: bool | None = None
+        """Whether the server honours If-Match (our server says so in a header); None until an answer came."""
+
+    def _new_client(self, transport: TransportFactory) -> httpx.AsyncClient:
         # Requests are built whole by `request()` (URL, headers, timeouts), so the client holds only the pool.
-        self._client = httpx.AsyncClient(
-            cookies=_NoCookies(),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            # https (the Apify platform) keeps httpx's own transport; see _http11 for why http differs.
-            mounts={"http://": Http11Transport(max_connections=max_connections)},
+        return _CookielessClient(
+            transport=transport(self._max_connections),
             follow_redirects=False,
             trust_env=False,
         )
-        self.conditional_writes: bool | None = None
-        """Whether the server honours If-Match (our server says so in a header); None until an answer came."""
+
+    async def use_transport(self, transport: TransportFactory) -> None:
+        """Send through `transport(max_connections)` from now on, in place of the default for the URL's scheme.
+
+        The conformance suite and the HTTP benchmark run every transport of `TRANSPORTS` this way against a
+        plain `http://` server. The connections of the transport used so far are closed.
+        """
+        old, self._client = self._client, self._new_client(transport)
+        await old.aclose()
 
     @property
     def base_url(self) -> str:
@@ -221,7 +268,7 @@ class HttpTransport:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         compress: bool = False,
-    ) -> Reply:
+    ) -> ApiResponse:
         """Send one request, retrying transient failures; return the first answer that is not transient.
 
         Args:
@@ -270,10 +317,10 @@ class HttpTransport:
                     key=target.key,
                 ) from exc
             else:
-                reply = self._reply(response, display_url, retried_after_send=maybe_sent)
-                if reply.status not in _RETRY_STATUSES:
-                    return reply
-                failure = _Failure.of(reply)
+                api_response = self._api_response(response, display_url, retried_after_send=maybe_sent)
+                if api_response.status not in _RETRY_STATUSES:
+                    return api_response
+                failure = _Failure.of(api_response)
             maybe_sent = maybe_sent or failure.maybe_sent
             delay = backoff_delay(attempt, first=_BACKOFF_FIRST_SECS, maximum=_BACKOFF_MAX_SECS)
             if failure.retry_after is not None:
@@ -296,12 +343,12 @@ class HttpTransport:
             )
             await asyncio.sleep(delay)
 
-    def _reply(self, response: httpx.Response, url: str, *, retried_after_send: bool) -> Reply:
+    def _api_response(self, response: httpx.Response, url: str, *, retried_after_send: bool) -> ApiResponse:
         if SERVER_HEADER in response.headers:
             self.conditional_writes = True
         elif self.conditional_writes is None:
             self.conditional_writes = False
-        return Reply(
+        return ApiResponse(
             status=response.status_code,
             headers=response.headers,
             content=response.content,
@@ -325,42 +372,67 @@ class HttpTransport:
             return reason + ". The server kept failing or refusing the request; try again later"
         return reason + ". Check that the server is running and reachable"
 
-    def error(self, reply: Reply, *, target: Target, action: str) -> StorageError:
+    def error(self, response: ApiResponse, *, target: Target, action: str) -> StorageError:
         """The exception for an answer that is an error, with the server's error type and message in it."""
-        kind, message = reply.error()
-        detail = f"HTTP {reply.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
-        if not kind and not message and reply.content:
-            detail += f": {reply.content[:200].decode('utf-8', 'replace')}"
-        text = f"could not {action} {target.describe()} at {reply.url}: {detail}"
-        if reply.status in (_HTTP_UNAUTHORIZED, _HTTP_FORBIDDEN):
+        kind, message = response.error()
+        detail = f"HTTP {response.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
+        if not kind and not message and response.content:
+            detail += f": {response.content[:200].decode('utf-8', 'replace')}"
+        text = f"could not {action} {target.describe()} at {response.url}: {detail}"
+        if response.status in (_HTTP_UNAUTHORIZED, _HTTP_FORBIDDEN):
             text += " (check the token: the argument or RECOVERABLE_HTTP_TOKEN)"
             return StorageBackendError(text, store=target.store, key=target.key)
-        if reply.status == _HTTP_NOT_FOUND and target.key is None:
+        if response.status == _HTTP_NOT_FOUND and target.key is None:
             return StoreNotFoundError(text, store=target.store)
-        if reply.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_RECORD_KEY:
+        if response.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_RECORD_KEY:
             return InvalidKeyError(text, store=target.store, key=target.key)
-        if reply.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_VALUE and target.key is None:
+        if response.status == _HTTP_BAD_REQUEST and kind == ERROR_INVALID_VALUE and target.key is None:
             return InvalidStoreNameError(text, store=target.store)
-        if reply.status == _HTTP_TOO_LARGE:
+        if response.status == _HTTP_TOO_LARGE:
             text += " (the server's body size limit is lower than this value)"
         return StorageBackendError(text, store=target.store, key=target.key)
 
-    def bad_answer(self, reply: Reply, *, target: Target, action: str, problem: str) -> StorageBackendError:
+    def bad_answer(self, response: ApiResponse, *, target: Target, action: str, problem: str) -> StorageBackendError:
         """The exception for an answer that does not have the shape the API promises."""
         return StorageBackendError(
-            f"could not {action} {target.describe()} at {reply.url}: the server answered HTTP {reply.status} "
+            f"could not {action} {target.describe()} at {response.url}: the server answered HTTP {response.status} "
             f"with {problem}; is {self._display_base} a key-value store API v2 server?",
             store=target.store,
             key=target.key,
         )
 
 
-class _NoCookies(http.cookiejar.CookieJar):
-    """A cookie jar that keeps nothing: the API uses no cookies, and storing them costs a parse of every answer."""
+class _NoCookies(httpx.Cookies):
+    """Cookies that take none from a response and put none in a request: the API uses none."""
 
     @override
-    def extract_cookies(self, response: object, request: object) -> None:
-        del response, request
+    def extract_cookies(self, response: httpx.Response) -> None:
+        del response
+
+    @override
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        del request
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class _CookielessClient(httpx.AsyncClient):
+    """An httpx client that neither keeps nor sends cookies.
+
+    The API uses none. httpx looks for them in every response even with a cookie jar that keeps nothing, and
+    that look (request and response turned into urllib objects, the URL parsed again) cost about a tenth of
+    the client's CPU per request of a small record; here the client's cookies ignore every response.
+    """
+
+    @property
+    @override
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        del cookies
 
 
 class _ServerError(Exception):
@@ -378,15 +450,15 @@ class _Failure:
     """The server may have acted on the request before the failure."""
 
     @classmethod
-    def of(cls, reply: Reply) -> _Failure:
+    def of(cls, response: ApiResponse) -> _Failure:
         """The failure of a transient error answer (429 or 5xx)."""
-        kind, message = reply.error()
-        text = f"HTTP {reply.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
+        kind, message = response.error()
+        text = f"HTTP {response.status}" + (f" {kind}" if kind else "") + (f": {message}" if message else "")
         return cls(
             text,
             _ServerError(text),
-            retry_after=_retry_after(reply.headers.get("Retry-After")),
-            maybe_sent=reply.status >= _HTTP_SERVER_ERROR,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+            maybe_sent=response.status >= _HTTP_SERVER_ERROR,
         )
 
 

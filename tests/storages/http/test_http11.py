@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 transport against raw servers on loopback that frame their answers every legal way."""
+"""`Http11Transport` against raw servers on loopback that frame their answers every legal way."""
 
 from __future__ import annotations
 
