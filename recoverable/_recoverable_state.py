@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, LEASE_SUFFIX, StateLease
-from recoverable._schema import Migration, Schema, SchemaProblem, backup_key
+from recoverable._schema import Migration, Schema
 from recoverable._state_codec import StateCodec
-from recoverable._timeout import bounded
+from recoverable._state_record import StateRecord
 from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
     InvalidKeyError,
-    RecoverableError,
     StateNotInitializedError,
     StateOwnershipError,
-    StateValidationError,
-    VersionConflictError,
 )
 from recoverable.events import (
     Event,
@@ -42,7 +36,6 @@ from recoverable.storages._crawlee import (
     crawlee_empties_default_store_in,
     is_crawlee_key_value_store,
 )
-from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key, validate_store_id, validate_store_name
 
 if TYPE_CHECKING:
@@ -54,12 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["RecoverableState"]
 
 TStateModel = TypeVar("TStateModel")
-_T = TypeVar("_T")
 
 _default_logger = logging.getLogger("recoverable.state")
-
-_CLAIM_ATTEMPTS = 5
-_NO_STATE = b"null"
 
 _STOP_EVENTS = (Event.MIGRATING, Event.ABORTING, Event.EXIT)
 """The events that mean the process is stopping: the state makes its final save and lets go of its lease."""
@@ -76,11 +65,6 @@ def _stop_cause(event_data: EventData) -> str:
     if isinstance(event_data, EventExitData):
         return "the exit (EXIT)"
     return "a migration (PERSIST_STATE with is_migrating)"
-
-
-def _means_no_state(stored: StoredRecord) -> bool:
-    """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
-    return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
 
 
 def _check_kinds(
@@ -118,7 +102,7 @@ def _check_kinds(
         )
 
 
-class RecoverableState(Generic[TStateModel]):
+class RecoverableState(StateRecord[TStateModel]):
     """State kept in a Pydantic model (or dataclass), saved to a key-value store and loaded on the next start.
 
     `initialize()` loads the last saved copy (or starts from a deep copy of `default_state`) and, with
@@ -512,11 +496,6 @@ class RecoverableState(Generic[TStateModel]):
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _config(self) -> Configuration:
-        if self._configuration is None:
-            self._configuration = Configuration.from_env()
-        return self._configuration
-
     def _events(self) -> EventManager:
         if self._event_manager is not None:
             return self._event_manager
@@ -527,11 +506,6 @@ class RecoverableState(Generic[TStateModel]):
         default, self._default_events = self._default_events, None
         if default is not None:
             await default.release()
-
-    def _store(self) -> KeyValueStore:
-        if self._key_value_store is None:
-            raise StateNotInitializedError(f"state {self._key!r} has not been initialized")
-        return self._key_value_store
 
     async def _open_store(self) -> KeyValueStore:
         if self._key_value_store is None:
@@ -588,208 +562,6 @@ class RecoverableState(Generic[TStateModel]):
             "processes running at once then overwrite each other's saves, as with Crawlee's own RecoverableState), "
             "or return the library's recoverable.KeyValueStore.open(...) from the factory to keep the lease"
         )
-
-    async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
-        try:
-            within = self._timeout or self._config().state_timeout
-        except BaseException:
-            # `work` (a coroutine the caller made) will never run: close it, or Python warns at exit that it
-            # was never awaited, next to the real error (a bad RECOVERABLE_* variable, say).
-            if inspect.iscoroutine(work):
-                work.close()
-            raise
-        store = self._key_value_store.label if self._key_value_store else "?"
-        return await bounded(work, within=within, what=f"{action} of state {self._key!r} in store {store!r}")
-
-    async def _load(self, kvs: KeyValueStore) -> TStateModel:
-        """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
-        for _ in range(_CLAIM_ATTEMPTS):
-            stored = await kvs.client.get_record(key=self._key)
-            state = await self._from_record(kvs, stored)
-            try:
-                if self._upgraded is not None:
-                    # The conditional write of the upgraded record is a claim too: no stale write matches it.
-                    await self._write_upgraded(kvs, self._upgraded, state)
-                elif (
-                    self._lease is not None
-                    and self._lease.took_over
-                    # A writer that died on this host, where the process itself writes the store, has no write
-                    # left that could still land: the common restart after a crash costs no rewrite.
-                    and not (self._lease.previous_owner_dead and kvs.client.writes_end_with_the_writer)
-                ):
-                    await self._claim(kvs, stored)
-            except VersionConflictError:
-                continue  # another write landed in between (a previous owner's): load that one instead
-            return state
-        raise StateOwnershipError(
-            f"state {self._key!r} in store {kvs.label!r} kept changing while this process loaded it "
-            f"({_CLAIM_ATTEMPTS} times): another process still writes it without holding its lease. Find and stop it"
-        )
-
-    async def _claim(self, kvs: KeyValueStore, stored: StoredRecord | None) -> None:
-        """Rewrite the record just loaded, conditionally, so that its version changes under any stale writer.
-
-        A previous owner frozen or cut off in the middle of a save may still send it, conditional on the
-        version loaded here; after this rewrite that condition can no longer hold. A missing record is
-        claimed with JSON null, which loads as "no saved state".
-        """
-        if stored is None:
-            self._version = await kvs.client.set_record(
-                key=self._key, value=_NO_STATE, content_type=JSON, if_absent=True
-            )
-            self._placeholder_version = self._version
-        else:
-            self._version = await kvs.client.set_record(
-                key=self._key, value=stored.value, content_type=stored.content_type, if_version=stored.version
-            )
-            if _means_no_state(stored):
-                self._placeholder_version = self._version  # a previous owner's claim: still "nothing saved"
-
-    async def _write_upgraded(self, kvs: KeyValueStore, stored: StoredRecord, state: TStateModel) -> None:
-        """Keep the record of an older schema version under its backup key, then write it in the new form.
-
-        The new form is written only over the very record that was upgraded, so a write that landed in
-        between is loaded again (and upgraded again) instead of being overwritten.
-        """
-        found = self._schema.version_of(stored.content_type)
-        backup = backup_key(self._key, found)
-        await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
-        data = self._codec.dump(state)
-        # A store that keeps no versions (Crawlee's) has no condition to offer: it has no lease either.
-        condition = stored.version if kvs.client.conditional_writes else None
-        self._version = await kvs.client.set_record(
-            key=self._key, value=data, content_type=self._schema.content_type, if_version=condition
-        )
-        self._last_persisted = data
-        self._upgraded = None
-        self._log.info(
-            "state %r in store %r was upgraded from schema version %d to %d; the record as it was is kept as %r",
-            self._key,
-            kvs.label,
-            found,
-            self._schema.version,
-            backup,
-        )
-
-    async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> TStateModel:
-        self._version = stored.version if stored is not None else None
-        self._placeholder_version = None
-        self._upgraded = None
-        if stored is None or _means_no_state(stored):
-            self._last_persisted = None
-            return self._codec.copy(self._default_state)
-        if not stored.value.strip():
-            what = "is empty" if not stored.value else "holds only white space"
-            return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
-        try:
-            found = self._schema.version_of(stored.content_type)
-            data = self._schema.upgrade(stored.value, found)
-        except SchemaProblem as bad:
-            if bad.in_record:
-                return await self._invalid(kvs, stored, str(bad), [])
-            raise StateValidationError(
-                f"saved state {self._key!r} in store {kvs.label!r} {bad}. The record was left untouched",
-                store=kvs.label,
-                key=self._key,
-            ) from bad
-        upgraded = (
-            f" (after upgrading it from schema version {found} to {self._schema.version})"
-            if found != self._schema.version
-            else ""
-        )
-        try:
-            state = self._codec.load(data)
-        except ValidationError as exc:
-            problem, errors = self._codec.problem_of(exc, upgraded)
-            if upgraded:
-                # The record is sound at its own version: the migrations made something the model refuses.
-                raise StateValidationError(
-                    f"saved state {self._key!r} in store {kvs.label!r} {problem}. The migrations produced it, so "
-                    "they are what to fix; the record was left untouched (even with on_invalid='reset')",
-                    store=kvs.label,
-                    key=self._key,
-                    errors=[dict(e) for e in errors],
-                ) from exc
-            return await self._invalid(kvs, stored, problem, errors)
-        if upgraded:
-            self._upgraded = stored
-            self._last_persisted = None
-        else:
-            self._last_persisted = stored.value
-        return state
-
-    async def _invalid(
-        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[dict[str, Any]]
-    ) -> TStateModel:
-        if self._on_invalid == "reset":
-            suffix = f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-            backup = self._key[: MAX_KEY_LENGTH - len(suffix)] + suffix
-            await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
-            self._log.warning(
-                "saved state %r in store %r %s; starting from the default state, the bad record is kept as %r",
-                self._key,
-                kvs.label,
-                problem,
-                backup,
-            )
-            self._last_persisted = None
-            return self._codec.copy(self._default_state)
-        raise StateValidationError(
-            f"saved state {self._key!r} in store {kvs.label!r} {problem}. It was left untouched: fix or delete the "
-            "record, migrate it to the model, or pass on_invalid='reset' to start over (a backup copy is kept)",
-            store=kvs.label,
-            key=self._key,
-            errors=[dict(e) for e in errors],
-        )
-
-    async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
-        """The state record changed under us: another process took the state over, or writes it regardless."""
-        message = (
-            f"state {self._key!r} in store {self._store().label!r} was written by someone else since this process "
-            f"loaded or saved it (expected version {exc.expected}, found {exc.actual}); refusing to overwrite it"
-        )
-        owner = None
-        if self._lease is not None:
-            owner = await self._lease.current_owner()
-            message += (
-                ". Its lease is still this process's: something wrote the record without taking its lease"
-                if owner is None
-                else f". Its lease is held by {owner}"
-            )
-            self._lease.lose(message, owner=owner)
-        return StateOwnershipError(message, owner=owner)
-
-    async def _check_ownership(self) -> None:
-        if self._lease is None:
-            return
-        try:
-            self._lease.ensure_valid()
-        except StateOwnershipError as exc:
-            if exc.owner is not None or self._lease.lost:
-                raise
-            expired = exc
-        else:
-            return
-        # The lease ran out while this process could not renew it (frozen, cut off). A read tells at once
-        # whether someone took the state over (then no write is worth waiting for); if not, a renewal written
-        # over the lease version this owner wrote last lands only when nobody took it over meanwhile.
-        with contextlib.suppress(RecoverableError):
-            if await self._lease.confirm():
-                await self._lease.renew()
-            else:
-                owner = await self._lease.current_owner()
-                self._lease.lose(f"the lease of state {self._key!r} was taken over by {owner}", owner=owner)
-        try:
-            self._lease.ensure_valid()
-        except StateOwnershipError as exc:
-            if exc.owner is not None:
-                raise  # lost just now: the error names who took the state over
-        else:
-            return  # renewed
-        owner = await self._lease.current_owner()
-        if owner is None:
-            raise expired
-        raise StateOwnershipError(f"{expired}. It is now held by {owner}", owner=owner) from None
 
     async def _persist(self, *, mode: _SaveMode) -> None:
         kvs = self._store()
@@ -879,78 +651,6 @@ class RecoverableState(Generic[TStateModel]):
         events.on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
         for event in _STOP_EVENTS:
             events.on(event=event, listener=self._on_stop_event)
-
-    async def _fenced_write(self, kvs: KeyValueStore, attempted: bytes | None) -> None:
-        """Leave `attempted` in the record (None: delete it), only over the version this process saw last."""
-        for attempt in range(2):
-            try:
-                if attempted is None:
-                    await self._with_timeout("reset", kvs.delete_value(self._key, if_version=self._version))
-                    self._version = None
-                else:
-                    self._version = await self._with_timeout(
-                        "save",
-                        kvs.client.set_record(
-                            key=self._key,
-                            value=attempted,
-                            content_type=self._schema.content_type,
-                            if_version=self._version,
-                            if_absent=self._version is None,
-                        ),
-                    )
-            except VersionConflictError as exc:
-                if attempt == 0 and await self._adopt_landed_write(kvs, attempted):
-                    if attempted is None and self._version is None:
-                        return  # deleted already
-                    continue
-                raise await self._overwritten(exc) from exc
-            except BaseException:
-                # Cancelled (a second signal, a timeout around the caller) included: the write may still land.
-                self._unanswered = [attempted]
-                raise
-            self._unanswered = []
-            return
-
-    async def _adopt_landed_write(self, kvs: KeyValueStore, attempted: bytes | None) -> bool:
-        """After a conflict: whether the record is what this process tried to leave there (None: no record).
-
-        A write of this process whose answer was lost (a timeout, a retry after a dropped connection) may
-        have landed; then the record holds what it wrote, is this process's to build on, and its version is
-        taken. Another writer's record is not.
-        """
-        current = await self._with_timeout("read", kvs.client.get_record(key=self._key))
-        found = None if current is None else current.value
-        if found != attempted and found not in self._unanswered:
-            return False
-        # A new owner that took over rewrote the record with the very bytes it loaded, which may be what this
-        # process wrote: the record is ours only while the lease still is, read after the record.
-        if self._lease is not None and not await self._with_timeout("check of the lease", self._lease.confirm()):
-            return False
-        self._version = None if current is None else current.version
-        self._unanswered = []
-        return True
-
-    def _abandon_lease(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            lease.abandon()
-
-    async def _release_lease(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            # A write that got no answer may still land: only a takeover (which rewrites the record) is safe
-            # from it, so such a lease is left to expire instead of being deleted.
-            let_expire = bool(self._unanswered)
-            if let_expire:
-                self._log.warning(
-                    "a write of state %r got no answer and may still land; its lease is left to expire instead of "
-                    "being released, so that the next owner takes it over safely",
-                    self._key,
-                )
-            try:
-                await lease.release(let_expire=let_expire)
-            except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
-                self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
 
     async def _on_stop_event(self, event_data: EventData) -> None:
         await self._hand_over(_stop_cause(event_data))

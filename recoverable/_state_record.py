@@ -1,0 +1,359 @@
+"""The record of a state in its store: loaded (upgraded, claimed at a takeover) and written fenced by the lease.
+
+`StateRecord` is the part of `RecoverableState` that talks to the store; `RecoverableState` adds the lifecycle,
+the events and the hand-over at a stop. Every write of the record is conditional on the version this process
+read or wrote last, so that a stale owner's write never lands over a new owner's (see docs/ownership.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from pydantic import ValidationError
+
+from recoverable._schema import SchemaProblem, backup_key
+from recoverable._timeout import bounded
+from recoverable.configuration import Configuration
+from recoverable.errors import (
+    RecoverableError,
+    StateNotInitializedError,
+    StateOwnershipError,
+    StateValidationError,
+    VersionConflictError,
+)
+from recoverable.storages._serialization import CRAWLEE_NONE, JSON
+from recoverable.storages._validation import MAX_KEY_LENGTH
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Awaitable
+
+    from recoverable._ownership import StateLease
+    from recoverable._schema import Schema
+    from recoverable._state_codec import StateCodec
+    from recoverable.storages import KeyValueStore
+    from recoverable.storages._models import StoredRecord
+
+__all__ = ["StateRecord"]
+
+TStateModel = TypeVar("TStateModel")
+_T = TypeVar("_T")
+
+_CLAIM_ATTEMPTS = 5
+_NO_STATE = b"null"
+
+
+def _means_no_state(stored: StoredRecord) -> bool:
+    """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
+    return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
+
+
+class StateRecord(Generic[TStateModel]):
+    """Loading and fenced writing of one state's record; the base of `RecoverableState`, which sets the fields."""
+
+    _key: str
+    _codec: StateCodec[TStateModel]
+    _schema: Schema
+    _default_state: TStateModel
+    _on_invalid: Literal["raise", "reset"]
+    _log: logging.Logger
+    _timeout: timedelta | None
+    _configuration: Configuration | None
+    _key_value_store: KeyValueStore | None
+    _lease: StateLease | None
+    _last_persisted: bytes | None
+    _version: str | None
+    _placeholder_version: str | None
+    """The version of the JSON null this process wrote to claim a missing record at a takeover."""
+    _upgraded: StoredRecord | None
+    """The record just loaded, when it was of an older schema version and was upgraded: it is written back."""
+    _unanswered: list[bytes | None]
+    """What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or None
+    for no record); it may have landed all the same. Empty when there is no such write."""
+
+    def _config(self) -> Configuration:
+        if self._configuration is None:
+            self._configuration = Configuration.from_env()
+        return self._configuration
+
+    def _store(self) -> KeyValueStore:
+        if self._key_value_store is None:
+            raise StateNotInitializedError(f"state {self._key!r} has not been initialized")
+        return self._key_value_store
+
+    async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
+        try:
+            within = self._timeout or self._config().state_timeout
+        except BaseException:
+            # `work` (a coroutine the caller made) will never run: close it, or Python warns at exit that it
+            # was never awaited, next to the real error (a bad RECOVERABLE_* variable, say).
+            if inspect.iscoroutine(work):
+                work.close()
+            raise
+        store = self._key_value_store.label if self._key_value_store else "?"
+        return await bounded(work, within=within, what=f"{action} of state {self._key!r} in store {store!r}")
+
+    async def _load(self, kvs: KeyValueStore) -> TStateModel:
+        """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
+        for _ in range(_CLAIM_ATTEMPTS):
+            stored = await kvs.client.get_record(key=self._key)
+            state = await self._from_record(kvs, stored)
+            try:
+                if self._upgraded is not None:
+                    # The conditional write of the upgraded record is a claim too: no stale write matches it.
+                    await self._write_upgraded(kvs, self._upgraded, state)
+                elif (
+                    self._lease is not None
+                    and self._lease.took_over
+                    # A writer that died on this host, where the process itself writes the store, has no write
+                    # left that could still land: the common restart after a crash costs no rewrite.
+                    and not (self._lease.previous_owner_dead and kvs.client.writes_end_with_the_writer)
+                ):
+                    await self._claim(kvs, stored)
+            except VersionConflictError:
+                continue  # another write landed in between (a previous owner's): load that one instead
+            return state
+        raise StateOwnershipError(
+            f"state {self._key!r} in store {kvs.label!r} kept changing while this process loaded it "
+            f"({_CLAIM_ATTEMPTS} times): another process still writes it without holding its lease. Find and stop it"
+        )
+
+    async def _claim(self, kvs: KeyValueStore, stored: StoredRecord | None) -> None:
+        """Rewrite the record just loaded, conditionally, so that its version changes under any stale writer.
+
+        A previous owner frozen or cut off in the middle of a save may still send it, conditional on the
+        version loaded here; after this rewrite that condition can no longer hold. A missing record is
+        claimed with JSON null, which loads as "no saved state".
+        """
+        if stored is None:
+            self._version = await kvs.client.set_record(
+                key=self._key, value=_NO_STATE, content_type=JSON, if_absent=True
+            )
+            self._placeholder_version = self._version
+        else:
+            self._version = await kvs.client.set_record(
+                key=self._key, value=stored.value, content_type=stored.content_type, if_version=stored.version
+            )
+            if _means_no_state(stored):
+                self._placeholder_version = self._version  # a previous owner's claim: still "nothing saved"
+
+    async def _write_upgraded(self, kvs: KeyValueStore, stored: StoredRecord, state: TStateModel) -> None:
+        """Keep the record of an older schema version under its backup key, then write it in the new form.
+
+        The new form is written only over the very record that was upgraded, so a write that landed in
+        between is loaded again (and upgraded again) instead of being overwritten.
+        """
+        found = self._schema.version_of(stored.content_type)
+        backup = backup_key(self._key, found)
+        await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
+        data = self._codec.dump(state)
+        # A store that keeps no versions (Crawlee's) has no condition to offer: it has no lease either.
+        condition = stored.version if kvs.client.conditional_writes else None
+        self._version = await kvs.client.set_record(
+            key=self._key, value=data, content_type=self._schema.content_type, if_version=condition
+        )
+        self._last_persisted = data
+        self._upgraded = None
+        self._log.info(
+            "state %r in store %r was upgraded from schema version %d to %d; the record as it was is kept as %r",
+            self._key,
+            kvs.label,
+            found,
+            self._schema.version,
+            backup,
+        )
+
+    async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> TStateModel:
+        self._version = stored.version if stored is not None else None
+        self._placeholder_version = None
+        self._upgraded = None
+        if stored is None or _means_no_state(stored):
+            self._last_persisted = None
+            return self._codec.copy(self._default_state)
+        if not stored.value.strip():
+            what = "is empty" if not stored.value else "holds only white space"
+            return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
+        try:
+            found = self._schema.version_of(stored.content_type)
+            data = self._schema.upgrade(stored.value, found)
+        except SchemaProblem as bad:
+            if bad.in_record:
+                return await self._invalid(kvs, stored, str(bad), [])
+            raise StateValidationError(
+                f"saved state {self._key!r} in store {kvs.label!r} {bad}. The record was left untouched",
+                store=kvs.label,
+                key=self._key,
+            ) from bad
+        upgraded = (
+            f" (after upgrading it from schema version {found} to {self._schema.version})"
+            if found != self._schema.version
+            else ""
+        )
+        try:
+            state = self._codec.load(data)
+        except ValidationError as exc:
+            problem, errors = self._codec.problem_of(exc, upgraded)
+            if upgraded:
+                # The record is sound at its own version: the migrations made something the model refuses.
+                raise StateValidationError(
+                    f"saved state {self._key!r} in store {kvs.label!r} {problem}. The migrations produced it, so "
+                    "they are what to fix; the record was left untouched (even with on_invalid='reset')",
+                    store=kvs.label,
+                    key=self._key,
+                    errors=[dict(e) for e in errors],
+                ) from exc
+            return await self._invalid(kvs, stored, problem, errors)
+        if upgraded:
+            self._upgraded = stored
+            self._last_persisted = None
+        else:
+            self._last_persisted = stored.value
+        return state
+
+    async def _invalid(
+        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[dict[str, Any]]
+    ) -> TStateModel:
+        if self._on_invalid == "reset":
+            suffix = f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            backup = self._key[: MAX_KEY_LENGTH - len(suffix)] + suffix
+            await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
+            self._log.warning(
+                "saved state %r in store %r %s; starting from the default state, the bad record is kept as %r",
+                self._key,
+                kvs.label,
+                problem,
+                backup,
+            )
+            self._last_persisted = None
+            return self._codec.copy(self._default_state)
+        raise StateValidationError(
+            f"saved state {self._key!r} in store {kvs.label!r} {problem}. It was left untouched: fix or delete the "
+            "record, migrate it to the model, or pass on_invalid='reset' to start over (a backup copy is kept)",
+            store=kvs.label,
+            key=self._key,
+            errors=[dict(e) for e in errors],
+        )
+
+    async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
+        """The state record changed under us: another process took the state over, or writes it regardless."""
+        message = (
+            f"state {self._key!r} in store {self._store().label!r} was written by someone else since this process "
+            f"loaded or saved it (expected version {exc.expected}, found {exc.actual}); refusing to overwrite it"
+        )
+        owner = None
+        if self._lease is not None:
+            owner = await self._lease.current_owner()
+            message += (
+                ". Its lease is still this process's: something wrote the record without taking its lease"
+                if owner is None
+                else f". Its lease is held by {owner}"
+            )
+            self._lease.lose(message, owner=owner)
+        return StateOwnershipError(message, owner=owner)
+
+    async def _check_ownership(self) -> None:
+        if self._lease is None:
+            return
+        try:
+            self._lease.ensure_valid()
+        except StateOwnershipError as exc:
+            if exc.owner is not None or self._lease.lost:
+                raise
+            expired = exc
+        else:
+            return
+        # The lease ran out while this process could not renew it (frozen, cut off). A read tells at once
+        # whether someone took the state over (then no write is worth waiting for); if not, a renewal written
+        # over the lease version this owner wrote last lands only when nobody took it over meanwhile.
+        with contextlib.suppress(RecoverableError):
+            if await self._lease.confirm():
+                await self._lease.renew()
+            else:
+                owner = await self._lease.current_owner()
+                self._lease.lose(f"the lease of state {self._key!r} was taken over by {owner}", owner=owner)
+        try:
+            self._lease.ensure_valid()
+        except StateOwnershipError as exc:
+            if exc.owner is not None:
+                raise  # lost just now: the error names who took the state over
+        else:
+            return  # renewed
+        owner = await self._lease.current_owner()
+        if owner is None:
+            raise expired
+        raise StateOwnershipError(f"{expired}. It is now held by {owner}", owner=owner) from None
+
+    async def _fenced_write(self, kvs: KeyValueStore, attempted: bytes | None) -> None:
+        """Leave `attempted` in the record (None: delete it), only over the version this process saw last."""
+        for attempt in range(2):
+            try:
+                if attempted is None:
+                    await self._with_timeout("reset", kvs.delete_value(self._key, if_version=self._version))
+                    self._version = None
+                else:
+                    self._version = await self._with_timeout(
+                        "save",
+                        kvs.client.set_record(
+                            key=self._key,
+                            value=attempted,
+                            content_type=self._schema.content_type,
+                            if_version=self._version,
+                            if_absent=self._version is None,
+                        ),
+                    )
+            except VersionConflictError as exc:
+                if attempt == 0 and await self._adopt_landed_write(kvs, attempted):
+                    if attempted is None and self._version is None:
+                        return  # deleted already
+                    continue
+                raise await self._overwritten(exc) from exc
+            except BaseException:
+                # Cancelled (a second signal, a timeout around the caller) included: the write may still land.
+                self._unanswered = [attempted]
+                raise
+            self._unanswered = []
+            return
+
+    async def _adopt_landed_write(self, kvs: KeyValueStore, attempted: bytes | None) -> bool:
+        """After a conflict: whether the record is what this process tried to leave there (None: no record).
+
+        A write of this process whose answer was lost (a timeout, a retry after a dropped connection) may
+        have landed; then the record holds what it wrote, is this process's to build on, and its version is
+        taken. Another writer's record is not.
+        """
+        current = await self._with_timeout("read", kvs.client.get_record(key=self._key))
+        found = None if current is None else current.value
+        if found != attempted and found not in self._unanswered:
+            return False
+        # A new owner that took over rewrote the record with the very bytes it loaded, which may be what this
+        # process wrote: the record is ours only while the lease still is, read after the record.
+        if self._lease is not None and not await self._with_timeout("check of the lease", self._lease.confirm()):
+            return False
+        self._version = None if current is None else current.version
+        self._unanswered = []
+        return True
+
+    def _abandon_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.abandon()
+
+    async def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            # A write that got no answer may still land: only a takeover (which rewrites the record) is safe
+            # from it, so such a lease is left to expire instead of being deleted.
+            let_expire = bool(self._unanswered)
+            if let_expire:
+                self._log.warning(
+                    "a write of state %r got no answer and may still land; its lease is left to expire instead of "
+                    "being released, so that the next owner takes it over safely",
+                    self._key,
+                )
+            try:
+                await lease.release(let_expire=let_expire)
+            except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
+                self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
