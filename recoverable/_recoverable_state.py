@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from recoverable._ownership import DEFAULT_LEASE_TTL, LEASE_SUFFIX, StateLease
+from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
 from recoverable._schema import Migration, Schema
+from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
 from recoverable._state_record import StateRecord
-from recoverable.configuration import Configuration
 from recoverable.errors import (
     ConfigurationError,
-    InvalidKeyError,
     StateNotInitializedError,
     StateOwnershipError,
 )
@@ -36,12 +34,13 @@ from recoverable.storages._crawlee import (
     crawlee_empties_default_store_in,
     is_crawlee_key_value_store,
 )
-from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key, validate_store_id, validate_store_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
+    from datetime import timedelta
     from types import TracebackType
 
+    from recoverable.configuration import Configuration
     from recoverable.storages._models import StoredRecord
 
 __all__ = ["RecoverableState"]
@@ -65,41 +64,6 @@ def _stop_cause(event_data: EventData) -> str:
     if isinstance(event_data, EventExitData):
         return "the exit (EXIT)"
     return "a migration (PERSIST_STATE with is_migrating)"
-
-
-def _check_kinds(
-    *,
-    event_manager: object,
-    key_value_store: object,
-    persist_state_kvs_factory: object,
-    logger: object,
-    configuration: object,
-) -> None:
-    """Refuse arguments of the wrong kind at construction, before `initialize()` takes anything."""
-    for name, value, kind in (
-        ("event_manager", event_manager, EventManager),
-        ("key_value_store", key_value_store, KeyValueStore),
-        ("logger", logger, logging.Logger),
-        ("configuration", configuration, Configuration),
-    ):
-        if value is not None and not isinstance(value, kind):
-            hint = ""
-            if name == "key_value_store" and is_crawlee_key_value_store(value):
-                hint = (
-                    ": pass an async function returning Crawlee's store as persist_state_kvs_factory instead "
-                    "(with lease_ttl=None)"
-                )
-            elif name == "event_manager" and type(value).__module__.startswith("crawlee."):
-                hint = (
-                    " (Crawlee's): leave event_manager out, and the state saves on the events of Crawlee's "
-                    "manager whenever a crawler runs"
-                )
-            raise ConfigurationError(f"{name} must be a {kind.__name__} or None, not {type(value).__name__}{hint}")
-    if persist_state_kvs_factory is not None and not callable(persist_state_kvs_factory):
-        raise ConfigurationError(
-            "persist_state_kvs_factory must be an async callable returning a KeyValueStore, "
-            f"not {type(persist_state_kvs_factory).__name__}"
-        )
 
 
 class RecoverableState(StateRecord[TStateModel]):
@@ -191,53 +155,23 @@ class RecoverableState(StateRecord[TStateModel]):
         migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
     ) -> None:
-        given = [
-            name
-            for name, value in (
-                ("persist_state_kvs_name", persist_state_kvs_name),
-                ("persist_state_kvs_id", persist_state_kvs_id),
-                ("persist_state_kvs_factory", persist_state_kvs_factory),
-                ("key_value_store", key_value_store),
-            )
-            if value is not None
-        ]
-        if len(given) > 1:
-            raise ConfigurationError(f"pass at most one way to find the store, not {' and '.join(given)}")
-        # Identity, not equality: 1 == True and 0 == False, and neither is an accepted value.
-        if not (persistence_enabled is True or persistence_enabled is False or persistence_enabled == "explicit_only"):
-            raise ConfigurationError(
-                f"persistence_enabled must be True, False or 'explicit_only', not {persistence_enabled!r}"
-            )
-        if on_invalid not in ("raise", "reset"):
-            raise ConfigurationError(f"on_invalid must be 'raise' or 'reset', not {on_invalid!r}")
-        for label, value in (
-            ("timeout", timeout),
-            ("lease_ttl", lease_ttl),
-            ("lease_wait_timeout", lease_wait_timeout),
-        ):
-            if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
-                raise ConfigurationError(f"{label} must be a positive timedelta or None, not {value!r}")
-        if on_owned not in ("fail", "wait"):
-            raise ConfigurationError(f"on_owned must be 'fail' or 'wait', not {on_owned!r}")
-        _check_kinds(
-            event_manager=event_manager,
-            key_value_store=key_value_store,
+        check_arguments(
+            persist_state_key=persist_state_key,
+            persistence_enabled=persistence_enabled,
+            persist_state_kvs_name=persist_state_kvs_name,
+            persist_state_kvs_id=persist_state_kvs_id,
             persist_state_kvs_factory=persist_state_kvs_factory,
             logger=logger,
+            key_value_store=key_value_store,
+            event_manager=event_manager,
+            on_invalid=on_invalid,
+            timeout=timeout,
+            lease_ttl=lease_ttl,
+            on_owned=on_owned,
+            lease_wait_timeout=lease_wait_timeout,
             configuration=configuration,
         )
-        self._key = validate_key(persist_state_key)
-        if lease_ttl is not None and len(self._key) + len(LEASE_SUFFIX) > MAX_KEY_LENGTH:
-            raise InvalidKeyError(
-                f"persist_state_key of {len(self._key)} characters is too long for a state with a lease, whose "
-                f"record is the key plus {LEASE_SUFFIX!r}: use at most {MAX_KEY_LENGTH - len(LEASE_SUFFIX)} "
-                "characters",
-                key=self._key[:80],
-            )
-        if persist_state_kvs_name is not None:
-            validate_store_name(persist_state_kvs_name)
-        if persist_state_kvs_id is not None:
-            validate_store_id(persist_state_kvs_id)
+        self._key: str = persist_state_key
         self._codec = StateCodec(default_state, key=self._key)
         self._schema = Schema(schema_version, migrations)
         self._default_state = self._codec.copy(default_state)
