@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
@@ -13,8 +11,8 @@ from recoverable._schema import Migration, Schema
 from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
 from recoverable._state_record import StateRecord
+from recoverable._state_store import check_lease_possible, check_not_emptied_by_crawlee, store_from_factory
 from recoverable.errors import (
-    ConfigurationError,
     StateNotInitializedError,
     StateOwnershipError,
 )
@@ -29,11 +27,6 @@ from recoverable.events import (
 )
 from recoverable.events._default import DefaultEvents
 from recoverable.storages import KeyValueStore
-from recoverable.storages._crawlee import (
-    adapt_crawlee_key_value_store,
-    crawlee_empties_default_store_in,
-    is_crawlee_key_value_store,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -51,8 +44,6 @@ _default_logger = logging.getLogger("recoverable.state")
 
 _STOP_EVENTS = (Event.MIGRATING, Event.ABORTING, Event.EXIT)
 """The events that mean the process is stopping: the state makes its final save and lets go of its lease."""
-
-_SaveMode = Literal["explicit", "event", "teardown"]
 
 
 def _stop_cause(event_data: EventData) -> str:
@@ -217,12 +208,7 @@ class RecoverableState(StateRecord[TStateModel]):
         Raises:
             StateNotInitializedError: `initialize()` has not been called yet.
         """
-        if self._state is None:
-            raise StateNotInitializedError(
-                f"state {self._key!r} has not been initialized: "
-                "call `await state.initialize()` or use `async with state`"
-            )
-        return self._state
+        return self._current_state()
 
     @property
     def is_initialized(self) -> bool:
@@ -267,8 +253,8 @@ class RecoverableState(StateRecord[TStateModel]):
             self._initialized = True
             return self._state
         kvs = await self._with_timeout("open of the store", self._open_store())
-        self._check_not_emptied_by_crawlee(kvs)
-        self._check_lease_possible(kvs, "given")
+        check_not_emptied_by_crawlee(kvs, key=self._key)
+        check_lease_possible(kvs, "given", key=self._key, lease_ttl=self._lease_ttl)
         self._released_for = None
         self._warned_unsaved = False
         if self._lease_ttl is not None:
@@ -444,97 +430,14 @@ class RecoverableState(StateRecord[TStateModel]):
     async def _open_store(self) -> KeyValueStore:
         if self._key_value_store is None:
             if self._kvs_factory is not None:
-                self._key_value_store = await self._store_from_factory()
+                self._key_value_store = await store_from_factory(
+                    self._kvs_factory, key=self._key, lease_ttl=self._lease_ttl
+                )
             else:
                 self._key_value_store = await KeyValueStore.open(
                     id=self._kvs_id, name=self._kvs_name, configuration=self._configuration
                 )
         return self._key_value_store
-
-    async def _store_from_factory(self) -> KeyValueStore:
-        """The factory's store: the library's, or one of Crawlee for Python seen through the library's contract."""
-        assert self._kvs_factory is not None  # noqa: S101 - called only when there is a factory
-        made: object = self._kvs_factory()
-        store = await made if inspect.isawaitable(made) else made  # an async factory, as documented, or a plain one
-        if isinstance(store, KeyValueStore):
-            return store
-        if is_crawlee_key_value_store(store):
-            adapted = await adapt_crawlee_key_value_store(store)
-            self._check_lease_possible(adapted, "from persist_state_kvs_factory, Crawlee's store")
-            return adapted
-        raise ConfigurationError(
-            "persist_state_kvs_factory must return a KeyValueStore (the library's, or Crawlee's "
-            f"crawlee.storages.KeyValueStore), not {type(store).__name__}"
-        )
-
-    def _check_not_emptied_by_crawlee(self, kvs: KeyValueStore) -> None:
-        """Refuse the default store of a folder that a Crawlee crawler of this program will empty when it runs."""
-        storage_dir = getattr(kvs.storage_client, "storage_dir", None)
-        folder = getattr(kvs.client, "path", None)
-        if kvs.name is not None or not isinstance(storage_dir, Path) or not isinstance(folder, str):
-            return
-        # The folder Crawlee's file system client keeps its default store in, which is also the library's.
-        if Path(folder).resolve() != (storage_dir / "key_value_stores" / "default").resolve():
-            return
-        if not crawlee_empties_default_store_in(storage_dir):
-            return
-        raise ConfigurationError(
-            f"state {self._key!r} would be kept in the default key-value store of {storage_dir}, which Crawlee "
-            "empties when a crawler starts (its purge_on_start, on by default): the saved state would be lost at "
-            "the next run. Keep the state in a named store (persist_state_kvs_name='my-crawl'), or turn Crawlee's "
-            "purge off (CRAWLEE_PURGE_ON_START=0)"
-        )
-
-    def _check_lease_possible(self, kvs: KeyValueStore, what: str) -> None:
-        """Refuse a store that cannot write conditionally while the state is to hold its one-owner lease."""
-        if self._lease_ttl is None or kvs.client.conditional_writes:
-            return
-        raise ConfigurationError(
-            f"state {self._key!r} would be saved in store {kvs.label!r} ({what}), which keeps no record versions "
-            "and cannot write conditionally, so the state cannot hold its one-owner lease (lease_ttl of "
-            f"{self._lease_ttl.total_seconds():g} s). Pass lease_ttl=None to save it there without a lease (two "
-            "processes running at once then overwrite each other's saves, as with Crawlee's own RecoverableState), "
-            "or return the library's recoverable.KeyValueStore.open(...) from the factory to keep the lease"
-        )
-
-    async def _persist(self, *, mode: _SaveMode) -> None:
-        kvs = self._store()
-        async with self._persist_lock:
-            await self._persist_locked(kvs, mode=mode)
-
-    async def _persist_locked(self, kvs: KeyValueStore, *, mode: _SaveMode) -> None:
-        data = self._codec.dump(self.current_value)
-        if data == self._last_persisted:
-            return  # nothing to save: nothing is lost either, whoever owns the state now
-        if self._released_for is not None:
-            # Handed over at a stop: another process may own the state by now, so nothing is written.
-            if mode == "explicit":
-                raise self._released_error()
-            if mode == "teardown" or not self._warned_unsaved:
-                self._warned_unsaved = True
-                self._log.warning(
-                    "state %r has changes that are not saved, and will not be: this process let go "
-                    "of the state when it began stopping (%s), and another process may own it now",
-                    self._key,
-                    self._released_for,
-                )
-            return
-        await self._check_ownership()
-        if self._lease is None:
-            self._version = await self._with_timeout(
-                "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
-            )
-        else:
-            await self._fenced_write(kvs, data)
-        self._last_persisted = data
-
-    def _released_error(self) -> StateOwnershipError:
-        return StateOwnershipError(
-            f"state {self._key!r} is no longer saved by this process: it made a last save and let go of its lease "
-            f"when the process began stopping ({self._released_for}), so that another process can take it over "
-            "without waiting. Changes made since are not saved. To carry on with the state in this process, call "
-            "teardown() and then initialize(), which takes the lease again and loads the last save"
-        )
 
     async def _hand_over(self, cause: str) -> None:
         """Save one last time because the process is stopping, then let go of the lease (see "Stopping")."""

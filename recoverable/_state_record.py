@@ -28,6 +28,7 @@ from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
+    import asyncio
     import logging
     from collections.abc import Awaitable
 
@@ -37,10 +38,13 @@ if TYPE_CHECKING:
     from recoverable.storages import KeyValueStore
     from recoverable.storages._models import StoredRecord
 
-__all__ = ["StateRecord"]
+__all__ = ["SaveMode", "StateRecord"]
 
 TStateModel = TypeVar("TStateModel")
 _T = TypeVar("_T")
+
+SaveMode = Literal["explicit", "event", "teardown"]
+"""Who asked for a save: `persist_state()`, an event, or `teardown()` (what a save after a hand-over does)."""
 
 _CLAIM_ATTEMPTS = 5
 _NO_STATE = b"null"
@@ -70,9 +74,27 @@ class StateRecord(Generic[TStateModel]):
     """The version of the JSON null this process wrote to claim a missing record at a takeover."""
     _upgraded: StoredRecord | None
     """The record just loaded, when it was of an older schema version and was upgraded: it is written back."""
+    _state: TStateModel | None
+    _persist_lock: asyncio.Lock
+    _released_for: str | None
+    """Why the state was handed over at a stop: from then on it writes nothing. None until then."""
+    _warned_unsaved: bool
     _unanswered: list[bytes | None]
     """What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or None
     for no record); it may have landed all the same. Empty when there is no such write."""
+
+    def _current_state(self) -> TStateModel:
+        """The state in memory.
+
+        Raises:
+            StateNotInitializedError: `initialize()` has not been called yet.
+        """
+        if self._state is None:
+            raise StateNotInitializedError(
+                f"state {self._key!r} has not been initialized: "
+                "call `await state.initialize()` or use `async with state`"
+            )
+        return self._state
 
     def _config(self) -> Configuration:
         if self._configuration is None:
@@ -357,3 +379,42 @@ class StateRecord(Generic[TStateModel]):
                 await lease.release(let_expire=let_expire)
             except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
                 self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
+
+    async def _persist(self, *, mode: SaveMode) -> None:
+        kvs = self._store()
+        async with self._persist_lock:
+            await self._persist_locked(kvs, mode=mode)
+
+    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
+        data = self._codec.dump(self._current_state())
+        if data == self._last_persisted:
+            return  # nothing to save: nothing is lost either, whoever owns the state now
+        if self._released_for is not None:
+            # Handed over at a stop: another process may own the state by now, so nothing is written.
+            if mode == "explicit":
+                raise self._released_error()
+            if mode == "teardown" or not self._warned_unsaved:
+                self._warned_unsaved = True
+                self._log.warning(
+                    "state %r has changes that are not saved, and will not be: this process let go "
+                    "of the state when it began stopping (%s), and another process may own it now",
+                    self._key,
+                    self._released_for,
+                )
+            return
+        await self._check_ownership()
+        if self._lease is None:
+            self._version = await self._with_timeout(
+                "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
+            )
+        else:
+            await self._fenced_write(kvs, data)
+        self._last_persisted = data
+
+    def _released_error(self) -> StateOwnershipError:
+        return StateOwnershipError(
+            f"state {self._key!r} is no longer saved by this process: it made a last save and let go of its lease "
+            f"when the process began stopping ({self._released_for}), so that another process can take it over "
+            "without waiting. Changes made since are not saved. To carry on with the state in this process, call "
+            "teardown() and then initialize(), which takes the lease again and loads the last save"
+        )
