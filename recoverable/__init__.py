@@ -18,6 +18,7 @@ async with LocalEventManager() as events:
 
 from typing import TYPE_CHECKING
 
+from recoverable._auto_save import start_auto_save as _start_auto_save
 from recoverable._recoverable_state import RecoverableState
 from recoverable._version import VERSION as _VERSION
 from recoverable.configuration import Configuration
@@ -61,6 +62,10 @@ from recoverable.storages import (
     StorageClient,
     _without_missing_clients,
 )
+from recoverable.storages._key_value_store import set_auto_save_starter as _set_auto_save_starter
+
+# Auto-saved values of stores are saved on events; the storage layer learns how from here (see _auto_save.py).
+_set_auto_save_starter(_start_auto_save)
 
 if TYPE_CHECKING:
     # Imported on first use by __getattr__ below, so that `import recoverable` never needs redis or SQLAlchemy.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from recoverable.configuration import Configuration
@@ -17,8 +18,6 @@ from recoverable.storages._validation import store_alias, validate_key, validate
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from recoverable.events import EventManager
-    from recoverable.events._default import DefaultEvents
     from recoverable.storages._base import KeyValueStoreClient, StorageClient
 
 __all__ = ["KeyValueStore"]
@@ -41,6 +40,21 @@ def _open_lock() -> asyncio.Lock:
     if lock is None:
         lock = _open_locks[loop] = asyncio.Lock()
     return lock
+
+
+AutoSaveStarter = Callable[
+    [Callable[[], Awaitable[None]], object | None, Configuration | None], Awaitable[Callable[[], Awaitable[None]]]
+]
+"""Starts calling a store's saver on PERSIST_STATE events (of the given manager, else the default ones) and
+returns how to stop; `recoverable._auto_save.start_auto_save`, handed over by `set_auto_save_starter`."""
+
+_auto_save_starter: AutoSaveStarter | None = None
+
+
+def set_auto_save_starter(starter: AutoSaveStarter) -> None:
+    """Give the storage layer the one way auto-saved values are saved on events (the package does it once)."""
+    global _auto_save_starter  # noqa: PLW0603 - set once, when the package is imported
+    _auto_save_starter = starter
 
 
 def default_storage_client(configuration: Configuration | None = None) -> StorageClient:
@@ -79,8 +93,7 @@ class KeyValueStore:
         self._storage_client = storage_client
         self._configuration = configuration
         self._auto_saved: dict[str, dict[str, Any]] = {}
-        self._auto_save_events: EventManager | None = None
-        self._default_events: DefaultEvents | None = None
+        self._stop_auto_saving: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     async def open(
@@ -291,7 +304,7 @@ class KeyValueStore:
         key: str,
         default_value: dict[str, Any] | None = None,
         *,
-        event_manager: EventManager | None = None,
+        event_manager: object | None = None,
     ) -> dict[str, Any]:
         """Return a dict that is saved under `key` on every PERSIST_STATE event.
 
@@ -341,27 +354,19 @@ class KeyValueStore:
         except StorageError:
             logger.exception("saving the auto-saved values of store %r failed; retrying on the next event", self.label)
 
-    async def _start_auto_save(self, event_manager: EventManager | None) -> None:
-        from recoverable.events import Event  # noqa: PLC0415 - events import storages' users
-        from recoverable.events._default import DefaultEvents  # noqa: PLC0415
-
-        if self._auto_save_events is not None:
+    async def _start_auto_save(self, event_manager: object | None) -> None:
+        if self._stop_auto_saving is not None:
             return
-        if event_manager is None:
-            self._default_events = await DefaultEvents.acquire(self._configuration)
-            event_manager = self._default_events.relay
-        event_manager.on(event=Event.PERSIST_STATE, listener=self._persist_auto_saved_listener)
-        self._auto_save_events = event_manager
+        if _auto_save_starter is None:  # pragma: no cover - set whenever the package `recoverable` is imported
+            raise RuntimeError("auto-saved values need the package `recoverable` imported")
+        self._stop_auto_saving = await _auto_save_starter(
+            self._persist_auto_saved_listener, event_manager, self._configuration
+        )
 
     async def _stop_auto_save(self) -> None:
-        from recoverable.events import Event  # noqa: PLC0415
-
-        events, self._auto_save_events = self._auto_save_events, None
-        if events is not None:
-            events.off(event=Event.PERSIST_STATE, listener=self._persist_auto_saved_listener)
-        default, self._default_events = self._default_events, None
-        if default is not None:
-            await default.release()
+        stop, self._stop_auto_saving = self._stop_auto_saving, None
+        if stop is not None:
+            await stop()
 
     async def close(self) -> None:
         """Save the auto-saved values one last time and let go of the default events the store listened to."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
+import recoverable.storages._key_value_store
 from recoverable import RecoverableState
 from recoverable.configuration import Configuration
 from recoverable.errors import (
@@ -30,9 +31,6 @@ from recoverable.storages import (
     StorageClient,
     default_storage_client,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 VALID_NAMES = ["a", "A", "0", "my-crawl-1", "a-b-c", "x" * MAX_NAME_LENGTH, "Crawl2024"]
 INVALID_NAMES = [
@@ -407,13 +405,23 @@ async def test_auto_saved_value_saves_on_the_default_events_without_closing(stor
     assert DefaultEvents._by_loop.get(asyncio.get_running_loop()) is None  # let go of at close
 
 
+async def test_an_event_manager_of_the_wrong_kind_is_refused_for_auto_saved_values(kvs: KeyValueStore) -> None:
+    with pytest.raises(ConfigurationError, match="event_manager must be an EventManager or None, not str"):
+        await kvs.get_auto_saved_value("auto", {"n": 0}, event_manager="not a manager")
+
+
+def test_the_store_facade_does_not_import_the_events() -> None:
+    source = Path(recoverable.storages._key_value_store.__file__).read_text(encoding="utf-8")
+    assert "recoverable.events" not in source
+
+
 async def test_auto_saved_values_and_states_share_the_default_events(kvs: KeyValueStore) -> None:
     state = RecoverableState(default_state=_Counter(), persist_state_key="state", key_value_store=kvs)
     async with state:
         value = await kvs.get_auto_saved_value("auto", {"n": 0})
         default = state._default_events
         assert default is not None
-        assert kvs._default_events is default
+        assert default.users == 2  # the state and the store's auto-saved values
         value["n"] = 1
         state.current_value.n = 2
         default.manager.emit(event=Event.PERSIST_STATE, event_data=EventPersistStateData(is_migrating=False))
