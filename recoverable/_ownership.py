@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import psutil
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from recoverable._processes import SAME_START_SECS, pid_alive, pid_namespace, same_user, started_at
 from recoverable._timeout import bounded
 from recoverable.errors import StateOwnershipError, StoreLockedError, VersionConflictError
 from recoverable.storages._serialization import JSON
@@ -97,47 +98,6 @@ class LeaseRecord(BaseModel):
         )
 
 
-_SAME_START_SECS = 1.0
-
-
-def _pid_namespace() -> int | None:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-
-
-def _started_at(pid: int) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(psutil.Process(pid).create_time(), UTC)
-    except psutil.Error:
-        return None
-
-
-def _same_user(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).uids().real == os.getuid()
-    except psutil.Error:
-        return False
-
-
-def _pid_alive(pid: int, started_at: datetime | None = None) -> bool:
-    """Whether process `pid` of this host still runs, and is the one that started at `started_at` (if given).
-
-    A zombie (dead, not yet reaped by its parent) does not run; nor does the owner whose pid was given to
-    a process started later.
-    """
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started_at is None or abs(process.create_time() - started_at.timestamp()) < _SAME_START_SECS
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # it exists, but belongs to someone we may not inspect
-
-
 class StateLease:
     """The lease of one state: acquire, renew in the background, release.
 
@@ -173,8 +133,8 @@ class StateLease:
         self._log = logger
         self._owner = secrets.token_hex(8)
         self._host = socket.gethostname()
-        self._started_at = _started_at(os.getpid())
-        self._pid_namespace = _pid_namespace()
+        self._started_at = started_at(os.getpid())
+        self._pid_namespace = pid_namespace()
         self._record: LeaseRecord | None = None
         self._version: str | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -281,9 +241,9 @@ class StateLease:
             return (
                 record.process_started_at is not None
                 and self._started_at is not None
-                and abs((record.process_started_at - self._started_at).total_seconds()) >= _SAME_START_SECS
+                and abs((record.process_started_at - self._started_at).total_seconds()) >= SAME_START_SECS
             )
-        return not _pid_alive(record.pid, record.process_started_at)
+        return not pid_alive(record.pid, record.process_started_at)
 
     async def acquire(self) -> None:
         """Take the lease, or fail / wait as `on_owned` says.
@@ -375,8 +335,8 @@ class StateLease:
             # Only the very process the lease names: started when it says (a lease without it is not enough),
             # alive (a dead holder's lock lives on in a process it forked, which is not the owner), and ours.
             or previous.process_started_at is None
-            or not _pid_alive(pid, previous.process_started_at)
-            or not _same_user(pid)
+            or not pid_alive(pid, previous.process_started_at)
+            or not same_user(pid)
         ):
             return False
         try:
@@ -398,7 +358,7 @@ class StateLease:
         except PermissionError:
             return False
         for _ in range(int(_FENCE_WAIT_SECS / _FENCE_POLL_SECS)):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 break
             await asyncio.sleep(_FENCE_POLL_SECS)
         return True
