@@ -8,7 +8,7 @@ reading a 200-byte record under keys of the same store:
   not parse the value either);
 
 each sequentially (one request at a time, which is latency) and with 16 in flight (throughput). Ours runs
-once per httpx transport it can send through (`TRANSPORTS` of `recoverable.storages._http._session`:
+once per httpx transport it can send through (`TRANSPORTS` of `recoverable.storages._http._transports`:
 `http11`, the default for `http://`, and `httpcore`, httpx's own, the default for `https://`), and once
 over the transport of `httpx-aiohttp` when that package is installed (`pip install httpx-aiohttp`). Each
 figure is the median of several rounds, the clients alternated; the spread is (slowest - fastest round) /
@@ -40,7 +40,7 @@ from _server import start_server
 from apify_client import ApifyClientAsync
 
 from recoverable.storages import HttpStorageClient
-from recoverable.storages._http._session import SCHEME_TRANSPORTS, TRANSPORTS, TransportFactory
+from recoverable.storages._http._transports import SCHEME_TRANSPORTS, TRANSPORTS, TransportFactory
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -1,7 +1,7 @@
 """The storage clients every conformance test runs against.
 
 Adding a backend means adding one entry to `STORAGE_CLIENTS` (a name and an async factory). The HTTP
-client has one entry per httpx transport in `recoverable.storages._http._session.TRANSPORTS`
+client has one entry per httpx transport in `recoverable.storages._http._transports.TRANSPORTS`
 (`http-http11`, `http-httpcore`): each runs against a real `recoverable serve` over plain http. A factory
 called again with the same `tmp_path` must reach the same storage, so that `reopen_storage_client` can
 check what survives a new client: a new instance for backends that keep data outside the process, the
@@ -25,7 +25,7 @@ from recoverable.storages import (
     MemoryStorageClient,
     StorageClient,
 )
-from recoverable.storages._http._session import TRANSPORTS
+from recoverable.storages._http._transports import TRANSPORTS
 
 Factory = Callable[[Path], Awaitable[StorageClient]]
 Reopen = Callable[[], Awaitable[StorageClient]]

@@ -4,7 +4,7 @@ httpx's default transport (httpcore over anyio) costs about 0.4 ms of CPU per re
 `recoverable serve` itself takes to answer a small record on loopback, and its pool slows down with many
 requests in flight. The session of `HttpStorageClient` sends through this transport for `http://` URLs (a
 `recoverable serve` on the same network); `https://` (the Apify platform) keeps httpx's default transport,
-with TLS and everything else it does (`SCHEME_TRANSPORTS` in `_session`).
+with TLS and everything else it does (`SCHEME_TRANSPORTS` in `_transports`).
 
 What it does: persistent connections (at most `max_connections`, idle ones closed after
 `keepalive_expiry`), one request at a time per connection, each request written in one piece (no Nagle

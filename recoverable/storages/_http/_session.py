@@ -15,14 +15,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import httpx
-from typing_extensions import override
 
 from recoverable._backoff import backoff_delay
 from recoverable._kv_api import (
@@ -39,20 +37,12 @@ from recoverable.errors import (
     StorageError,
     StoreNotFoundError,
 )
-from recoverable.storages._http._http11 import Http11Transport
+from recoverable.storages._http._transports import SCHEME_TRANSPORTS, TRANSPORTS, CookielessClient, TransportFactory
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = [
-    "COMPRESS_ABOVE",
-    "SCHEME_TRANSPORTS",
-    "TRANSPORTS",
-    "ApiResponse",
-    "ApiSession",
-    "Target",
-    "TransportFactory",
-]
+__all__ = ["COMPRESS_ABOVE", "ApiResponse", "ApiSession", "Target"]
 
 logger = logging.getLogger("recoverable.storages.http")
 
@@ -74,28 +64,6 @@ _BACKOFF_FIRST_SECS = 0.1
 _BACKOFF_MAX_SECS = 10.0
 
 _USER_AGENT = f"recoverable/{VERSION} (httpx)"
-
-TransportFactory = Callable[[int], httpx.AsyncBaseTransport]
-"""Makes the httpx transport of a session from the size of its connection pool."""
-
-
-def _http11(max_connections: int) -> httpx.AsyncBaseTransport:
-    return Http11Transport(max_connections=max_connections)
-
-
-def _httpcore(max_connections: int) -> httpx.AsyncBaseTransport:
-    # What httpx.AsyncClient(limits=..., trust_env=False) builds by default.
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-
-
-TRANSPORTS: dict[str, TransportFactory] = {"http11": _http11, "httpcore": _httpcore}
-"""Every httpx transport an `ApiSession` may send through, by name; the conformance suite runs each one."""
-
-SCHEME_TRANSPORTS: dict[str, str] = {"http": "http11", "https": "httpcore"}
-"""The transport of each URL scheme. `https://` (the Apify platform) keeps httpx's own, with TLS and all it
-does; `http://` (a `recoverable serve` on the same network) gets `Http11Transport`, which costs a fraction
-of httpcore's CPU per request (see `_http11` and benchmarks/bench_http.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +201,7 @@ class ApiSession:
 
     def _new_client(self, transport: TransportFactory) -> httpx.AsyncClient:
         # Requests are built whole by `request()` (URL, headers, timeouts), so the client holds only the pool.
-        return _CookielessClient(
+        return CookielessClient(
             transport=transport(self._max_connections),
             follow_redirects=False,
             trust_env=False,
@@ -400,39 +368,6 @@ class ApiSession:
             store=target.store,
             key=target.key,
         )
-
-
-class _NoCookies(httpx.Cookies):
-    """Cookies that take none from a response and put none in a request: the API uses none."""
-
-    @override
-    def extract_cookies(self, response: httpx.Response) -> None:
-        del response
-
-    @override
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        del request
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class _CookielessClient(httpx.AsyncClient):
-    """An httpx client that neither keeps nor sends cookies.
-
-    The API uses none. httpx looks for them in every response even with a cookie jar that keeps nothing, and
-    that look (request and response turned into urllib objects, the URL parsed again) cost about a tenth of
-    the client's CPU per request of a small record; here the client's cookies ignore every response.
-    """
-
-    @property
-    @override
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        del cookies
 
 
 class _ServerError(Exception):
