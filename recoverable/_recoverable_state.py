@@ -10,7 +10,7 @@ from recoverable._ownership import DEFAULT_LEASE_TTL, StateLease
 from recoverable._schema import Migration, Schema
 from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
-from recoverable._state_record import StateRecord
+from recoverable._state_stop import STOP_EVENTS, StateStop
 from recoverable._state_store import check_lease_possible, check_not_emptied_by_crawlee, store_from_factory
 from recoverable.errors import (
     StateNotInitializedError,
@@ -18,11 +18,7 @@ from recoverable.errors import (
 )
 from recoverable.events import (
     Event,
-    EventAbortingData,
-    EventData,
-    EventExitData,
     EventManager,
-    EventMigratingData,
     EventPersistStateData,
 )
 from recoverable.events._default import DefaultEvents
@@ -42,22 +38,8 @@ TStateModel = TypeVar("TStateModel")
 
 _default_logger = logging.getLogger("recoverable.state")
 
-_STOP_EVENTS = (Event.MIGRATING, Event.ABORTING, Event.EXIT)
-"""The events that mean the process is stopping: the state makes its final save and lets go of its lease."""
 
-
-def _stop_cause(event_data: EventData) -> str:
-    """The stop an event announces, for the log."""
-    if isinstance(event_data, EventMigratingData):
-        return "a migration (MIGRATING)"
-    if isinstance(event_data, EventAbortingData):
-        return "an abort (ABORTING)"
-    if isinstance(event_data, EventExitData):
-        return "the exit (EXIT)"
-    return "a migration (PERSIST_STATE with is_migrating)"
-
-
-class RecoverableState(StateRecord[TStateModel]):
+class RecoverableState(StateStop[TStateModel]):
     """State kept in a Pydantic model (or dataclass), saved to a key-value store and loaded on the next start.
 
     `initialize()` loads the last saved copy (or starts from a deep copy of `default_state`) and, with
@@ -439,58 +421,17 @@ class RecoverableState(StateRecord[TStateModel]):
                 )
         return self._key_value_store
 
-    async def _hand_over(self, cause: str) -> None:
-        """Save one last time because the process is stopping, then let go of the lease (see "Stopping")."""
-        if self._released_for is not None or not self._initialized or self._lease is None:
-            return  # handed over already, torn down, or no lease to hand over (lease_ttl=None): saves go on
-        kvs = self._store()
-        saved = False
-        try:
-            async with self._persist_lock:
-                if self._released_for is not None or not self._initialized or self._lease is None:
-                    return
-                try:
-                    await self._persist_locked(kvs, mode="explicit")
-                    saved = True
-                except StateOwnershipError as exc:
-                    self._log.error("the final save of state %r for %s was refused: %s", self._key, cause, exc)
-                except Exception:  # noqa: BLE001 - the process is stopping: say what is lost, let go all the same
-                    self._log.exception(
-                        "the final save of state %r for %s failed; its changes since the last save are lost",
-                        self._key,
-                        cause,
-                    )
-                self._released_for = cause
-                await self._release_lease()
-        except asyncio.CancelledError:
-            # A second signal cut the hand-over short, before or during the last save (which may still land):
-            # the process lets go all the same, without another write, and the lease is left to expire.
-            if self._released_for is None and self._initialized and self._lease is not None:
-                self._released_for = cause
-                self._abandon_lease()
-            raise
-        if saved:
-            self._log.info(
-                "state %r made its final save for %s and let go of its lease: another process may take it over "
-                "now, and this process saves it no more",
-                self._key,
-                cause,
-            )
-
     def _listen(self, *, stop: bool = False) -> None:
         """Start (or, with `stop`, stop) listening to the events that save the state or hand it over."""
         events = self._events()
         if stop:
             events.off(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
-            for event in _STOP_EVENTS:
+            for event in STOP_EVENTS:
                 events.off(event=event, listener=self._on_stop_event)
             return
         events.on(event=Event.PERSIST_STATE, listener=self._on_persist_state_event)
-        for event in _STOP_EVENTS:
+        for event in STOP_EVENTS:
             events.on(event=event, listener=self._on_stop_event)
-
-    async def _on_stop_event(self, event_data: EventData) -> None:
-        await self._hand_over(_stop_cause(event_data))
 
     async def _on_persist_state_event(self, event_data: EventPersistStateData) -> None:
         if event_data.is_migrating and self._lease is not None:
