@@ -8,7 +8,10 @@ from recoverable.errors import StorageBackendError, StoreLockedError
 from recoverable.storages._lock_holders import describe_holder, lock_holders
 from recoverable.storages._sql._dependency import sqlalchemy_exc
 
-__all__ = ["DatabaseInfo", "backend_error"]
+__all__ = ["BACKEND_ERRORS", "DatabaseInfo", "backend_error"]
+
+BACKEND_ERRORS = (sqlalchemy_exc.SQLAlchemyError, OSError)
+"""What a failure of the database raises through SQLAlchemy."""
 
 _MAX_CAUSE_CHARS = 500
 _MAX_KEY_CHARS = 80

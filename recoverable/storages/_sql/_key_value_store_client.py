@@ -10,24 +10,23 @@ from typing_extensions import override
 from recoverable.errors import StoreNotFoundError, VersionConflictError
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
-from recoverable.storages._sql._dependency import sqlalchemy, sqlalchemy_exc
-from recoverable.storages._sql._errors import backend_error
+from recoverable.storages._sql._dependency import sqlalchemy
+from recoverable.storages._sql._errors import BACKEND_ERRORS, backend_error
 from recoverable.storages._sql._schema import key_hash, key_head, listing_bound, successor
 from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from recoverable.storages._sql._connections import DriverConnections, DriverTransaction
     from recoverable.storages._sql._dependency import sqlalchemy_asyncio
     from recoverable.storages._sql._errors import DatabaseInfo
     from recoverable.storages._sql._schema import Tables
     from recoverable.storages._sql._statements import DriverStatement, SingleStatementWrites, Statements
-    from recoverable.storages._sql._storage_client import DriverConnections, DriverTransaction
 
 __all__ = ["SqlKeyValueStoreClient", "aware"]
 
 _PAGE_SIZE = 1000
-_BACKEND_ERRORS = (sqlalchemy_exc.SQLAlchemyError, OSError)
 
 
 def aware(value: datetime) -> datetime:
@@ -130,7 +129,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
     async def get_metadata(self) -> KeyValueStoreMetadata:
         try:
             row = await self._read(self._sql.metadata, {"p_store_id": self._id})
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise backend_error(self._database, "read the metadata of", exc, store=self._label()) from exc
         if row is None:
             raise self._gone()
@@ -268,7 +267,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         records = self._tables.records
         try:
             exists = await self._read(self._sql.store_exists, {"p_store_id": self._id})
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise backend_error(self._database, "list the keys of", exc, store=self._label()) from exc
         if exists is None:
             raise self._gone()
@@ -292,7 +291,7 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
             try:
                 async with self._reader.connect() as conn:
                     rows = (await conn.execute(query)).all()
-            except _BACKEND_ERRORS as exc:
+            except BACKEND_ERRORS as exc:
                 raise backend_error(self._database, "list the keys of", exc, store=self._label()) from exc
             for row in rows:
                 yield KeyInfo(key=row.key, size=row.size)
