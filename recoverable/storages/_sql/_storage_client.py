@@ -17,7 +17,7 @@ from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._sql._connections import DriverConnections, PostgresConnections, SqliteConnections
 from recoverable.storages._sql._dependency import sqlalchemy, sqlalchemy_asyncio
 from recoverable.storages._sql._engine import check_engine, create_engine
-from recoverable.storages._sql._errors import BACKEND_ERRORS, DatabaseInfo, backend_error
+from recoverable.storages._sql._errors import database_backend
 from recoverable.storages._sql._key_value_store_client import SqlKeyValueStoreClient, aware
 from recoverable.storages._sql._schema import DEFAULT_TABLE_PREFIX, Tables, alias_column, validate_table_prefix
 from recoverable.storages._sql._statements import Statements, insert_for
@@ -99,18 +99,18 @@ class SqlStorageClient(StorageClient):
                 )
             self._engine = create_engine(url, lock_timeout)
             self._owns_engine = True
-        self._database = DatabaseInfo(
-            self._engine.url.render_as_string(hide_password=True),
-            self._engine.url.password,
-            sqlite_file=os.path.abspath(self._engine.url.database or "")
-            if self._engine.dialect.name == "sqlite"
-            else None,
-            lock_timeout_secs=lock_timeout.total_seconds(),
-        )
         self._dialect = self._engine.dialect.name
         self._statements = Statements.build(self._tables, self._engine.dialect)
         self._connections: DriverConnections = (
             PostgresConnections(self._engine) if self._dialect == "postgresql" else SqliteConnections(self._engine)
+        )
+        self._database = self._engine.url.render_as_string(hide_password=True)
+        self._backend = database_backend(
+            self._database,
+            self._engine.url.password,
+            failures=self._connections.errors,
+            sqlite_file=os.path.abspath(self._engine.url.database or "") if self._dialect == "sqlite" else None,
+            lock_timeout_secs=lock_timeout.total_seconds(),
         )
         # The reads through SQLAlchemy (metadata, listings) need no transaction. PostgreSQL's would cost a
         # BEGIN and a ROLLBACK round trip, so they run in autocommit mode; SQLite's driver begins none for a
@@ -131,7 +131,7 @@ class SqlStorageClient(StorageClient):
     @property
     def database(self) -> str:
         """The database URL, as messages show it (the password hidden)."""
-        return self._database.description
+        return self._database
 
     @property
     def table_names(self) -> tuple[str, str]:
@@ -167,18 +167,18 @@ class SqlStorageClient(StorageClient):
     ) -> SqlKeyValueStoreClient:
         validate_store_reference(id=id, name=name, alias=alias)
         label = id or name or alias or "default"
-        try:
+        with self._backend.mapped("open", store=label):
             await self._ensure_tables()
             alias = None if id is not None or name is not None else alias_column(store_alias(alias))
             row = await self._open(id=id, name=name, alias=alias)
-        except BACKEND_ERRORS as exc:
-            raise backend_error(self._database, "open", exc, store=label) from exc
         if row is None:
-            raise StoreNotFoundError(f"no key-value store has the id {id!r} in {self._database.description}", store=id)
+            raise StoreNotFoundError(f"no key-value store has the id {id!r} in {self._database}", store=id)
         return SqlKeyValueStoreClient(
             reader=self._reader,
             connections=self._connections,
             database=self._database,
+            embedded=self._dialect == "sqlite",  # SQLite runs in the writing process
+            backend=self._backend,
             tables=self._tables,
             statements=self._statements,
             store_id=row.id,
@@ -231,23 +231,19 @@ class SqlStorageClient(StorageClient):
     async def find_key_value_store(self, *, name: str) -> str | None:
         validate_store_name(name)
         stores = self._tables.stores
-        try:
+        with self._backend.mapped("look up", store=name):
             await self._ensure_tables()
             async with self._reader.connect() as conn:
                 found = (await conn.execute(sqlalchemy.select(stores.c.id).where(stores.c.name == name))).first()
-        except BACKEND_ERRORS as exc:
-            raise backend_error(self._database, "look up", exc, store=name) from exc
         return None if found is None else str(found.id)
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
         stores = self._tables.stores
-        try:
+        with self._backend.mapped("list the key-value stores"):
             await self._ensure_tables()
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(sqlalchemy.select(stores).order_by(stores.c.created_at, stores.c.id))).all()
-        except BACKEND_ERRORS as exc:
-            raise backend_error(self._database, "list the key-value stores", exc) from exc
         listed = []
         for row in rows:
             created, modified = aware(row.created_at), aware(row.modified_at)
