@@ -10,24 +10,22 @@ from typing_extensions import override
 from recoverable.errors import StoreNotFoundError, VersionConflictError
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
-from recoverable.storages._sql._dependency import sqlalchemy, sqlalchemy_exc
-from recoverable.storages._sql._errors import backend_error
+from recoverable.storages._sql._dependency import sqlalchemy
 from recoverable.storages._sql._schema import key_hash, key_head, listing_bound, successor
 from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from recoverable.storages._backend_errors import Backend
+    from recoverable.storages._sql._connections import DriverConnections, DriverTransaction
     from recoverable.storages._sql._dependency import sqlalchemy_asyncio
-    from recoverable.storages._sql._errors import DatabaseInfo
     from recoverable.storages._sql._schema import Tables
     from recoverable.storages._sql._statements import DriverStatement, SingleStatementWrites, Statements
-    from recoverable.storages._sql._storage_client import DriverConnections, DriverTransaction
 
 __all__ = ["SqlKeyValueStoreClient", "aware"]
 
 _PAGE_SIZE = 1000
-_BACKEND_ERRORS = (sqlalchemy_exc.SQLAlchemyError, OSError)
 
 
 def aware(value: datetime) -> datetime:
@@ -45,7 +43,9 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
     documented in `recoverable.storages._sql._schema`.
 
     The record reads and every write run with the driver on the storage client's own connections
-    (`connections`); the metadata and the key listing through SQLAlchemy (`reader`).
+    (`connections`); the metadata and the key listing through SQLAlchemy (`reader`). Messages name the
+    database as `database` says it (no password); `backend` turns its failures into the library's errors;
+    `embedded` is true for SQLite, which runs in the writing process.
     """
 
     def __init__(
@@ -53,7 +53,9 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         *,
         reader: sqlalchemy_asyncio.AsyncEngine,
         connections: DriverConnections,
-        database: DatabaseInfo,
+        database: str,
+        embedded: bool,
+        backend: Backend,
         tables: Tables,
         statements: Statements,
         store_id: str,
@@ -63,8 +65,9 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
     ) -> None:
         self._reader = reader
         self._db = connections
-        self._errors = connections.errors
         self._database = database
+        self._embedded = embedded
+        self._backend = backend
         self._tables = tables
         self._sql = statements
         self._driver = statements.driver
@@ -83,22 +86,9 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
 
     def _gone(self) -> StoreNotFoundError:
         return StoreNotFoundError(
-            f"key-value store {self._label()!r} no longer exists in {self._database.description} (it was dropped)",
+            f"key-value store {self._label()!r} no longer exists in {self._database} (it was dropped)",
             store=self._label(),
         )
-
-    def _conflict(self, key: str, expected: str | None, actual: str | None) -> VersionConflictError:
-        if expected is None:
-            message = (
-                f"record {key!r} of key-value store {self._label()!r} already exists (version {actual}); "
-                "it was required to be absent"
-            )
-        else:
-            message = (
-                f"record {key!r} of key-value store {self._label()!r} has version {actual}, not {expected}: "
-                "someone else wrote it in between; read it again and retry"
-            )
-        return VersionConflictError(message, store=self._label(), key=key, expected=expected, actual=actual)
 
     def _params(self, key: str) -> dict[str, Any]:
         return {"p_store_id": self._id, "p_key_hash": key_hash(key)}
@@ -124,14 +114,12 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
     @property
     @override
     def writes_end_with_the_writer(self) -> bool:
-        return self._database.sqlite_file is not None  # SQLite runs in the writing process
+        return self._embedded
 
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
-        try:
+        with self._backend.mapped("read the metadata of", store=self._label()):
             row = await self._read(self._sql.metadata, {"p_store_id": self._id})
-        except _BACKEND_ERRORS as exc:
-            raise backend_error(self._database, "read the metadata of", exc, store=self._label()) from exc
         if row is None:
             raise self._gone()
         modified = max(aware(row.modified_at), self._created_at)
@@ -143,10 +131,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
     @override
     async def get_record(self, *, key: str) -> StoredRecord | None:
         validate_key(key, store=self._label())
-        try:
+        with self._backend.mapped("read", store=self._label(), key=key):
             row = await self._db.read(self._driver.get_record, self._params(key))
-        except self._errors as exc:
-            raise backend_error(self._database, "read", exc, store=self._label(), key=key) from exc
         if row is None:
             raise self._gone()
         self._accessed_at = datetime.now(UTC)
@@ -158,10 +144,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
     @override
     async def record_exists(self, *, key: str) -> bool:
         validate_key(key, store=self._label())
-        try:
+        with self._backend.mapped("check", store=self._label(), key=key):
             row = await self._db.read(self._driver.record_version, self._params(key))
-        except self._errors as exc:
-            raise backend_error(self._database, "check", exc, store=self._label(), key=key) from exc
         if row is None:
             raise self._gone()
         _, version = row
@@ -178,10 +162,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         if_absent: bool = False,
     ) -> str:
         validate_key(key, store=self._label())
-        try:
+        with self._backend.mapped("write", store=self._label(), key=key):
             return await self._set(key, bytes(value), content_type, if_version=if_version, if_absent=if_absent)
-        except self._errors as exc:
-            raise backend_error(self._database, "write", exc, store=self._label(), key=key) from exc
 
     async def _set(self, key: str, value: bytes, content_type: str, *, if_version: str | None, if_absent: bool) -> str:
         if if_absent and if_version is not None:
@@ -190,7 +172,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
             if row is None:
                 raise self._gone()
             _, actual = row
-            raise self._conflict(key, None if actual else if_version, actual)
+            expected = None if actual else if_version
+            raise VersionConflictError.for_record(store=self._label(), key=key, expected=expected, actual=actual)
         params = self._params(key) | {
             "p_key_head": key_head(key),
             "p_key": key,
@@ -207,13 +190,15 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
             # The condition is in the statement (WHERE version = ..., ON CONFLICT DO NOTHING), so it holds
             # at the instant of the write; the current version is read only to explain a conflict.
             if if_version is not None:
-                if await transaction.fetch(self._driver.update_if_version, params) is None:
-                    raise self._conflict(key, if_version, await self._current_version(transaction, key))
+                written = await transaction.fetch(self._driver.update_if_version, params)
             elif if_absent:
-                if await transaction.fetch(self._driver.insert_if_absent, params) is None:
-                    raise self._conflict(key, None, await self._current_version(transaction, key))
+                written = await transaction.fetch(self._driver.insert_if_absent, params)
             else:
                 await transaction.fetch(self._driver.upsert, params)
+                return version
+            if written is None:
+                actual = await self._current_version(transaction, key)
+                raise VersionConflictError.for_record(store=self._label(), key=key, expected=if_version, actual=actual)
             return version
 
     async def _set_in_one_statement(
@@ -238,12 +223,13 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         if current is None:
             raise self._gone()
         _, actual = current
-        raise self._conflict(key, None if if_absent else if_version, actual)
+        expected = None if if_absent else if_version
+        raise VersionConflictError.for_record(store=self._label(), key=key, expected=expected, actual=actual)
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         validate_key(key, store=self._label())
-        try:
+        with self._backend.mapped("delete", store=self._label(), key=key):
             async with self._db.transaction() as transaction:
                 await self._bump(transaction)
                 if if_version is None:
@@ -252,10 +238,11 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
                     self._driver.delete_if_version, self._params(key) | {"p_if_version": if_version}
                 )
                 if deleted is None:
-                    raise self._conflict(key, if_version, await self._current_version(transaction, key))
+                    actual = await self._current_version(transaction, key)
+                    raise VersionConflictError.for_record(
+                        store=self._label(), key=key, expected=if_version, actual=actual
+                    )
                 return True
-        except self._errors as exc:
-            raise backend_error(self._database, "delete", exc, store=self._label(), key=key) from exc
 
     @override
     async def iterate_keys(
@@ -266,10 +253,8 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         prefix: str | None = None,
     ) -> AsyncIterator[KeyInfo]:
         records = self._tables.records
-        try:
+        with self._backend.mapped("list the keys of", store=self._label()):
             exists = await self._read(self._sql.store_exists, {"p_store_id": self._id})
-        except _BACKEND_ERRORS as exc:
-            raise backend_error(self._database, "list the keys of", exc, store=self._label()) from exc
         if exists is None:
             raise self._gone()
         conditions = self._listing_conditions(prefix)
@@ -289,11 +274,9 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
                 .order_by(records.c.key_head, records.c.key)
                 .limit(count)
             )
-            try:
+            with self._backend.mapped("list the keys of", store=self._label()):
                 async with self._reader.connect() as conn:
                     rows = (await conn.execute(query)).all()
-            except _BACKEND_ERRORS as exc:
-                raise backend_error(self._database, "list the keys of", exc, store=self._label()) from exc
             for row in rows:
                 yield KeyInfo(key=row.key, size=row.size)
             if len(rows) < count:
@@ -323,19 +306,15 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
 
     @override
     async def drop(self) -> None:
-        try:
+        with self._backend.mapped("drop", store=self._label()):
             async with self._db.transaction() as transaction:
                 # The store's row first: writers lock it first too, so a drop and a write never deadlock.
                 await transaction.fetch(self._driver.delete_store, {"p_store_id": self._id})
                 await transaction.fetch(self._driver.delete_all, {"p_store_id": self._id})
-        except self._errors as exc:
-            raise backend_error(self._database, "drop", exc, store=self._label()) from exc
 
     @override
     async def purge(self) -> None:
-        try:
+        with self._backend.mapped("purge", store=self._label()):
             async with self._db.transaction() as transaction:
                 await self._bump(transaction)
                 await transaction.fetch(self._driver.delete_all, {"p_store_id": self._id})
-        except self._errors as exc:
-            raise backend_error(self._database, "purge", exc, store=self._label()) from exc

@@ -26,7 +26,7 @@ from recoverable.storages import (
     StoredRecord,
     default_storage_client,
 )
-from recoverable.storages._sql._storage_client import PostgresConnections
+from recoverable.storages._sql._connections import PostgresConnections
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -639,7 +639,7 @@ async def test_a_postgres_connection_left_in_a_transaction_is_not_reused(postgre
         await store.set_record(key="k", value=b"1", content_type=JSON)
         connections = client._connections
         assert isinstance(connections, PostgresConnections)
-        async with connections._lender.lend() as connection:
+        async with connections._pool.acquire() as connection:
             await connection.execute("BEGIN")
 
         await store.set_record(key="k", value=b"2", content_type=JSON)
