@@ -42,8 +42,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import psutil
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from recoverable._lease_record import MAX_TOKEN, LeaseRecord
 from recoverable._processes import SAME_START_SECS, pid_alive, pid_namespace, same_user, started_at
 from recoverable._timeout import bounded
 from recoverable.errors import StateOwnershipError, StoreLockedError, VersionConflictError
@@ -67,35 +68,6 @@ _T = TypeVar("_T")
 _WAIT_POLL_SECS = 0.5
 _FENCE_WAIT_SECS = 10.0
 _FENCE_POLL_SECS = 0.02
-_MAX_PID = 2**31 - 1  # pid_t is a signed 32-bit integer
-_MAX_TOKEN = 2**53 - 1  # exact in every JSON reader
-
-
-class LeaseRecord(BaseModel):
-    """The JSON of a lease record.
-
-    Every field read from a store is checked: a record that fails is a damaged lease, never a raw error.
-    """
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    owner: str = Field(min_length=1, max_length=200)
-    pid: int = Field(ge=1, le=_MAX_PID)
-    host: str = Field(max_length=255)
-    token: int = Field(default=1, ge=1, le=_MAX_TOKEN)
-    acquired_at: AwareDatetime = Field(alias="acquiredAt")
-    expires_at: AwareDatetime = Field(alias="expiresAt")
-    process_started_at: AwareDatetime | None = Field(default=None, alias="processStartedAt")
-    """When the owner's process started: a later process given the same pid is not the owner."""
-    pid_namespace: int | None = Field(default=None, ge=0, alias="pidNamespace")
-    """The owner's pid namespace (Linux): containers of one host name may each have their own."""
-
-    def describe(self) -> str:
-        """A human description of the owner, for messages."""
-        return (
-            f"process {self.pid} on host {self.host!r} (owner {self.owner}, fencing token {self.token}, "
-            f"lease expires {self.expires_at.isoformat(timespec='seconds')})"
-        )
 
 
 class StateLease:
@@ -287,7 +259,7 @@ class StateLease:
     async def _take(self, current: LeaseRecord | None, version: str | None) -> bool:
         """Write this owner's lease over the free `current` (at `version`); False when that lost a race."""
         # The token only has to change at each change of owner; one that reached the top starts again.
-        record = self._new_record(current.token + 1 if current and current.token < _MAX_TOKEN else 1)
+        record = self._new_record(current.token + 1 if current and current.token < MAX_TOKEN else 1)
         # Set before the write: a take whose answer was lost is found held by `acquire` on its next look.
         self.took_over = version is not None
         self.previous_owner_dead = current is not None and self._died(current)

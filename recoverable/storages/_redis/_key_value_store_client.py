@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
+import recoverable.storages._redis._scripts as scripts
 from recoverable.errors import StoreNotFoundError, VersionConflictError
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
-from recoverable.storages._redis import _scripts as scripts
 from recoverable.storages._redis._layout import lex_range
 from recoverable.storages._validation import validate_key
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import override
 
+import recoverable.storages._redis._scripts as scripts
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, RecoverableError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
-from recoverable.storages._redis import _scripts as scripts
 from recoverable.storages._redis._dependency import redis_asyncio, redis_exceptions
 from recoverable.storages._redis._errors import ServerInfo
 from recoverable.storages._redis._key_value_store_client import RedisKeyValueStoreClient, from_micros, now_micros
