@@ -11,7 +11,7 @@ from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import KeyValueStoreClient
-from recoverable.storages._file_system._store_dir import LockWait
+from recoverable.storages._file_system._writers_lock import LockWait
 from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:

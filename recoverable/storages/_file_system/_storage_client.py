@@ -18,6 +18,8 @@ from typing_extensions import override
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, InvalidStoreNameError, StorageBackendError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
+from recoverable.storages._file_system._crawlee_format import crawlee_metadata_json, is_crawlee_metadata
+from recoverable.storages._file_system._durable_writes import create_exclusive, fsync_dir
 from recoverable.storages._file_system._key_value_store_client import FileSystemKeyValueStoreClient
 from recoverable.storages._file_system._layout import (
     CRAWLEE_SIDECAR_SUFFIX,
@@ -27,13 +29,7 @@ from recoverable.storages._file_system._layout import (
     crawlee_alias_dir_name,
 )
 from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
-from recoverable.storages._file_system._store_dir import (
-    crawlee_metadata_json,
-    create_exclusive,
-    fsync_dir,
-    is_crawlee_metadata,
-    store_dir_for,
-)
+from recoverable.storages._file_system._store_dir import store_dir_for
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
 

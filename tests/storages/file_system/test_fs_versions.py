@@ -112,7 +112,7 @@ async def test_each_rewrite_gets_a_later_modification_time_even_when_the_clock_s
     await store.set_record(key="k", value=b"0", content_type="application/octet-stream")
     # A clock stuck ahead of the kernel's: only the library's own timestamps can be at or after it.
     frozen = os.stat(stores_dir / "clock" / "k.bin").st_mtime_ns + 10**12
-    monkeypatch.setattr("recoverable.storages._file_system._store_dir.time.time_ns", lambda: frozen)
+    monkeypatch.setattr("recoverable.storages._file_system._durable_writes.time.time_ns", lambda: frozen)
     seen = []
     for i in range(20):
         await store.set_record(key="k", value=str(i % 10).encode(), content_type="application/octet-stream")
