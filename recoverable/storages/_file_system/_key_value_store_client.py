@@ -67,7 +67,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     def _check_alive(self) -> None:
         # Only this process's own drop is checked here, for free; a folder removed by another process
-        # shows up as FileNotFoundError in the operation, which `backend_error` reports the same way.
+        # shows up as FileNotFoundError in the operation, which `StoreDir.backend` reports the same way.
         if self._dir.dropped:
             raise StoreNotFoundError(
                 f"key-value store {self._dir.label!r} no longer exists in {self._dir.path} (it was dropped)",
@@ -82,10 +82,8 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("read the metadata of", store=self._dir.label):
             modified_ns = self._dir.path.stat().st_mtime_ns
-        except OSError as exc:
-            raise self._dir.backend_error("read the metadata of", exc) from exc
         modified = max(datetime.fromtimestamp(modified_ns / 1e9, tz=UTC), self._metadata.created_at)
         return self._metadata.model_copy(
             update={"modified_at": modified, "accessed_at": max(self._accessed_at, modified)}
@@ -95,13 +93,11 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def get_record(self, *, key: str) -> StoredRecord | None:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("read", store=self._dir.label, key=key):
             # A small record the index knows is read on the loop: cheaper than a thread hop, and a
             # read of a few KiB from the page cache blocks no longer than the hop itself would.
             cached = self._dir.read_cached(key, _INLINE_READ_MAX)
             record = await _off_loop(self._dir.read)(key) if cached is False else cached
-        except OSError as exc:
-            raise self._dir.backend_error("read", exc, key) from exc
         self._accessed_at = datetime.now(UTC)
         return record
 
@@ -109,10 +105,8 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def record_exists(self, *, key: str) -> bool:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("check", store=self._dir.label, key=key):
             return await _off_loop(self._dir.exists)(key)
-        except OSError as exc:
-            raise self._dir.backend_error("check", exc, key) from exc
 
     @override
     async def set_record(
@@ -126,26 +120,22 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     ) -> str:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("write", store=self._dir.label, key=key):
             return await _locked(
                 lambda wait: self._dir.write(
                     key, value, content_type, if_version=if_version, if_absent=if_absent, wait=wait
                 ),
                 self._lock_timeout,
             )
-        except OSError as exc:
-            raise self._dir.backend_error("write", exc, key) from exc
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("delete", store=self._dir.label, key=key):
             return await _locked(
                 lambda wait: self._dir.delete(key, if_version=if_version, wait=wait), self._lock_timeout
             )
-        except OSError as exc:
-            raise self._dir.backend_error("delete", exc, key) from exc
 
     @override
     async def iterate_keys(
@@ -156,10 +146,8 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
         prefix: str | None = None,
     ) -> AsyncIterator[KeyInfo]:
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("list the keys of", store=self._dir.label):
             keys = await _off_loop(self._dir.keys)()
-        except OSError as exc:
-            raise self._dir.backend_error("list the keys of", exc) from exc
         yielded = 0
         for info in keys:
             if limit is not None and yielded >= limit:
@@ -177,17 +165,14 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def drop(self) -> None:
         if self._dir.dropped:
             return
-        try:
-            await _locked(self._dir.drop, self._lock_timeout)
-        except FileNotFoundError:
-            self._dir.dropped = True
-        except OSError as exc:
-            raise self._dir.backend_error("drop", exc) from exc
+        with self._dir.backend.mapped("drop", store=self._dir.label):
+            try:
+                await _locked(self._dir.drop, self._lock_timeout)
+            except FileNotFoundError:
+                self._dir.dropped = True
 
     @override
     async def purge(self) -> None:
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("purge", store=self._dir.label):
             await _locked(self._dir.purge, self._lock_timeout)
-        except OSError as exc:
-            raise self._dir.backend_error("purge", exc) from exc

@@ -8,7 +8,6 @@ following a link (`StoreFolder`), the writers' lock (`WritersLock`), the index o
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import shutil
@@ -17,9 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recoverable.errors import StorageBackendError, StorageError, StoreNotFoundError, VersionConflictError
+from recoverable.errors import VersionConflictError
 from recoverable.storages._file_system._crawlee_layout import CrawleeLayout, both_names_taken, holds_crawlee_record
 from recoverable.storages._file_system._durable_writes import durable_write, fsync_dir, remove_if_present
+from recoverable.storages._file_system._errors import folder_backend
 from recoverable.storages._file_system._layout import (
     KEYS_DIR,
     LONG_KEY_PREFIX,
@@ -87,6 +87,8 @@ class StoreDir:
 
     def __init__(self, path: Path, *, label: str, case_insensitive: bool) -> None:
         self.files = StoreFolder(path, label=label, case_insensitive=case_insensitive)
+        self.backend = folder_backend(path, of_store=True)
+        """The failures of the file system in this folder, as the one error mapping sees them."""
         self.dropped = False
         self._lock = threading.RLock()
         self._writers_lock = WritersLock(path, label=label)
@@ -114,28 +116,6 @@ class StoreDir:
         """Let go of the parent's writers' lock and thread locks in a forked child."""
         self._writers_lock.reset_after_fork()
         self._lock = threading.RLock()  # a thread of the parent may have held it
-
-    # --- errors -----------------------------------------------------------------------------------
-
-    def backend_error(self, action: str, exc: OSError, key: str | None = None) -> StorageError:
-        """Wrap an OSError with the store, the key and what to check.
-
-        A store whose folder is gone (dropped by another process, or removed by hand) is reported as
-        `StoreNotFoundError`.
-        """
-        if isinstance(exc, FileNotFoundError) and not self.path.is_dir():
-            return StoreNotFoundError(
-                f"key-value store {self.label!r} no longer exists in {self.path} (it was dropped or removed)",
-                store=self.label,
-                key=key,
-            )
-        what = f"record {key!r} of " if key is not None else ""
-        hint = "free some disk space" if exc.errno == errno.ENOSPC else "check that the folder exists and is writable"
-        return StorageBackendError(
-            f"could not {action} {what}key-value store {self.label!r} in {self.path}: {exc.strerror or exc} ({hint})",
-            store=self.label,
-            key=key,
-        )
 
     # --- the writers' lock ------------------------------------------------------------------------
 
