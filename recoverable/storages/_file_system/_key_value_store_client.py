@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
-from aiofiles.os import wrap
 from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
@@ -15,7 +14,7 @@ from recoverable.storages._file_system._writers_lock import LockWait
 from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine
+    from collections.abc import AsyncIterator, Callable
 
     from recoverable.storages._file_system._store_dir import StoreDir
     from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
@@ -25,13 +24,13 @@ __all__ = ["FileSystemKeyValueStoreClient"]
 _INLINE_READ_MAX = 64 * 1024
 """Records up to this size that the index knows are read without a worker thread."""
 
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
-def _off_loop(func: Callable[_P, _T]) -> Callable[_P, Coroutine[None, None, _T]]:
+async def _off_loop(func: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
     """Run a blocking function in the default executor, one hop per operation."""
-    return cast("Callable[_P, Coroutine[None, None, _T]]", wrap(func))
+    return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
 async def _locked(func: Callable[[LockWait], _T], lock_timeout: float) -> _T:
@@ -42,7 +41,7 @@ async def _locked(func: Callable[[LockWait], _T], lock_timeout: float) -> _T:
     """
     wait = LockWait(timeout=lock_timeout)
     try:
-        return await _off_loop(func)(wait)
+        return await _off_loop(func, wait)
     except asyncio.CancelledError:
         wait.cancel.set()
         raise
@@ -97,7 +96,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
             # A small record the index knows is read on the loop: cheaper than a thread hop, and a
             # read of a few KiB from the page cache blocks no longer than the hop itself would.
             cached = self._dir.read_cached(key, _INLINE_READ_MAX)
-            record = await _off_loop(self._dir.read)(key) if cached is False else cached
+            record = await _off_loop(self._dir.read, key) if cached is False else cached
         self._accessed_at = datetime.now(UTC)
         return record
 
@@ -106,7 +105,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
         validate_key(key, store=self._dir.label)
         self._check_alive()
         with self._dir.backend.mapped("check", store=self._dir.label, key=key):
-            return await _off_loop(self._dir.exists)(key)
+            return await _off_loop(self._dir.exists, key)
 
     @override
     async def set_record(
@@ -147,7 +146,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     ) -> AsyncIterator[KeyInfo]:
         self._check_alive()
         with self._dir.backend.mapped("list the keys of", store=self._dir.label):
-            keys = await _off_loop(self._dir.keys)()
+            keys = await _off_loop(self._dir.keys)
         yielded = 0
         for info in keys:
             if limit is not None and yielded >= limit:

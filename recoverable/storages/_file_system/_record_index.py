@@ -51,13 +51,15 @@ class RecordIndex:
         self._scanned_mtime_ns = -1
         self._seen_generation = -1
 
-    def changed(self) -> bool:
-        """Whether the folder may have changed since the last scan."""
-        return self._lock.generation() != self._seen_generation or self._files.mtime_ns() != self._scanned_mtime_ns
+    def changed(self, folder: int | None = None) -> bool:
+        """Whether the folder (open as `folder`, when a writer gives it) may have changed since the last scan."""
+        return (
+            self._lock.generation() != self._seen_generation or self._files.mtime_ns(folder) != self._scanned_mtime_ns
+        )
 
-    def fresh(self) -> dict[str, RecordFile]:
-        """The records, rescanned when the folder changed since the last scan."""
-        if self.records is None or self.changed():
+    def fresh(self, folder: int | None = None) -> dict[str, RecordFile]:
+        """The records, rescanned when the folder (open as `folder`, when given) changed since the last scan."""
+        if self.records is None or self.changed(folder):
             return self.scan()
         return self.records
 
@@ -68,8 +70,8 @@ class RecordIndex:
             record = self._refused_long_keys.get(key_hash(key))
         return record
 
-    def bump_generation(self) -> None:
-        """Tell the other processes the folder changed.
+    def bump_generation(self, folder: int) -> None:
+        """Tell the other processes the folder, open as `folder`, changed.
 
         The caller holds the writers' lock and called `fresh` under it, so the last scan's generation is the
         counter's current value: no writer of another process can have moved it since.
@@ -77,11 +79,11 @@ class RecordIndex:
         generation = self._seen_generation + 1
         self._lock.set_generation(generation)
         self._seen_generation = generation
-        self._scanned_mtime_ns = self._files.mtime_ns()
+        self._scanned_mtime_ns = self._files.mtime_ns(folder)
 
-    def note_own_change(self) -> None:
-        """Take the folder as it is now for scanned: the caller, holding the writers' lock, changed a file itself."""
-        self._scanned_mtime_ns = self._files.mtime_ns()
+    def note_own_change(self, folder: int) -> None:
+        """Take the folder for scanned as it is now: the caller, holding the writers' lock, changed a file in it."""
+        self._scanned_mtime_ns = self._files.mtime_ns(folder)
 
     def forget(self) -> None:
         """Know no record any more (the folder was dropped)."""

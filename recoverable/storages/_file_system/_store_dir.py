@@ -130,18 +130,13 @@ class StoreDir:
         Yields the store's folder, opened without following a link: writers change files relative to it
         only, so that a link swapped in for the folder while they write is never followed.
         """
-        with self._writers_lock.hold(wait):
-            folder = self.files.open()
-            try:
-                # Taken only once the flock is held, so that reads wait for a write, never for a writer
-                # waiting for another process.
-                with self._lock:
-                    if self._swept_after != self._writers_lock.replaced:
-                        self.files.remove_temp_files(folder)
-                        self._swept_after = self._writers_lock.replaced
-                    yield folder
-            finally:
-                os.close(folder)
+        # The index lock is taken only once the flock is held, so that reads wait for a write, never for a
+        # writer waiting for another process.
+        with self._writers_lock.hold(wait) as folder, self._lock:
+            if self._swept_after != self._writers_lock.replaced:
+                self.files.remove_temp_files(folder)
+                self._swept_after = self._writers_lock.replaced
+            yield folder
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -285,17 +280,17 @@ class StoreDir:
 
     def _start_write(self, folder: int) -> tuple[dict[str, RecordFile], dict[str, Any] | None]:
         """The fresh index and the Crawlee metadata of the store (None if not Crawlee's), after tidying up."""
-        records = self._index.fresh()
+        records = self._index.fresh(folder)
         crawlee = self._crawlee.store_metadata(folder)
         self._crawlee.tidy(folder)
         return records, crawlee
 
     def _end_write(self, crawlee: dict[str, Any] | None, folder: int) -> None:
         """Tell other processes the folder changed, and touch the metadata of a Crawlee store as Crawlee does."""
-        self._index.bump_generation()
+        self._index.bump_generation(folder)
         if crawlee is not None:
             self._crawlee.touch_store_metadata(crawlee, folder)
-            self._index.note_own_change()
+            self._index.note_own_change(folder)
 
     def write(
         self,
@@ -400,18 +395,18 @@ class StoreDir:
         with self.write_lock(wait) as folder:
             crawlee = self._crawlee.store_metadata(folder)
             self._crawlee.tidy(folder)
-            for record in self._index.fresh().values():
+            for record in self._index.fresh(folder).values():
                 remove_record_files(record, folder)
             for name in os.listdir(folder):
                 if name.startswith((LONG_KEY_PREFIX, PENDING_PREFIX)):
                     remove_if_present(name, folder)
             shutil.rmtree(KEYS_DIR, ignore_errors=True, dir_fd=folder)  # a link in its place is not followed
             os.fsync(folder)
-            self._index.bump_generation()
+            self._index.bump_generation(folder)
             self._index.scan()
             if crawlee is not None:
                 self._crawlee.touch_store_metadata(crawlee, folder)
-                self._index.note_own_change()
+                self._index.note_own_change(folder)
 
     def drop(self, wait: LockWait) -> None:
         """Delete the whole store folder: first renamed away in one step, then removed."""

@@ -99,9 +99,14 @@ class StoreFolder:
         """Open the store's folder without following a link; the caller closes it."""
         return open_folder(self.path, store=self.label)
 
-    def mtime_ns(self) -> int:
-        """The modification time of the store's folder."""
-        # lstat: a store folder swapped for a link counts as a change, and the next scan refuses the link.
+    def mtime_ns(self, folder: int | None = None) -> int:
+        """The modification time of the store's folder; of the folder open as `folder` when given.
+
+        A writer gives the folder it holds open (and works in); otherwise the path is looked at, with lstat:
+        a store folder swapped for a link counts as a change, and the next scan refuses the link.
+        """
+        if folder is not None:
+            return os.fstat(folder).st_mtime_ns
         return os.lstat(self.path).st_mtime_ns
 
     def open_record(self, name: str, key: str | None) -> tuple[int, os.stat_result]:

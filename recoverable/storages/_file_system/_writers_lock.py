@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import threading
 import time
@@ -32,8 +33,23 @@ __all__ = ["LockWait", "LockWaitCancelledError", "WritersLock"]
 
 _HOLDER_OFFSET = 8
 """Where in `.lock` its holder writes its process id (the first 8 bytes hold the generation)."""
+_HEADER_SIZE = 16
+"""The generation counter and the holder's process id."""
 _LOCK_POLL_MIN_SECS = 0.0005
 _LOCK_POLL_MAX_SECS = 0.02
+
+# os.getpid() is a system call; the process id changes only in a forked child.
+_pid = os.getpid()
+_pid_bytes = _pid.to_bytes(8, "little")
+
+
+def _after_fork_in_child() -> None:
+    global _pid, _pid_bytes  # noqa: PLW0603 - a forked child is another process
+    _pid = os.getpid()
+    _pid_bytes = _pid.to_bytes(8, "little")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LockWaitCancelledError(Exception):
@@ -62,6 +78,10 @@ class WritersLock:
         self._label = label
         self._writers = threading.Lock()
         self._fd: int | None = None
+        self._identity = (-1, -1)
+        """The device and inode of the open `.lock`."""
+        self._held_generation: int | None = None
+        """The generation counter while this process holds the lock (nobody else can change it meanwhile)."""
         self.replaced = 0
         """How many times `.lock` was found replaced (its folder dropped and made anew) and opened again."""
 
@@ -87,50 +107,85 @@ class WritersLock:
             raise refusal(self._file_path, what, store=self._label) from exc
         finally:
             os.close(dir_fd)
-        what = not_a_file(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        what = not_a_file(st.st_mode)
         if what is not None:
             os.close(fd)
             raise refusal(self._file_path, what, store=self._label)
+        self._identity = (st.st_dev, st.st_ino)
         return fd
 
-    def _reopen_if_replaced(self) -> None:
-        """Reopen `.lock` when the folder was dropped and made anew by another process since we opened it.
-
-        Locking the old, deleted file would not exclude the writers of the new one.
-        """
-        if self._fd is None:
-            return
+    def _is_file_of(self, folder: int) -> bool:
+        """Whether the `.lock` of the open store folder is the very file this lock has open."""
         try:
-            current = os.stat(self._file_path).st_ino
+            st = os.stat(LOCK_FILE, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
-            current = -1
-        if current != os.fstat(self._fd).st_ino:
-            os.close(self._fd)
-            self._fd = None
-            self.replaced += 1
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
 
     @contextmanager
-    def hold(self, wait: LockWait) -> Iterator[None]:
+    def hold(self, wait: LockWait) -> Iterator[int]:
         """Hold the lock of writers: threads of this process, then processes (flock on `.lock`).
 
         Waiting for it is bounded by `wait.timeout` (then `StoreLockedError` names the holder) and ends
         early when `wait.cancel` is set (then `LockWaitCancelledError`).
+
+        Yields the store's folder, opened without following a link once the lock is held, and whose `.lock` is
+        the file locked: when the folder was dropped and made anew by another process since `.lock` was
+        opened, the new `.lock` is opened and locked instead (locking the old, deleted file would not exclude
+        the writers of the new one).
         """
         deadline = time.monotonic() + wait.timeout
         # The writers of this process take turns first (a flock is shared by all users of one descriptor).
-        self._wait_for(lambda: self._writers.acquire(timeout=_LOCK_POLL_MAX_SECS), deadline, wait, holder=os.getpid())
+        if not self._writers.acquire(blocking=False):
+            self._wait_for(lambda: self._writers.acquire(timeout=_LOCK_POLL_MAX_SECS), deadline, wait, holder=_pid)
         try:
-            self._reopen_if_replaced()
-            fd = self._file()
-            self._wait_for(lambda: _try_flock(fd), deadline, wait, holder=None)
+            fd, folder = self._lock_file_of_folder(deadline, wait)
             try:
-                # Read by whoever waits too long for the lock, to name the process holding it.
-                os.pwrite(fd, os.getpid().to_bytes(8, "little"), _HOLDER_OFFSET)
-                yield
+                yield folder
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._held_generation = None
+                try:
+                    os.close(folder)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self._writers.release()
+
+    def _lock_file_of_folder(self, deadline: float, wait: LockWait) -> tuple[int, int]:
+        """Flock `.lock`, open the store's folder and check that its `.lock` is the file locked; retry if not.
+
+        Returns the descriptors of `.lock` (locked) and of the folder.
+        """
+        while True:
+            fd = self._file()
+            if not _try_flock(fd):
+                self._wait_for(functools.partial(_try_flock, fd), deadline, wait, holder=None)
+            try:
+                folder = open_folder(self._path, store=self._label)
+                try:
+                    if self._is_file_of(folder):
+                        self._note_holder(fd)
+                        return fd, folder
+                except BaseException:
+                    os.close(folder)
+                    raise
+                os.close(folder)
+            except BaseException:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self.close()
+            self.replaced += 1
+
+    def _note_holder(self, fd: int) -> None:
+        """Read the generation, and record this process as the holder unless it is recorded already."""
+        header = os.pread(fd, _HEADER_SIZE, 0).ljust(_HEADER_SIZE, b"\0")
+        if header[_HOLDER_OFFSET:] != _pid_bytes:
+            # Read by whoever waits too long for the lock, to name the process holding it.
+            os.pwrite(fd, _pid_bytes, _HOLDER_OFFSET)
+        # Only a holder of the lock changes the counter: while this process holds it, it is known without a read.
+        self._held_generation = int.from_bytes(header[:_HOLDER_OFFSET], "little")
 
     def _wait_for(self, attempt: Callable[[], bool], deadline: float, wait: LockWait, *, holder: int | None) -> None:
         """Call `attempt` until it returns True, backing off; raise at the deadline or on cancellation."""
@@ -157,7 +212,7 @@ class WritersLock:
         return recorded if recorded in holders else min(holders)
 
     def _locked_error(self, wait: LockWait, holder: int | None) -> StoreLockedError:
-        if holder == os.getpid():
+        if holder == _pid:
             who, todo = "another thread of this process", "a write of this process takes that long"
         else:
             who, todo = describe_holder(holder)
@@ -171,11 +226,15 @@ class WritersLock:
 
     def generation(self) -> int:
         """The folder's generation counter: bumped by every writer of this library, in any process."""
+        held = self._held_generation
+        if held is not None:
+            return held
         return int.from_bytes(os.pread(self._file(), 8, 0).ljust(8, b"\0"), "little")
 
     def set_generation(self, generation: int) -> None:
         """Set the generation counter; only a holder of the lock may."""
         os.pwrite(self._file(), generation.to_bytes(8, "little"), 0)
+        self._held_generation = generation
 
     @contextmanager
     def threads_turn(self) -> Iterator[None]:
@@ -200,6 +259,7 @@ class WritersLock:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._held_generation = None
         self._writers = threading.Lock()  # a thread of the parent may have held it
 
 
