@@ -2,9 +2,9 @@
 
 Every storage client describes its backend once (`Backend`: where it is, the secrets its messages must never
 show, which exceptions are its failures) and wraps each operation in `backend.mapped(action, store=, key=)`.
-A failure leaves as `StorageBackendError` (or a subclass the backend picks, such as `StoreLockedError`)
-saying what was being done, to which store and record, where, why, and what to check; the library's own
-errors pass through untouched.
+A failure leaves as `StorageBackendError` (or a more precise error the backend picks: `StoreLockedError`,
+or `StoreNotFoundError` when the store itself is gone) saying what was being done, to which store and
+record, where, why, and what to check; the library's own errors pass through untouched.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from recoverable.errors import RecoverableError, StorageBackendError
+from recoverable.errors import RecoverableError, StorageBackendError, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -46,24 +46,25 @@ class Backend:
     Args:
         where: Where the backend is, as messages say it after the action: "in /data/storage",
             "on Redis at redis://localhost:6379/0", "in postgresql+asyncpg://user@db/state".
-        hint: What to check when an operation failed, e.g. "check that the server is running".
+        hint: What to check when an operation failed, e.g. "check that the server is running"; or a function
+            giving it for the failure (a full disk asks for space, not for permissions).
         failures: The exception types that are failures of the backend; others propagate unchanged.
         secrets: Texts never shown in a message (passwords): replaced by `***`.
         cause: How an exception is quoted (default: its type and text); a driver's error wrapped in
             another library's may be better quoted from inside.
-        special: A more precise error for some failures (a lock held too long, say), or None to use
-            `StorageBackendError`. Called with the failure, the action and the store and key text.
+        special: A more precise error for some failures (a lock held too long, a store that is gone), or None
+            to use `StorageBackendError`. Called with the failure, the action and the store and key text.
     """
 
     def __init__(
         self,
         *,
         where: str,
-        hint: str,
+        hint: str | Callable[[BaseException], str],
         failures: tuple[type[BaseException], ...],
         secrets: Sequence[str | None] = (),
         cause: Callable[[BaseException], str] | None = None,
-        special: Callable[[BaseException, str, str, str | None, str | None], StorageBackendError | None] | None = None,
+        special: Callable[[BaseException, str, str, str | None, str | None], StorageError | None] | None = None,
     ) -> None:
         self.where = where
         self.hint = hint
@@ -80,15 +81,16 @@ class Backend:
 
     def error(
         self, action: str, exc: BaseException, *, store: str | None = None, key: str | None = None
-    ) -> StorageBackendError:
+    ) -> StorageError:
         """The library's error for a failure of the backend: what was being done, to what, where, why."""
         what = _record_of_store(store, key)
         special = self._special(exc, action, what, store, key) if self._special is not None else None
         if special is not None:
             return special
         cause = self.scrub(self._cause(exc))[:MAX_CAUSE_CHARS]
+        hint = self.hint if isinstance(self.hint, str) else self.hint(exc)
         return StorageBackendError(
-            f"could not {action}{what} {self.where}: {cause} ({self.hint})",
+            f"could not {action}{what} {self.where}: {cause} ({hint})",
             store=store,
             key=key,
         )

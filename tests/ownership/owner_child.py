@@ -192,7 +192,7 @@ async def hold_lock(kvs: KeyValueStore) -> None:
     """
     client: Any = kvs.client
     if hasattr(client, "_dir"):
-        from recoverable.storages._file_system._store_dir import LockWait  # noqa: PLC0415
+        from recoverable.storages._file_system._writers_lock import LockWait  # noqa: PLC0415
 
         taken = threading.Event()
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
-from aiofiles.os import wrap
 from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
 from recoverable.storages._base import KeyValueStoreClient
-from recoverable.storages._file_system._store_dir import LockWait
+from recoverable.storages._file_system._writers_lock import LockWait
 from recoverable.storages._validation import validate_key
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine
+    from collections.abc import AsyncIterator, Callable
 
     from recoverable.storages._file_system._store_dir import StoreDir
     from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
@@ -25,13 +24,13 @@ __all__ = ["FileSystemKeyValueStoreClient"]
 _INLINE_READ_MAX = 64 * 1024
 """Records up to this size that the index knows are read without a worker thread."""
 
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
-def _off_loop(func: Callable[_P, _T]) -> Callable[_P, Coroutine[None, None, _T]]:
+async def _off_loop(func: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
     """Run a blocking function in the default executor, one hop per operation."""
-    return cast("Callable[_P, Coroutine[None, None, _T]]", wrap(func))
+    return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
 async def _locked(func: Callable[[LockWait], _T], lock_timeout: float) -> _T:
@@ -42,7 +41,7 @@ async def _locked(func: Callable[[LockWait], _T], lock_timeout: float) -> _T:
     """
     wait = LockWait(timeout=lock_timeout)
     try:
-        return await _off_loop(func)(wait)
+        return await _off_loop(func, wait)
     except asyncio.CancelledError:
         wait.cancel.set()
         raise
@@ -67,7 +66,7 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
 
     def _check_alive(self) -> None:
         # Only this process's own drop is checked here, for free; a folder removed by another process
-        # shows up as FileNotFoundError in the operation, which `backend_error` reports the same way.
+        # shows up as FileNotFoundError in the operation, which `StoreDir.backend` reports the same way.
         if self._dir.dropped:
             raise StoreNotFoundError(
                 f"key-value store {self._dir.label!r} no longer exists in {self._dir.path} (it was dropped)",
@@ -82,10 +81,8 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     @override
     async def get_metadata(self) -> KeyValueStoreMetadata:
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("read the metadata of", store=self._dir.label):
             modified_ns = self._dir.path.stat().st_mtime_ns
-        except OSError as exc:
-            raise self._dir.backend_error("read the metadata of", exc) from exc
         modified = max(datetime.fromtimestamp(modified_ns / 1e9, tz=UTC), self._metadata.created_at)
         return self._metadata.model_copy(
             update={"modified_at": modified, "accessed_at": max(self._accessed_at, modified)}
@@ -95,13 +92,11 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def get_record(self, *, key: str) -> StoredRecord | None:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("read", store=self._dir.label, key=key):
             # A small record the index knows is read on the loop: cheaper than a thread hop, and a
             # read of a few KiB from the page cache blocks no longer than the hop itself would.
             cached = self._dir.read_cached(key, _INLINE_READ_MAX)
-            record = await _off_loop(self._dir.read)(key) if cached is False else cached
-        except OSError as exc:
-            raise self._dir.backend_error("read", exc, key) from exc
+            record = await _off_loop(self._dir.read, key) if cached is False else cached
         self._accessed_at = datetime.now(UTC)
         return record
 
@@ -109,10 +104,8 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def record_exists(self, *, key: str) -> bool:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
-            return await _off_loop(self._dir.exists)(key)
-        except OSError as exc:
-            raise self._dir.backend_error("check", exc, key) from exc
+        with self._dir.backend.mapped("check", store=self._dir.label, key=key):
+            return await _off_loop(self._dir.exists, key)
 
     @override
     async def set_record(
@@ -126,26 +119,22 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     ) -> str:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("write", store=self._dir.label, key=key):
             return await _locked(
                 lambda wait: self._dir.write(
                     key, value, content_type, if_version=if_version, if_absent=if_absent, wait=wait
                 ),
                 self._lock_timeout,
             )
-        except OSError as exc:
-            raise self._dir.backend_error("write", exc, key) from exc
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         validate_key(key, store=self._dir.label)
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("delete", store=self._dir.label, key=key):
             return await _locked(
                 lambda wait: self._dir.delete(key, if_version=if_version, wait=wait), self._lock_timeout
             )
-        except OSError as exc:
-            raise self._dir.backend_error("delete", exc, key) from exc
 
     @override
     async def iterate_keys(
@@ -156,10 +145,8 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
         prefix: str | None = None,
     ) -> AsyncIterator[KeyInfo]:
         self._check_alive()
-        try:
-            keys = await _off_loop(self._dir.keys)()
-        except OSError as exc:
-            raise self._dir.backend_error("list the keys of", exc) from exc
+        with self._dir.backend.mapped("list the keys of", store=self._dir.label):
+            keys = await _off_loop(self._dir.keys)
         yielded = 0
         for info in keys:
             if limit is not None and yielded >= limit:
@@ -177,17 +164,14 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
     async def drop(self) -> None:
         if self._dir.dropped:
             return
-        try:
-            await _locked(self._dir.drop, self._lock_timeout)
-        except FileNotFoundError:
-            self._dir.dropped = True
-        except OSError as exc:
-            raise self._dir.backend_error("drop", exc) from exc
+        with self._dir.backend.mapped("drop", store=self._dir.label):
+            try:
+                await _locked(self._dir.drop, self._lock_timeout)
+            except FileNotFoundError:
+                self._dir.dropped = True
 
     @override
     async def purge(self) -> None:
         self._check_alive()
-        try:
+        with self._dir.backend.mapped("purge", store=self._dir.label):
             await _locked(self._dir.purge, self._lock_timeout)
-        except OSError as exc:
-            raise self._dir.backend_error("purge", exc) from exc

@@ -100,6 +100,8 @@ _CT_PREFIX = "ct~"
 
 
 def _percent_encode(text: str, safe: frozenset[str]) -> str:
+    if safe.issuperset(text):
+        return text
     out: list[str] = []
     for char in text:
         if char in safe:

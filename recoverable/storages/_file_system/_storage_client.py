@@ -18,6 +18,9 @@ from typing_extensions import override
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, InvalidStoreNameError, StorageBackendError, StoreNotFoundError
 from recoverable.storages._base import StorageClient
+from recoverable.storages._file_system._crawlee_format import crawlee_metadata_json, is_crawlee_metadata
+from recoverable.storages._file_system._durable_writes import create_exclusive, fsync_dir
+from recoverable.storages._file_system._errors import folder_backend
 from recoverable.storages._file_system._key_value_store_client import FileSystemKeyValueStoreClient
 from recoverable.storages._file_system._layout import (
     CRAWLEE_SIDECAR_SUFFIX,
@@ -27,13 +30,7 @@ from recoverable.storages._file_system._layout import (
     crawlee_alias_dir_name,
 )
 from recoverable.storages._file_system._no_follow import not_a_file, open_folder, open_regular_file, read_all, refusal
-from recoverable.storages._file_system._store_dir import (
-    crawlee_metadata_json,
-    create_exclusive,
-    fsync_dir,
-    is_crawlee_metadata,
-    store_dir_for,
-)
+from recoverable.storages._file_system._store_dir import store_dir_for
 from recoverable.storages._models import KeyValueStoreMetadata, new_store_id
 from recoverable.storages._validation import store_alias, validate_store_name, validate_store_reference
 
@@ -89,6 +86,7 @@ class FileSystemStorageClient(StorageClient):
         self._root = Path(storage_dir)
         self._stores_path = self._root / _SUBDIR
         self._stores_text = os.fspath(self._stores_path)
+        self._backend = folder_backend(self._stores_path)
         self._case_insensitive: bool | None = None
         self._id_dirs: dict[str, Path] = {}
         # Folder name -> the stat signature of its metadata file when read, and what it held (None: damaged).
@@ -104,13 +102,6 @@ class FileSystemStorageClient(StorageClient):
     def _stores_dir(self) -> Path:
         return self._stores_path
 
-    def _error(self, action: str, exc: OSError, store: str | None) -> StorageBackendError:
-        return StorageBackendError(
-            f"could not {action} in {self._stores_dir}: {exc.strerror or exc} "
-            "(check that the folder exists and is writable)",
-            store=store,
-        )
-
     @override
     async def open_key_value_store_client(
         self,
@@ -121,10 +112,8 @@ class FileSystemStorageClient(StorageClient):
     ) -> FileSystemKeyValueStoreClient:
         validate_store_reference(id=id, name=name, alias=alias)
         label = id or name or alias or "default"
-        try:
+        with self._backend.mapped("open", store=label):
             return await asyncio.to_thread(self._open, id=id, name=name, alias=alias)
-        except OSError as exc:
-            raise self._error(f"open key-value store {label!r}", exc, label) from exc
 
     def _open(self, *, id: str | None, name: str | None, alias: str | None) -> FileSystemKeyValueStoreClient:
         self._ensure_root()
@@ -322,10 +311,8 @@ class FileSystemStorageClient(StorageClient):
         validate_store_name(name)
         if name == "default":
             return None  # the folder of the default store, which has no name
-        try:
+        with self._backend.mapped("look up", store=name):
             metadata = await asyncio.to_thread(self._find_name, name)
-        except OSError as exc:
-            raise self._error(f"look up key-value store {name!r}", exc, name) from exc
         return None if metadata is None else metadata.id
 
     def _find_name(self, name: str) -> KeyValueStoreMetadata | None:
@@ -341,10 +328,8 @@ class FileSystemStorageClient(StorageClient):
 
     @override
     async def list_key_value_stores(self) -> list[KeyValueStoreMetadata]:
-        try:
+        with self._backend.mapped("list the key-value stores"):
             return await asyncio.to_thread(self._list)
-        except OSError as exc:
-            raise self._error("list the key-value stores", exc, None) from exc
 
     def _list(self) -> list[KeyValueStoreMetadata]:
         if not self._stores_dir.is_dir():

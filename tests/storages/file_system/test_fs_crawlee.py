@@ -17,7 +17,7 @@ import pytest
 from recoverable.errors import StorageBackendError, VersionConflictError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore
 from recoverable.storages._file_system._layout import key_hash
-from recoverable.storages._file_system._store_dir import version_of
+from recoverable.storages._file_system._store_folder import version_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ import pytest
 
 from recoverable.errors import InvalidStoreNameError, StorageBackendError, StorageError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore, StorageClient
+from recoverable.storages._backend_errors import shown_key
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,3 +138,25 @@ async def test_read_only_storage_folder(tmp_path: Path) -> None:
         assert isinstance(info.value.__cause__, PermissionError)
     finally:
         root.chmod(0o700)
+
+
+async def test_a_failure_of_the_disk_is_told_by_the_one_mapping_of_backend_errors(
+    storage_client: StorageClient, stores_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kvs = await KeyValueStore.open(name="mapped", storage_client=storage_client)
+    key = "k" * 200
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(StorageBackendError) as info:
+        await kvs.set_value(key, 1)
+    monkeypatch.undo()
+
+    assert str(info.value) == (
+        f"could not write record {shown_key(key)!r} of key-value store 'mapped' in {stores_dir / 'mapped'}: "
+        "Input/output error (check that the folder exists and is writable)"
+    )
+    assert (info.value.store, info.value.key) == ("mapped", key)
+    assert isinstance(info.value.__cause__, OSError)

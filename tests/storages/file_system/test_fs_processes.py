@@ -262,7 +262,7 @@ async def test_reads_do_not_wait_for_a_writer_waiting_for_another_process(tmp_pa
 _FORK_THEN_HOLD = (
     "import asyncio, os, sys, threading, time\n"
     "from recoverable.storages import FileSystemStorageClient, KeyValueStore\n"
-    "from recoverable.storages._file_system._store_dir import LockWait\n"
+    "from recoverable.storages._file_system._writers_lock import LockWait\n"
     "async def main():\n"
     "    client = FileSystemStorageClient(storage_dir=sys.argv[1])\n"
     "    kvs = await KeyValueStore.open(name='forked', storage_client=client)\n"

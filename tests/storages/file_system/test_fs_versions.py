@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from recoverable.errors import StoreNotFoundError, VersionConflictError
 from recoverable.storages import FileSystemStorageClient, KeyValueStore
 from recoverable.storages._file_system._layout import TEMP_PREFIX
+from recoverable.storages._file_system._writers_lock import LockWait
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,6 +108,38 @@ async def test_writers_of_a_store_made_anew_by_another_process_lock_the_new_lock
     assert os.fstat(lock_fd).st_ino == new_lock_inode
 
 
+async def test_a_writer_waiting_while_its_store_is_dropped_and_made_anew_locks_the_new_lock_file(
+    stores_dir: Path, restart: Callable[[], FileSystemStorageClient]
+) -> None:
+    mine = await restart().open_key_value_store_client(name="again")
+    await mine.set_record(key="k", value=b"1", content_type="application/octet-stream")
+    dropping = await restart().open_key_value_store_client(name="again")
+    taken, release = threading.Event(), threading.Event()
+
+    def hold_the_old_lock() -> None:
+        with dropping._dir.write_lock(LockWait(timeout=10)):
+            taken.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold_the_old_lock)
+    holder.start()
+    await asyncio.to_thread(taken.wait)
+    writing = asyncio.create_task(mine.set_record(key="k", value=b"3", content_type="application/octet-stream"))
+    await asyncio.sleep(0.2)  # this process's write now waits for the old lock
+    # Dropped (renamed away under its lock) and made anew by another process while the write waits.
+    os.replace(stores_dir / "again", stores_dir / "dropped")
+    remade = await restart().open_key_value_store_client(name="again")
+    await remade.set_record(key="k", value=b"2", content_type="application/octet-stream")
+    release.set()
+    await writing
+    await asyncio.to_thread(holder.join)
+
+    lock_fd = mine._dir._lock_fd
+    assert lock_fd is not None
+    assert os.fstat(lock_fd).st_ino == os.stat(stores_dir / "again" / ".lock").st_ino
+    assert (stores_dir / "again" / "k.bin").read_bytes() == b"3"
+
+
 async def test_each_rewrite_gets_a_later_modification_time_even_when_the_clock_stands_still(
     storage_client: FileSystemStorageClient, stores_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,7 +147,7 @@ async def test_each_rewrite_gets_a_later_modification_time_even_when_the_clock_s
     await store.set_record(key="k", value=b"0", content_type="application/octet-stream")
     # A clock stuck ahead of the kernel's: only the library's own timestamps can be at or after it.
     frozen = os.stat(stores_dir / "clock" / "k.bin").st_mtime_ns + 10**12
-    monkeypatch.setattr("recoverable.storages._file_system._store_dir.time.time_ns", lambda: frozen)
+    monkeypatch.setattr("recoverable.storages._file_system._durable_writes.time.time_ns", lambda: frozen)
     seen = []
     for i in range(20):
         await store.set_record(key="k", value=str(i % 10).encode(), content_type="application/octet-stream")
