@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
+import aiofiles.os
 from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
@@ -29,8 +30,8 @@ _Ts = TypeVarTuple("_Ts")
 
 
 async def _off_loop(func: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
-    """Run a blocking function in the default executor, one hop per operation."""
-    return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+    """Run a blocking function in the default executor (aiofiles' wrapper of it), one hop per operation."""
+    return await aiofiles.os.wrap(func)(*args)
 
 
 async def _locked(func: Callable[[LockWait], _T], lock_timeout: float) -> _T:
