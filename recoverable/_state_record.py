@@ -396,8 +396,9 @@ class StateRecord(Generic[TStateModel]):
             if mode == "teardown" or not self._warned_unsaved:
                 self._warned_unsaved = True
                 self._log.warning(
-                    "state %r has changes that are not saved, and will not be: this process let go "
-                    "of the state when it began stopping (%s), and another process may own it now",
+                    "state %r changed after its final save, and those changes are not saved (its final save, "
+                    "made when the process began stopping on %s, is what the next owner loads): this process "
+                    "let go of the state then, and another process may own it now",
                     self._key,
                     self._released_for,
                 )

@@ -20,9 +20,9 @@ STOP_EVENTS = (Event.MIGRATING, Event.ABORTING, Event.EXIT)
 def _stop_cause(event_data: EventData) -> str:
     """The stop an event announces, for the log."""
     if isinstance(event_data, EventMigratingData):
-        return "a migration (MIGRATING)"
+        return "a migration (MIGRATING: SIGTERM, or the platform's migration)"
     if isinstance(event_data, EventAbortingData):
-        return "an abort (ABORTING)"
+        return "an abort (ABORTING: Ctrl-C / SIGINT, or the platform's abort)"
     if isinstance(event_data, EventExitData):
         return "the exit (EXIT)"
     return "a migration (PERSIST_STATE with is_migrating)"

@@ -721,7 +721,7 @@ async def test_a_stop_saves_then_releases_the_lease_and_writes_nothing_after(
             await state.reset()
         assert state.current_value.done == 8  # the refused reset left it alone
         await state.teardown()  # raises nothing
-    assert caplog.text.count("changes that are not saved") == 2  # once for the events, once at teardown
+    assert caplog.text.count("those changes are not saved") == 2  # once for the events, once at teardown
     assert not state.is_initialized
     assert client.set_calls == writes
 

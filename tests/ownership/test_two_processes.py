@@ -389,7 +389,7 @@ def _assert_nothing_saved_after_the_hand_over(owner: Owner, handed_over: int) ->
     assert max(_saved_values(owner.lines)) == handed_over  # no save returned after the hand-over
     assert owner.proc.stderr is not None
     log = owner.proc.stderr.read()
-    assert "changes that are not saved" in log  # teardown said so, and raised nothing
+    assert "those changes are not saved" in log  # teardown said so, and raised nothing
     assert "Traceback" not in log
 
 
