@@ -16,7 +16,7 @@ import pydantic_core
 
 from recoverable.errors import ConfigurationError
 from recoverable.storages._serialization import JSON
-from recoverable.storages._validation import MAX_KEY_LENGTH
+from recoverable.storages._validation import suffixed_key
 
 __all__ = ["Migration", "Schema", "SchemaProblem", "backup_key"]
 
@@ -170,5 +170,4 @@ class Schema:
 
 def backup_key(key: str, version: int) -> str:
     """The key under which a record of `version` is kept, as it was, when it is upgraded."""
-    suffix = f".schema-v{version}-backup"
-    return key[: MAX_KEY_LENGTH - len(suffix)] + suffix
+    return suffixed_key(key, f".schema-v{version}-backup")

@@ -175,7 +175,7 @@ def _loader_of(state_type: type[_T], adapter: TypeAdapter[_T]) -> Callable[[byte
     strict = _with_config(state_type, extra="forbid")
     if strict is None:
         return adapter.validate_json
-    computed = {n for n, f in state_type.model_computed_fields.items()} | {
+    computed = set(state_type.model_computed_fields) | {
         f.alias for f in state_type.model_computed_fields.values() if f.alias
     }
 

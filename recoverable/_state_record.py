@@ -25,7 +25,7 @@ from recoverable.errors import (
     VersionConflictError,
 )
 from recoverable.storages._serialization import CRAWLEE_NONE, JSON
-from recoverable.storages._validation import MAX_KEY_LENGTH
+from recoverable.storages._validation import suffixed_key
 
 if TYPE_CHECKING:
     import asyncio
@@ -239,8 +239,7 @@ class StateRecord(Generic[TStateModel]):
         self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[dict[str, Any]]
     ) -> TStateModel:
         if self._on_invalid == "reset":
-            suffix = f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-            backup = self._key[: MAX_KEY_LENGTH - len(suffix)] + suffix
+            backup = suffixed_key(self._key, f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
             await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
             self._log.warning(
                 "saved state %r in store %r %s; starting from the default state, the bad record is kept as %r",

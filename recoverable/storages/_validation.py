@@ -20,6 +20,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "store_alias",
+    "suffixed_key",
     "validate_key",
     "validate_store_alias",
     "validate_store_id",
@@ -163,6 +164,11 @@ def validate_store_reference(*, id: object, name: object, alias: object) -> None
             )
     if alias is not None:
         validate_store_alias(alias)
+
+
+def suffixed_key(key: str, suffix: str) -> str:
+    """The key of a record kept beside `key` (a backup, say): `key` + `suffix`, `key` cut short to fit the limit."""
+    return key[: MAX_KEY_LENGTH - len(suffix)] + suffix
 
 
 def validate_key(key: object, *, store: str | None = None) -> str:
