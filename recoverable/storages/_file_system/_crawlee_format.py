@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recoverable.storages._file_system._layout import PENDING_PREFIX, key_hash
 from recoverable.storages._file_system._no_follow import read_if_regular
@@ -59,11 +59,8 @@ def read_crawlee_sidecar(name: str, dir_fd: int) -> tuple[str, str] | str | None
     found = read_if_regular(name, dir_fd)
     if not isinstance(found, bytes):
         return found
-    try:
-        data = json.loads(found)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    data = _json_object(found)
+    if data is None:
         return None
     key = data.get("key")
     content_type = data.get("content_type", data.get("contentType"))
@@ -86,13 +83,8 @@ def pending_json(*, record: str, version: str, key: str, content_type: str, size
 def read_pending(name: str, dir_fd: int) -> tuple[str, str, str, str] | None:
     """The record file, its version, key and content type a `.~pending.` file announces; None if unusable."""
     found = read_if_regular(name, dir_fd)
-    if not isinstance(found, bytes):
-        return None
-    try:
-        data = json.loads(found)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    data = _json_object(found) if isinstance(found, bytes) else None
+    if data is None:
         return None
     fields = (data.get("record"), data.get("version"), data.get("key"), data.get("content_type"))
     if not all(isinstance(f, str) and f for f in fields):
@@ -101,3 +93,12 @@ def read_pending(name: str, dir_fd: int) -> tuple[str, str, str, str] | None:
     if record != os.path.basename(record) or record in {".", ".."} or name != pending_name(record):
         return None
     return record, version, key, content_type
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """The JSON object in a file Crawlee or this module wrote, or None when it holds anything else."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
