@@ -93,13 +93,9 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
             lease_ttl=timedelta(milliseconds=ttl_ms),
             on_owned="wait" if on_owned == "wait" else "fail",
         )
-        try:
-            loaded = await state.initialize()
-        except StateOwnershipError as exc:
-            say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
+        loaded = await take(state)
+        if loaded is None:
             return 3
-        say(f"OWNER {loaded.done} {loaded.writer}")
-        loaded.writer = os.getpid()
         loaded.pad = "x" * spec.get("pad_bytes", 0)
         await asyncio.sleep(spec.get("settle_ms", 0) / 1000)
         while True:
@@ -153,13 +149,9 @@ async def main_with_signals(spec: dict[str, Any], ttl_ms: int, on_owned: str) ->
                 lease_ttl=timedelta(milliseconds=ttl_ms),
                 on_owned="wait" if on_owned == "wait" else "fail",
             )
-            try:
-                loaded = await state.initialize()
-            except StateOwnershipError as exc:
-                say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
+            loaded = await take(state)
+            if loaded is None:
                 return 3
-            say(f"OWNER {loaded.done} {loaded.writer}")
-            loaded.writer = os.getpid()
             rounds_after = 0
             while rounds_after < 10:
                 rounds_after += bool(caught)
@@ -182,6 +174,18 @@ async def main_with_signals(spec: dict[str, Any], ttl_ms: int, on_owned: str) ->
             await state.teardown()
             say("TORNDOWN")
     return 0
+
+
+async def take(state: RecoverableState[Progress]) -> Progress | None:
+    """Initialize the state, saying OWNER (what was loaded, and who wrote it) or REFUSED; None when refused."""
+    try:
+        loaded = await state.initialize()
+    except StateOwnershipError as exc:
+        say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
+        return None
+    say(f"OWNER {loaded.done} {loaded.writer}")
+    loaded.writer = os.getpid()
+    return loaded
 
 
 async def hold_lock(kvs: KeyValueStore) -> None:
