@@ -19,6 +19,8 @@ async with LocalEventManager() as events:
 from typing import TYPE_CHECKING
 
 from recoverable._auto_save import start_auto_save as _start_auto_save
+from recoverable._keyed_recoverable_state import KeyedRecoverableState
+from recoverable._recoverable_set import RecoverableSet
 from recoverable._recoverable_state import RecoverableState
 from recoverable._version import VERSION as _VERSION
 from recoverable.configuration import Configuration
@@ -90,11 +92,13 @@ __all__ = [
     "InvalidStoreNameError",
     "KeyValueStore",
     "KeyValueStoreClient",
+    "KeyedRecoverableState",
     "LocalEventManager",
     "MemoryStorageClient",
     "MissingDependencyError",
     "PlatformEventManager",
     "RecoverableError",
+    "RecoverableSet",
     "RecoverableState",
     "RedisStorageClient",
     "SerializationError",

@@ -115,26 +115,30 @@ class Schema:
             SchemaProblem: The record is newer than this schema, no migration starts at its version, it is
                 not a JSON object, or a migration failed or returned something other than a JSON object.
         """
-        if found > self.version:
-            raise SchemaProblem(
-                f"was saved with schema version {found}, newer than this program's {self.version} (a newer "
-                "release wrote it). It was left untouched: run the newer release, or add the model of version "
-                f"{found} and a migration back",
-                in_record=False,
-            )
+        self.check_upgradable(found)
         if found == self.version:
             return data
-        if found not in self._steps:
-            given = f"migrations start at version {min(self._steps)}" if self._steps else "no migrations were given"
-            raise SchemaProblem(
-                f"is of schema version {found}, and there is no migration from it to version {self.version} "
-                f"({given}). Add migrations[{found}]",
-                in_record=False,
-            )
         try:
             value = pydantic_core.from_json(data, allow_inf_nan=True)
         except ValueError as exc:
             raise SchemaProblem(f"is of schema version {found} and is not valid JSON ({exc})", in_record=True) from exc
+        value = self.upgrade_value(value, found)
+        try:
+            return pydantic_core.to_json(value, inf_nan_mode="constants")
+        except pydantic_core.PydanticSerializationError as exc:
+            raise SchemaProblem(
+                f"cannot be upgraded: the dict of schema version {self.version} that the migrations returned holds "
+                f"a value that is not JSON ({exc})",
+                in_record=False,
+            ) from exc
+
+    def upgrade_value(self, value: object, found: int) -> dict[str, Any]:
+        """A version-`found` JSON object (a dict) brought up to this schema's version, step by step.
+
+        Raises:
+            SchemaProblem: A migration starting at its version is missing (checked by `upgrade`), it is not a
+                dict, or a migration failed or returned something other than a dict.
+        """
         for number in range(found, self.version):
             if not isinstance(value, dict):
                 raise SchemaProblem(self._not_a_dict(value, number, found), in_record=number == found)
@@ -147,15 +151,29 @@ class Schema:
                     in_record=False,
                 ) from exc
         if not isinstance(value, dict):
-            raise SchemaProblem(self._not_a_dict(value, self.version, found), in_record=False)
-        try:
-            return pydantic_core.to_json(value, inf_nan_mode="constants")
-        except pydantic_core.PydanticSerializationError as exc:
+            raise SchemaProblem(self._not_a_dict(value, self.version, found), in_record=found == self.version)
+        return value
+
+    def check_upgradable(self, found: int) -> None:
+        """Refuse a record of a version this schema cannot bring up to its own.
+
+        Raises:
+            SchemaProblem: The record is newer than this schema, or no migration starts at its version.
+        """
+        if found > self.version:
             raise SchemaProblem(
-                f"cannot be upgraded: the dict of schema version {self.version} that the migrations returned holds "
-                f"a value that is not JSON ({exc})",
+                f"was saved with schema version {found}, newer than this program's {self.version} (a newer "
+                "release wrote it). It was left untouched: run the newer release, or add the model of version "
+                f"{found} and a migration back",
                 in_record=False,
-            ) from exc
+            )
+        if found != self.version and found not in self._steps:
+            given = f"migrations start at version {min(self._steps)}" if self._steps else "no migrations were given"
+            raise SchemaProblem(
+                f"is of schema version {found}, and there is no migration from it to version {self.version} "
+                f"({given}). Add migrations[{found}]",
+                in_record=False,
+            )
 
     @staticmethod
     def _not_a_dict(value: object, number: int, found: int) -> str:

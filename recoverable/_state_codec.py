@@ -15,7 +15,7 @@ from recoverable.errors import ConfigurationError, SerializationError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["StateCodec"]
+__all__ = ["StateCodec", "model_with_config"]
 
 _T = TypeVar("_T")
 
@@ -147,7 +147,7 @@ class StateCodec(Generic[_T]):
         )
 
 
-def _with_config(state_type: type[BaseModel], **config: Any) -> type[BaseModel] | None:
+def model_with_config(state_type: type[BaseModel], **config: Any) -> type[BaseModel] | None:
     """A subclass of the model with `config` added to its own, or None when pydantic refuses to build one."""
     try:
         return type(
@@ -163,7 +163,7 @@ def _writer_of(state_type: type[_T], adapter: TypeAdapter[_T]) -> Callable[[_T],
     if isinstance(state_type, type) and issubclass(state_type, BaseModel):
         model: type[BaseModel] = state_type
         if "ser_json_inf_nan" not in state_type.model_config:
-            model = _with_config(state_type, ser_json_inf_nan="constants") or state_type
+            model = model_with_config(state_type, ser_json_inf_nan="constants") or state_type
         serializer = model.__pydantic_serializer__
         return lambda state: serializer.to_json(state, by_alias=True)
     return lambda state: adapter.dump_json(state, by_alias=True)
@@ -172,7 +172,7 @@ def _writer_of(state_type: type[_T], adapter: TypeAdapter[_T]) -> Callable[[_T],
 def _loader_of(state_type: type[_T], adapter: TypeAdapter[_T]) -> Callable[[bytes], _T]:
     if not (isinstance(state_type, type) and issubclass(state_type, BaseModel)) or "extra" in state_type.model_config:
         return adapter.validate_json
-    strict = _with_config(state_type, extra="forbid")
+    strict = model_with_config(state_type, extra="forbid")
     if strict is None:
         return adapter.validate_json
     computed = set(state_type.model_computed_fields) | {

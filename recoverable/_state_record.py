@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from recoverable.storages import KeyValueStore
     from recoverable.storages._models import StoredRecord
 
-__all__ = ["SaveMode", "StateRecord"]
+__all__ = ["SaveMode", "StateRecord", "means_no_state"]
 
 TStateModel = TypeVar("TStateModel")
 _T = TypeVar("_T")
@@ -50,7 +50,7 @@ _CLAIM_ATTEMPTS = 5
 _NO_STATE = b"null"
 
 
-def _means_no_state(stored: StoredRecord) -> bool:
+def means_no_state(stored: StoredRecord) -> bool:
     """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
     return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
 
@@ -159,7 +159,7 @@ class StateRecord(Generic[TStateModel]):
             self._version = await kvs.client.set_record(
                 key=self._key, value=stored.value, content_type=stored.content_type, if_version=stored.version
             )
-            if _means_no_state(stored):
+            if means_no_state(stored):
                 self._placeholder_version = self._version  # a previous owner's claim: still "nothing saved"
 
     async def _write_upgraded(self, kvs: KeyValueStore, stored: StoredRecord, state: TStateModel) -> None:
@@ -192,7 +192,7 @@ class StateRecord(Generic[TStateModel]):
         self._version = stored.version if stored is not None else None
         self._placeholder_version = None
         self._upgraded = None
-        if stored is None or _means_no_state(stored):
+        if stored is None or means_no_state(stored):
             self._last_persisted = None
             return self._codec.copy(self._default_state)
         if not stored.value.strip():
@@ -389,18 +389,7 @@ class StateRecord(Generic[TStateModel]):
         if data == self._last_persisted:
             return  # nothing to save: nothing is lost either, whoever owns the state now
         if self._released_for is not None:
-            # Handed over at a stop: another process may own the state by now, so nothing is written.
-            if mode == "explicit":
-                raise self._released_error()
-            if mode == "teardown" or not self._warned_unsaved:
-                self._warned_unsaved = True
-                self._log.warning(
-                    "state %r changed after its final save, and those changes are not saved (its final save, "
-                    "made when the process began stopping on %s, is what the next owner loads): this process "
-                    "let go of the state then, and another process may own it now",
-                    self._key,
-                    self._released_for,
-                )
+            self._unsaved_after_hand_over(mode)
             return
         await self._check_ownership()
         if self._lease is None:
@@ -410,6 +399,24 @@ class StateRecord(Generic[TStateModel]):
         else:
             await self._fenced_write(kvs, data)
         self._last_persisted = data
+
+    def _unsaved_after_hand_over(self, mode: SaveMode) -> None:
+        """A save with changes after the hand-over at a stop: another process may own the state, nothing is written.
+
+        Raises:
+            StateOwnershipError: The save was asked for by `persist_state()` (`mode="explicit"`).
+        """
+        if mode == "explicit":
+            raise self._released_error()
+        if mode == "teardown" or not self._warned_unsaved:
+            self._warned_unsaved = True
+            self._log.warning(
+                "state %r changed after its final save, and those changes are not saved (its final save, made "
+                "when the process began stopping on %s, is what the next owner loads): this process let go of "
+                "the state then, and another process may own it now",
+                self._key,
+                self._released_for,
+            )
 
     def _released_error(self) -> StateOwnershipError:
         return StateOwnershipError(

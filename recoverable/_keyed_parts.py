@@ -1,0 +1,147 @@
+"""The entries of a keyed state in memory: split into parts by a hash of the key that every process computes alike.
+
+A keyed state (`KeyedRecoverableState`, `RecoverableSet`) keeps its entries in parts of at most about
+`PART_SIZE` entries each, so that a part can be written as one record of the snapshot (see docs/keyed-state.md)
+and no step of a save works on more than one part at a time. The parts are the buckets of extendible
+hashing: a part of depth `d` and index `i` holds the keys whose hash ends in the `d` bits of `i`; a part that
+outgrows `PART_SIZE` splits in two by the next bit, and the directory (indexed by the last `depth` bits of
+the hash) doubles when it must. A split costs one part's worth of work, never the whole state's.
+
+The hash is CRC-32 of the key's UTF-8 bytes (of the decimal digits for an int), the same in every process,
+so the parts written by one process are the parts of the next.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ["MAX_DEPTH", "PART_SIZE", "Part", "Parts", "Region", "key_hash", "region_covers"]
+
+PART_SIZE = 8192
+"""A part splits when it holds more entries than this: the most one step of a save serialises on the loop."""
+
+MAX_DEPTH = 24
+"""The deepest a part goes: one of this depth no longer splits (it would take 8192 keys sharing 24 bits of hash)."""
+
+Region = tuple[int, int]
+"""(depth, index): the keys whose hash ends in the `depth` low bits of `index`."""
+
+TContainer = TypeVar("TContainer", dict, set)  # type: ignore[type-arg]
+
+
+def key_hash(key: str | int) -> int:
+    """The hash that places a key (or an item of a set) in its part; the same in every process.
+
+    Raises:
+        UnicodeEncodeError: The key holds a lone surrogate (the caller names the key in its own error).
+    """
+    return zlib.crc32((key if isinstance(key, str) else str(key)).encode())
+
+
+def region_covers(outer: Region, inner: Region) -> bool:
+    """Whether every key of region `inner` is in region `outer`."""
+    return outer[0] <= inner[0] and inner[1] & ((1 << outer[0]) - 1) == outer[1]
+
+
+class Part(Generic[TContainer]):
+    """One part: its region and its entries (a dict for a keyed state, a set for a set)."""
+
+    __slots__ = ("depth", "entries", "index")
+
+    def __init__(self, depth: int, index: int, entries: TContainer) -> None:
+        self.depth = depth
+        self.index = index
+        self.entries: TContainer = entries
+
+    @property
+    def region(self) -> Region:
+        return (self.depth, self.index)
+
+
+class Parts(Generic[TContainer]):
+    """The parts of one keyed state and the directory that finds a key's part.
+
+    Args:
+        new: Makes an empty container (dict or set).
+        parts: The parts to start with; their regions must cover every hash exactly once (`check_cover`).
+    """
+
+    def __init__(self, new: Callable[[], TContainer], parts: list[Part[TContainer]] | None = None) -> None:
+        self._new: Callable[[], TContainer] = new
+        self.parts: list[Part[TContainer]] = parts or [Part(0, 0, new())]
+        self.depth = max(p.depth for p in self.parts)
+        self._mask = (1 << self.depth) - 1
+        self._directory: list[Part[TContainer]] = [self.parts[0]] * (1 << self.depth)
+        for part in self.parts:
+            for slot in range(part.index, 1 << self.depth, 1 << part.depth):
+                self._directory[slot] = part
+        self.splits_paused = False
+        """While True (a save is under way), no part splits: the save reads parts by their regions."""
+
+    @staticmethod
+    def check_cover(regions: list[Region]) -> str | None:
+        """What is wrong with a list of regions that should cover every hash exactly once, or None."""
+        if not regions:
+            return "it names no part"
+        for depth, index in regions:
+            if not 0 <= depth <= MAX_DEPTH or not 0 <= index < (1 << depth):
+                return f"it names a part of depth {depth} and index {index}, which cannot be"
+        # Split the hash space bit by bit: each half must be covered by the regions inside it, or by exactly one
+        # region that is the half itself. Work in proportion to the regions times their depth.
+        pending: list[tuple[Region, list[Region]]] = [((0, 0), regions)]
+        while pending:
+            (depth, index), inside = pending.pop()
+            if not inside:
+                return f"no part holds the keys of depth {depth} and index {index}"
+            if any(region == (depth, index) for region in inside):
+                if len(inside) > 1:
+                    return f"its part of depth {depth} and index {index} overlaps another"
+                continue
+            bit = 1 << depth
+            pending.append(((depth + 1, index), [r for r in inside if not r[1] & bit]))
+            pending.append(((depth + 1, index | bit), [r for r in inside if r[1] & bit]))
+        return None
+
+    def part_of(self, hashed: int) -> Part[TContainer]:
+        """The part holding the key of this hash."""
+        return self._directory[hashed & self._mask]
+
+    def parts_in(self, region: Region) -> list[Part[TContainer]]:
+        """The parts inside `region` (the parts only split, so a part is never wider than a region it came from)."""
+        return [part for part in self.parts if region_covers(region, part.region)]
+
+    def __len__(self) -> int:
+        return sum(len(part.entries) for part in self.parts)
+
+    def __iter__(self) -> Iterator[Part[TContainer]]:
+        return iter(self.parts)
+
+    def split_if_full(self, part: Part[TContainer], hash_of: Callable[[object], int]) -> None:
+        """Split `part` in two by the next bit of the hash when it holds more than `PART_SIZE` entries."""
+        while len(part.entries) > PART_SIZE and part.depth < MAX_DEPTH and not self.splits_paused:
+            part = self._split(part, hash_of)
+
+    def _split(self, part: Part[TContainer], hash_of: Callable[[object], int]) -> Part[TContainer]:
+        bit = 1 << part.depth
+        moving = [key for key in part.entries if hash_of(key) & bit]
+        upper = Part(part.depth + 1, part.index | bit, self._new())
+        if isinstance(part.entries, dict):
+            for key in moving:
+                upper.entries[key] = part.entries.pop(key)
+        else:
+            part.entries.difference_update(moving)
+            upper.entries.update(moving)
+        part.depth += 1
+        self.parts.append(upper)
+        if part.depth > self.depth:
+            self._directory = self._directory + self._directory
+            self.depth += 1
+            self._mask = (1 << self.depth) - 1
+        for slot in range(upper.index, 1 << self.depth, 1 << upper.depth):
+            self._directory[slot] = upper
+        # The larger half may still be too full (many keys share their low bits): split it again.
+        return part if len(part.entries) >= len(upper.entries) else upper

@@ -1,0 +1,442 @@
+"""What `KeyedRecoverableState` and `RecoverableSet` share: entries kept in parts, saved as what changed.
+
+A save writes one changelog record of the entries changed since the last save, then the manifest (the one
+record written conditionally, fenced by the lease exactly as a `RecoverableState` record is). When the
+changelog has grown past a share of the state, saves also rewrite the oldest snapshot parts, a bounded
+number per save, each serialised in its own step on the event loop; once every part holds the changes of a
+changelog record, that record is deleted. A load reads the parts and applies the changelog records of later
+saves over them. The layout is in `_keyed_manifest.py` and docs/keyed-state.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from recoverable._keyed_entries import RecordProblem
+from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
+from recoverable._keyed_parts import Part, Parts, key_hash
+from recoverable._schema import Schema, SchemaProblem
+from recoverable._state_arguments import check_arguments
+from recoverable._state_codec import StateCodec
+from recoverable._state_lifecycle import StateLifecycle
+from recoverable._state_record import means_no_state
+from recoverable.errors import InvalidKeyError, RecoverableError, StateNotInitializedError, StateValidationError
+from recoverable.storages._validation import MAX_KEY_LENGTH
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from recoverable._state_record import SaveMode
+    from recoverable.storages import KeyValueStore
+    from recoverable.storages._models import StoredRecord
+
+__all__ = ["KeyedState", "check_key_room"]
+
+TEntries = TypeVar("TEntries", dict, set)  # type: ignore[type-arg]
+
+COMPACT_SHARE = 0.5
+"""Compaction starts when the changelog holds more entries than this share of the state's entries..."""
+COMPACT_MIN_ENTRIES = 4096
+"""...and more than this many,"""
+MAX_LOG_RECORDS = 64
+"""...or when it has this many records (each is read at every load)."""
+COMPACTION_SAVES = 8
+"""A compaction rewrites every part over about this many saves: each rewrites 1/8 of the parts at most."""
+_READS_IN_FLIGHT = 8
+
+
+class EntryCodec(Protocol[TEntries]):
+    """The JSON of a keyed state's records (`ValueEntries`, `ItemEntries`)."""
+
+    fields: str | None
+
+    def new(self) -> TEntries: ...
+    def dump_part(self, entries: TEntries) -> bytes: ...
+    def dump_changes(self, upserts: Any, deletes: list[Any]) -> bytes: ...
+    def load_part(self, data: bytes, *, version: int, fields: str | None) -> TEntries: ...
+    def load_changes(self, data: bytes, *, version: int, fields: str | None) -> tuple[Any, list[Any]]: ...
+
+
+def check_key_room(key: str) -> None:
+    """Refuse a state key too long to name the state's records (the key plus up to 64 characters).
+
+    Raises:
+        InvalidKeyError: It is.
+    """
+    room = MAX_KEY_LENGTH - RecordKeys.SUFFIX_ROOM
+    if len(key) > room:
+        raise InvalidKeyError(
+            f"persist_state_key of {len(key)} characters is too long for a keyed state, whose records are named "
+            f"by the key plus up to {RecordKeys.SUFFIX_ROOM} characters: use at most {room}",
+            key=key[:80],
+        )
+
+
+class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
+    """The saving and loading of a state kept as entries in parts; the public classes add the collection API.
+
+    The subclass sets `_entries` and calls `_setup_keyed()`.
+    """
+
+    _entries: EntryCodec[TEntries]
+    _values_schema: Schema
+    """The schema version of the records of entries (the manifest itself is plain JSON, version 1)."""
+
+    def _setup_keyed(self, *, kind: Kind, values_schema: Schema, arguments: dict[str, Any]) -> None:
+        """Check the arguments every state takes and set up the fields (`arguments`: those of `_setup`).
+
+        Raises:
+            ConfigurationError: An argument is of the wrong kind or value.
+            InvalidKeyError: `persist_state_key` is not a valid key, or too long to name the state's records.
+        """
+        check_arguments(**arguments)
+        check_key_room(arguments["persist_state_key"])
+        self._codec = StateCodec(Manifest(kind=kind), key=arguments["persist_state_key"])
+        self._schema = Schema(None, None)
+        self._values_schema = values_schema
+        self._default_state = Manifest(kind=kind)
+        self._setup(**arguments)
+        self._parts: Parts[TEntries] = Parts(self._entries.new)
+        self._changed: set[Any] = set()
+        """The keys (items) set or deleted since the last save that landed."""
+        self._record_keys = RecordKeys(self._key)
+
+    # --- entries ---------------------------------------------------------------------------------
+
+    def _check_ready(self) -> None:
+        if self._state is None:
+            raise StateNotInitializedError(
+                f"state {self._key!r} has not been initialized: call `await state.initialize()` or use "
+                "`async with state`"
+            )
+
+    def _hash_of(self, key: Any) -> int:
+        try:
+            return key_hash(key)
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                f"key {key!r} of state {self._key!r} is not valid Unicode (it holds a lone surrogate)", key=self._key
+            ) from None
+
+    def _part_of(self, key: Any) -> Part[TEntries]:
+        self._check_ready()
+        return self._parts.part_of(self._hash_of(key))
+
+    def _changed_in(self, key: Any, part: Part[TEntries]) -> None:
+        """Note that `key` of `part` was set or deleted; split the part when it grew too full."""
+        self._changed.add(key)
+        self._parts.split_if_full(part, self._hash_of)
+
+    def _reset_memory(self) -> None:
+        self._parts = Parts(self._entries.new)
+        self._changed = set()
+        self._record_keys = RecordKeys(self._key)
+
+    def _verify(self, changed: set[Any]) -> None:
+        """Hook of `KeyedRecoverableState(verify_untracked=True)`: compare the values with what was saved."""
+
+    def _loaded(self) -> None:
+        """Hook called when the entries were loaded (or emptied) and before the first save."""
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    async def _initialize(self) -> Manifest:
+        if not self._initialized:
+            self._reset_memory()
+            self._loaded()
+        return await super()._initialize()
+
+    async def _load(self, kvs: KeyValueStore) -> Manifest:
+        manifest = await super()._load(kvs)
+        if self._lease is not None:
+            await self._collect_garbage(kvs, manifest)
+        return manifest
+
+    async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> Manifest:
+        self._version = stored.version if stored is not None else None
+        self._placeholder_version = None
+        self._upgraded = None
+        self._reset_memory()
+        if stored is None or means_no_state(stored):
+            self._last_persisted = None
+            self._loaded()
+            return self._codec.copy(self._default_state)
+        try:
+            manifest = self._codec.load(stored.value)
+        except Exception as exc:  # noqa: BLE001 - ValidationError, or JSON that is not a manifest at all
+            errors = exc.errors() if hasattr(exc, "errors") else []
+            problem = f"is not the manifest of a keyed state ({_first_error(exc)})"
+            return await self._invalid_manifest(kvs, stored, problem, errors)
+        if manifest.kind != self._default_state.kind:
+            other = {"keyed": "KeyedRecoverableState", "set": "RecoverableSet"}[manifest.kind]
+            raise StateValidationError(
+                f"state {self._key!r} in store {kvs.label!r} was saved by a {other}, not a {type(self).__name__}: "
+                "use another persist_state_key, or the same class. The records were left untouched",
+                store=kvs.label,
+                key=self._key,
+            )
+        cover = Parts.check_cover([part.region for part in manifest.parts])
+        if cover is not None:
+            return await self._invalid_manifest(kvs, stored, f"is not a sound manifest: {cover}", [])
+        try:
+            self._parts = await self._read_records(kvs, manifest)
+        except RecordProblem as bad:
+            return await self._invalid_manifest(kvs, stored, str(bad), bad.errors)
+        self._last_persisted = stored.value
+        self._loaded()
+        return manifest
+
+    async def _invalid_manifest(
+        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[Any]
+    ) -> Manifest:
+        manifest = await self._invalid(kvs, stored, problem, [dict(e) for e in errors])
+        self._reset_memory()
+        self._loaded()
+        return manifest
+
+    async def _read_records(self, kvs: KeyValueStore, manifest: Manifest) -> Parts[TEntries]:
+        """The entries the manifest names: its parts, with the changelog records of later saves applied."""
+        limit = asyncio.Semaphore(_READS_IN_FLIGHT)
+
+        async def read(key: str) -> StoredRecord:
+            async with limit:
+                stored = await kvs.client.get_record(key=key)
+            if stored is None:
+                raise RecordProblem(
+                    f"names the record {key!r}, which is missing (deleted by hand, or the store was copied in part?)"
+                )
+            return stored
+
+        part_records = await asyncio.gather(*(read(p.record) for p in manifest.parts if p.record is not None))
+        log_records = await asyncio.gather(*(read(entry.record) for entry in manifest.log))
+        found = iter(part_records)
+        parts = []
+        for ref in manifest.parts:
+            entries = (
+                self._entries.new()
+                if ref.record is None
+                else self._decode(next(found), ref.record, ref.fields, self._entries.load_part)
+            )
+            parts.append(Part(ref.depth, ref.index, entries))
+        loaded = Parts(self._entries.new, parts)
+        upto = {ref.region: ref.upto for ref in manifest.parts}
+        for entry, stored in sorted(zip(manifest.log, log_records, strict=True), key=lambda pair: pair[0].seq):
+            upserts, deletes = self._decode(stored, entry.record, entry.fields, self._entries.load_changes)
+            self._apply(loaded, upto, entry.seq, upserts, deletes)
+            await asyncio.sleep(0)  # one record per step of the event loop
+        for part in list(loaded.parts):
+            loaded.split_if_full(part, self._hash_of)
+        return loaded
+
+    def _decode(self, stored: StoredRecord, key: str, fields: str | None, load: Callable[..., Any]) -> Any:
+        try:
+            version = self._values_schema.version_of(stored.content_type)
+            return load(stored.value, version=version, fields=fields)
+        except SchemaProblem as bad:
+            if bad.in_record:
+                raise RecordProblem(f"names the record {key!r}, which {bad}") from bad
+            raise StateValidationError(
+                f"saved state {self._key!r}: its record {key!r} {bad}. The records were left untouched",
+                store=self._store().label,
+                key=self._key,
+            ) from bad
+        except RecordProblem as bad:
+            raise RecordProblem(f"names the record {key!r}, which {bad}", bad.errors) from bad
+
+    def _apply(
+        self, parts: Parts[TEntries], upto: dict[tuple[int, int], int], seq: int, upserts: Any, deletes: list[Any]
+    ) -> None:
+        """Apply one changelog record to the entries of the parts that do not hold its changes yet."""
+        for key in deletes:
+            part = parts.part_of(self._hash_of(key))
+            if seq > upto[part.region]:
+                self._discard(part.entries, key)
+        items = upserts.items() if isinstance(upserts, dict) else ((item, None) for item in upserts)
+        for key, value in items:
+            part = parts.part_of(self._hash_of(key))
+            if seq > upto[part.region]:
+                self._put(part.entries, key, value)
+
+    @staticmethod
+    def _discard(entries: TEntries, key: Any) -> None:
+        if isinstance(entries, dict):
+            entries.pop(key, None)
+        else:
+            entries.discard(key)
+
+    @staticmethod
+    def _put(entries: TEntries, key: Any, value: Any) -> None:
+        if isinstance(entries, dict):
+            entries[key] = value
+        else:
+            entries.add(key)
+
+    async def _collect_garbage(self, kvs: KeyValueStore, manifest: Manifest) -> None:
+        """Delete the records of saves that never landed (their writer died or lost the state before)."""
+        try:
+            async for _ in kvs.client.iterate_keys(prefix=f"{self._key}.invalid-", limit=1):
+                return  # a manifest set aside by on_invalid='reset' still names its records: keep them all
+            named = manifest.records()
+            orphans = [
+                info.key
+                async for info in kvs.client.iterate_keys(prefix=self._record_keys.prefix)
+                if self._record_keys.is_ours(info.key) and info.key not in named
+            ]
+            await self._delete_records(kvs, orphans)
+        except RecoverableError as exc:
+            self._log.warning("could not tidy the store of state %r (tried again at the next load): %s", self._key, exc)
+
+    async def _delete_records(self, kvs: KeyValueStore, keys: Iterable[str]) -> None:
+        for key in keys:
+            try:
+                await self._with_timeout("clean-up", kvs.client.delete_record(key=key))
+            except RecoverableError as exc:
+                self._log.warning(
+                    "record %r of state %r is no longer needed but could not be deleted (deleted at the next load): %s",
+                    key,
+                    self._key,
+                    exc,
+                )
+
+    # --- saving ----------------------------------------------------------------------------------
+
+    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
+        manifest: Manifest = self._current_state()
+        self._verify(self._changed)
+        if not self._changed:
+            return  # nothing to save, whatever the size: nothing is lost either
+        if self._released_for is not None:
+            self._unsaved_after_hand_over(mode)
+            return
+        await self._check_ownership()
+        seq = manifest.seq + 1
+        content_type = self._values_schema.content_type
+        self._parts.splits_paused = True
+        try:
+            parts = await self._compact(kvs, manifest, seq, content_type)
+            # Taken after the compaction's writes: a part written above may hold changes made while it was
+            # written, and this changelog record, applied over it at a load, brings it to this very save.
+            changed, self._changed = self._changed, set()
+            try:
+                data, count = self._changes_of(changed)
+                log_key = self._record_keys.log(seq)
+                await self._with_timeout(
+                    "save", kvs.client.set_record(key=log_key, value=data, content_type=content_type)
+                )
+                saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=count))
+                record = self._codec.dump(saved)
+                if self._lease is None:
+                    self._version = await self._with_timeout(
+                        "save",
+                        kvs.client.set_record(key=self._key, value=record, content_type=self._schema.content_type),
+                    )
+                else:
+                    await self._fenced_write(kvs, record)
+            except BaseException:
+                self._changed |= changed  # saved at the next save instead
+                raise
+        finally:
+            self._parts.splits_paused = False
+        self._state = saved
+        self._last_persisted = record
+        await self._delete_records(kvs, sorted(manifest.records() - saved.records()))
+
+    def _next_manifest(self, manifest: Manifest, parts: list[PartRef], log: LogRef) -> Manifest:
+        """The manifest of a save: its parts, and the changelog records some part does not hold yet."""
+        oldest: int = min(ref.upto for ref in parts)
+        return Manifest(
+            kind=manifest.kind,
+            seq=log.seq,
+            count=len(self._parts),
+            parts=parts,
+            log=[
+                *(entry for entry in manifest.log if entry.seq > oldest),  # held by every part: dropped
+                log.model_copy(update={"fields": self._entries.fields}),
+            ],
+        )
+
+    def _changes_of(self, changed: set[Any]) -> tuple[bytes, int]:
+        """The changelog record of the keys in `changed`, with how many entries it holds."""
+        upserts: Any = {} if isinstance(self._parts.parts[0].entries, dict) else set()
+        deletes = []
+        for key in changed:
+            entries = self._parts.part_of(self._hash_of(key)).entries
+            if key in entries:
+                self._put(upserts, key, entries[key] if isinstance(entries, dict) else None)
+            else:
+                deletes.append(key)
+        return self._entries.dump_changes(upserts, deletes), len(changed)
+
+    def _compaction_due(self, manifest: Manifest) -> bool:
+        logged = sum(entry.count for entry in manifest.log)
+        return len(manifest.log) >= MAX_LOG_RECORDS or logged > max(COMPACT_SHARE * manifest.count, COMPACT_MIN_ENTRIES)
+
+    async def _compact(self, kvs: KeyValueStore, manifest: Manifest, seq: int, content_type: str) -> list[PartRef]:
+        """The parts of the next manifest: the oldest rewritten from memory when the changelog grew too long."""
+        if not self._compaction_due(manifest):
+            return list(manifest.parts)
+        budget = max(1, math.ceil(len(manifest.parts) / COMPACTION_SAVES))
+        oldest = sorted(manifest.parts, key=lambda part: part.upto)[:budget]
+        rewritten = {part.region for part in oldest}
+        parts = [part for part in manifest.parts if part.region not in rewritten]
+        for ref in oldest:
+            for part in self._parts.parts_in(ref.region):
+                record = None
+                if part.entries:
+                    record = self._record_keys.part(seq, part.region)
+                    data = self._entries.dump_part(part.entries)
+                    await self._with_timeout(
+                        "save", kvs.client.set_record(key=record, value=data, content_type=content_type)
+                    )
+                # Holds every change up to the last save; this save's changelog record is applied over it.
+                parts.append(
+                    PartRef(
+                        depth=part.depth,
+                        index=part.index,
+                        record=record,
+                        upto=manifest.seq,
+                        count=len(part.entries),
+                        fields=self._entries.fields,
+                    )
+                )
+        return parts
+
+    # --- reset -----------------------------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Empty the state and delete everything it saved: the manifest first, then the records it named.
+
+        Raises:
+            StateNotInitializedError: Persistence is enabled and `initialize()` has not been called.
+            StorageError: The manifest could not be deleted.
+            StateOwnershipError: Another process owns the state now, or this process handed it over because
+                it is stopping; the state is left as it was.
+        """
+        before = self._state
+        try:
+            await super().reset()
+        except BaseException:
+            self._state = before
+            raise
+        self._reset_memory()
+        self._loaded()
+        if self._persistence_enabled and self._key_value_store is not None:
+            with contextlib.suppress(RecoverableError):
+                keys = [
+                    info.key
+                    async for info in self._key_value_store.client.iterate_keys(prefix=self._record_keys.prefix)
+                    if self._record_keys.is_ours(info.key)
+                ]
+                await self._delete_records(self._key_value_store, keys)
+
+
+def _first_error(exc: Exception) -> str:
+    errors: list[Any] = exc.errors() if hasattr(exc, "errors") else []
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        return f"{first.get('msg')} at {where}"
+    return str(exc)
