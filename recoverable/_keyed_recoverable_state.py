@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
+from pydantic import ValidationError
+
 from recoverable._keyed_entries import ValueEntries
 from recoverable._keyed_state import KeyedState
 from recoverable._ownership import DEFAULT_LEASE_TTL
@@ -166,7 +168,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         if key not in part.entries:
             try:
                 made = self._default_factory()
-            except TypeError as exc:
+            except (TypeError, ValidationError) as exc:
                 raise ConfigurationError(
                     f"a new value for key {key!r} of state {self._key!r} cannot be made by calling "
                     f"{getattr(self._default_factory, '__name__', self._default_factory)}() ({exc}): pass "
