@@ -2,9 +2,16 @@
 
 It serves a small site of its own on 127.0.0.1 (a free port; `--site-pages` pages, each linking to a few
 others, every response delayed by `--delay-ms`) and crawls it with httpx. The pages done, the frontier
-and the counters live in a Pydantic model inside a `RecoverableState`, saved by a `LocalEventManager`
-every second (`RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS` overrides it), on SIGTERM and Ctrl-C, and at
-the end, to a file system store under `./storage` (`RECOVERABLE_STORAGE_DIR` overrides it).
+and the counters live in a Pydantic model inside a `RecoverableState`. What grows with every link found
+is kept in keyed states, which save only what changed: the counters of each domain (pages fetched, bytes,
+links to it) in a `KeyedRecoverableState`, and every URL seen, on this site or another, in a
+`RecoverableSet`. All three are saved by a `LocalEventManager` every second
+(`RECOVERABLE_PERSIST_STATE_INTERVAL_MILLIS` overrides it), on SIGTERM and Ctrl-C, and at the end, to a
+file system store under `./storage` (`RECOVERABLE_STORAGE_DIR` overrides it).
+
+Each state is saved as a whole, but the three are saved one after another, not together: what must agree
+(a page leaving the frontier for `done`) is kept in one state, and the domain counters and the URLs seen,
+which only report, may differ from it by what changed during the last save after a SIGKILL.
 
 A run after a kill prints "resuming: N pages done" and fetches only what was not done at the last
 save; a run with nothing saved prints "starting fresh". Pages are kept as paths, not URLs, because the
@@ -44,9 +51,11 @@ from recoverable import (
     Configuration,
     Event,
     FileSystemStorageClient,
+    KeyedRecoverableState,
     KeyValueStore,
     LocalEventManager,
     RecoverableError,
+    RecoverableSet,
     RecoverableState,
     StateValidationError,
 )
@@ -56,6 +65,8 @@ if TYPE_CHECKING:
 
 STORE_NAME = "resumable-crawler"
 STATE_KEY = "CRAWL_STATE"
+DOMAINS_KEY = "DOMAINS"
+SEEN_KEY = "SEEN_URLS"
 START_PATH = "/"
 DEFAULT_PERSIST_INTERVAL = timedelta(seconds=1)
 MAX_ATTEMPTS = 3
@@ -128,6 +139,16 @@ class CrawlState(BaseModel):
     """HTTP requests made over all runs, retries and re-fetches after a kill included."""
     bytes_fetched: int = 0
     links_found: int = 0
+
+
+class DomainCounters(BaseModel):
+    """What the crawl saw of one domain (a host name, without the port)."""
+
+    pages: int = 0
+    """Pages fetched from it."""
+    bytes: int = 0
+    links_to: int = 0
+    """Links found that point to it (followed only on the crawled site)."""
 
 
 # --- the site ---------------------------------------------------------------------------------------
@@ -232,9 +253,18 @@ class Crawler:
     """Fetches the frontier with a few workers, moving each page from the frontier to `done` in one step."""
 
     def __init__(
-        self, *, state: CrawlState, client: httpx.AsyncClient, concurrency: int, max_pages: int | None
+        self,
+        *,
+        state: CrawlState,
+        domains: KeyedRecoverableState[DomainCounters],
+        seen: RecoverableSet[str],
+        client: httpx.AsyncClient,
+        concurrency: int,
+        max_pages: int | None,
     ) -> None:
         self.state = state
+        self.domains = domains
+        self.seen = seen
         self.client = client
         self.concurrency = concurrency
         self.max_pages = max_pages
@@ -296,12 +326,20 @@ class Crawler:
         # From here to the end nothing awaits, so a save never sees a page half moved.
         depth = state.frontier.pop(path)
         state.attempts.pop(path, None)
-        links = self._links(response)
+        links, found = self._links(response)
         state.done[path] = PageResult(
             run=state.runs, status=response.status_code, depth=depth, size=len(response.content), links=len(links)
         )
         state.bytes_fetched += len(response.content)
         state.links_found += len(links)
+        async with self.domains.edit(response.url.host) as counters:
+            counters.pages += 1
+            counters.bytes += len(response.content)
+        for url in found:
+            if url not in self.seen:
+                self.seen.add(url)
+            async with self.domains.edit(httpx.URL(url).host) as counters:
+                counters.links_to += 1
         for link in links:
             if link not in state.done and link not in state.frontier and link not in state.failed:
                 state.frontier[link] = depth + 1
@@ -325,17 +363,23 @@ class Crawler:
         self.state.failed[path] = error
         say(f"giving up on {path} after {attempts} attempts: {error}")
 
-    def _links(self, response: httpx.Response) -> list[str]:
-        """Same-site links of a page, as paths (the port changes between runs; paths do not)."""
+    def _links(self, response: httpx.Response) -> tuple[list[str], list[str]]:
+        """Same-site links of a page, as paths, and every link found, as URLs: the URLs seen.
+
+        Paths, and URLs of this site without the port: the port changes between runs, paths do not.
+        """
         if not response.headers.get("content-type", "").startswith("text/html"):
-            return []
+            return [], []
         base = response.url
+        same_site: dict[str, None] = {}
         found: dict[str, None] = {}
         for href in _HREF.findall(response.text):
             url = base.join(href.strip())
             if url.scheme == base.scheme and url.host == base.host and url.port == base.port:
-                found[url.raw_path.decode("ascii")] = None
-        return list(found)
+                same_site[url.raw_path.decode("ascii")] = None
+                url = url.copy_with(port=None)
+            found[str(url.copy_with(fragment=None))] = None
+        return list(same_site), list(found)
 
 
 # --- the program ------------------------------------------------------------------------------------
@@ -384,6 +428,9 @@ def print_summary(state: CrawlState, crawler: Crawler, site: Site, done_at_start
     say(f"  bytes fetched:         {state.bytes_fetched}")
     say(f"  links found:           {state.links_found}")
     say(f"  deepest page:          {max((r.depth for r in state.done.values()), default=0)}")
+    say(f"  URLs seen:             {len(crawler.seen)}")
+    for domain, counters in sorted(crawler.domains.items()):
+        say(f"  domain {domain}: {counters.pages} pages, {counters.bytes} bytes, {counters.links_to} links to it")
 
 
 async def crawl(args: argparse.Namespace) -> int:
@@ -410,9 +457,18 @@ async def crawl(args: argparse.Namespace) -> int:
             # With --fresh, a saved state that no longer loads is kept aside as a backup, not an error.
             on_invalid="reset" if args.fresh else "raise",
         )
-        async with recoverable:
+        # Per-domain counters and the URLs seen grow with the crawl: saved as what changed since the last save.
+        domains = KeyedRecoverableState(
+            value_type=DomainCounters, persist_state_key=DOMAINS_KEY, key_value_store=store, event_manager=events
+        )
+        seen: RecoverableSet[str] = RecoverableSet(
+            persist_state_key=SEEN_KEY, key_value_store=store, event_manager=events
+        )
+        async with recoverable, domains, seen:
             if args.fresh:
                 await recoverable.reset()
+                await domains.reset()
+                await seen.reset()
             state = recoverable.current_value
             if state.runs == 0:
                 say("starting fresh")
@@ -438,7 +494,12 @@ async def crawl(args: argparse.Namespace) -> int:
                     limits=httpx.Limits(max_connections=args.concurrency),
                 ) as client:
                     crawler = Crawler(
-                        state=state, client=client, concurrency=args.concurrency, max_pages=args.max_pages
+                        state=state,
+                        domains=domains,
+                        seen=seen,
+                        client=client,
+                        concurrency=args.concurrency,
+                        max_pages=args.max_pages,
                     )
                     await crawler.run()
             if not state.frontier:

@@ -11,12 +11,25 @@ from typing import Any
 
 import psutil
 import pytest
+from pydantic import BaseModel
 
-from recoverable import FileSystemStorageClient, KeyValueStore
+from recoverable import FileSystemStorageClient, KeyedRecoverableState, KeyValueStore, RecoverableSet
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "resumable_crawler.py"
 STORE_NAME = "resumable-crawler"
 STATE_KEY = "CRAWL_STATE"
+DOMAINS_KEY = "DOMAINS"
+SEEN_KEY = "SEEN_URLS"
+
+
+class DomainCounters(BaseModel):
+    """The example's model of a domain's counters, as a reader of its store declares it."""
+
+    pages: int = 0
+    bytes: int = 0
+    links_to: int = 0
+
+
 RUN_TIMEOUT = 60.0
 
 
@@ -67,6 +80,14 @@ class Crawler:
         state = await (await self.store()).get_value(STATE_KEY)
         assert isinstance(state, dict), f"no saved state in {self.storage_dir}"
         return state
+
+    async def saved_domains_and_urls(self) -> tuple[dict[str, DomainCounters], set[str]]:
+        """The per-domain counters and the URLs seen, as the example's keyed states load them."""
+        store = await self.store()
+        domains = KeyedRecoverableState(value_type=DomainCounters, persist_state_key=DOMAINS_KEY, key_value_store=store)
+        seen = RecoverableSet(persist_state_key=SEEN_KEY, key_value_store=store)
+        async with domains, seen:
+            return dict(domains.items()), set(seen)
 
 
 @pytest.fixture
@@ -120,6 +141,12 @@ async def test_full_run_crawls_every_page_once(crawler: Crawler) -> None:
     assert {r["run"] for r in state["done"].values()} == {1}
     # The counters agree with the pages.
     assert state["links_found"] == sum(r["links"] for r in state["done"].values())
+    domains, seen = await crawler.saved_domains_and_urls()
+    assert domains["127.0.0.1"].pages == 120
+    assert domains["127.0.0.1"].bytes == state["bytes_fetched"]
+    assert sum(counters.links_to for counters in domains.values()) == state["links_found"] + 12
+    assert domains["example.com"] == DomainCounters(pages=0, bytes=0, links_to=12)
+    assert seen == {f"http://127.0.0.1{path}" for path in site_paths(120)} | {"http://example.com/elsewhere"}
 
     again = crawler.run("--site-pages", "120", "--delay-ms", "2")
     assert again.returncode == 0, again.stderr
