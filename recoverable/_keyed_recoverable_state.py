@@ -196,8 +196,9 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
                 key=self._key,
             )
         part = self._part_of(self._checked(key))
+        new = key not in part.entries
         part.entries[key] = value
-        self._changed_in(key, part)
+        self._added(key, part, new=new)
 
     def __delitem__(self, key: str) -> None:
         """Delete `key`; the deletion is saved at the next save.
@@ -209,7 +210,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         if part is None or key not in part.entries:
             raise KeyError(key)
         del part.entries[key]
-        self._changed.add(key)
+        self._removed(key)
 
     # --- reading entries -------------------------------------------------------------------------
 
@@ -246,9 +247,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         return len(self._parts)
 
     def __iter__(self) -> Iterator[str]:
-        self._check_ready()
-        for part in list(self._parts.parts):
-            yield from part.entries
+        return self._iterate()
 
     def __repr__(self) -> str:
         size = len(self._parts) if self._state is not None else "?"

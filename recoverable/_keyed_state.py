@@ -27,7 +27,7 @@ from recoverable.errors import InvalidKeyError, RecoverableError, StateNotInitia
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from recoverable._state_record import SaveMode
     from recoverable.storages import KeyValueStore
@@ -102,6 +102,8 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
         self._parts: Parts[TEntries] = Parts(self._entries.new)
         self._changed: set[Any] = set()
         """The keys (items) set or deleted since the last save that landed."""
+        self._size_changes = 0
+        """How many times a key was added or deleted: iterations check it."""
         self._record_keys = RecordKeys(self._key)
 
     # --- entries ---------------------------------------------------------------------------------
@@ -125,14 +127,35 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
         self._check_ready()
         return self._parts.part_of(self._hash_of(key))
 
-    def _changed_in(self, key: Any, part: Part[TEntries]) -> None:
-        """Note that `key` of `part` was set or deleted; split the part when it grew too full."""
+    def _added(self, key: Any, part: Part[TEntries], *, new: bool = True) -> None:
+        """Note that `key` was added to `part` (`new`), or its value set; split the part when it grew too full."""
         self._changed.add(key)
-        self._parts.split_if_full(part, self._hash_of)
+        if new:
+            self._size_changes += 1
+            self._parts.split_if_full(part, self._hash_of)
+
+    def _removed(self, key: Any) -> None:
+        """Note that `key` was deleted."""
+        self._changed.add(key)
+        self._size_changes += 1
+
+    def _iterate(self) -> Iterator[Any]:
+        """The keys (items), part by part; adding or deleting any while iterating raises, as with a dict.
+
+        Raises:
+            RuntimeError: A key was added or deleted during the iteration.
+        """
+        self._check_ready()
+        changes = self._size_changes
+        for part in list(self._parts.parts):
+            yield from part.entries
+            if self._size_changes != changes:
+                raise RuntimeError(f"state {self._key!r} changed size during iteration")
 
     def _reset_memory(self) -> None:
         self._parts = Parts(self._entries.new)
         self._changed = set()
+        self._size_changes += 1
         self._record_keys = RecordKeys(self._key)
 
     def _verify(self, changed: set[Any]) -> None:
@@ -179,6 +202,9 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
                 key=self._key,
             )
         cover = Parts.check_cover([part.region for part in manifest.parts])
+        foreign = sorted(key for key in manifest.records() if not self._record_keys.is_ours(key))
+        if foreign:
+            cover = f"it names records that are not this state's: {', '.join(map(repr, foreign[:5]))}"
         if cover is not None:
             return await self._invalid_manifest(kvs, stored, f"is not a sound manifest: {cover}", [])
         try:
@@ -421,6 +447,8 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
         except BaseException:
             self._state = before
             raise
+        # A save that ran while the reset waited for it set the manifest of that save: the state is empty now.
+        self._state = self._codec.copy(self._default_state)
         self._reset_memory()
         self._loaded()
         if self._persistence_enabled and self._key_value_store is not None:

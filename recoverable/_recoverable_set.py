@@ -123,7 +123,7 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
         part = self._part_of(item)
         if item not in part.entries:
             part.entries.add(item)
-            self._changed_in(item, part)
+            self._added(item, part)
 
     def discard(self, item: TItem) -> None:
         """Remove `item` when it is in the set; the removal is saved at the next save."""
@@ -131,7 +131,7 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
             part = self._part_of(item)
             if item in part.entries:
                 part.entries.remove(item)
-                self._changed.add(item)
+                self._removed(item)
 
     def update(self, *items: Iterable[TItem]) -> None:
         """Add every item of every iterable given.
@@ -151,9 +151,7 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
         return len(self._parts)
 
     def __iter__(self) -> Iterator[TItem]:
-        self._check_ready()
-        for part in list(self._parts.parts):
-            yield from part.entries
+        return self._iterate()
 
     def __repr__(self) -> str:
         size = len(self._parts) if self._state is not None else "?"

@@ -54,6 +54,13 @@ async def store_snapshot(kvs: KeyValueStore) -> dict[str, bytes]:
             "names the record 'DOMAINS.~part.00000000.1.0.0', which is missing",
         ),
         (b'{"format": "recoverable.keyed-state/2", "kind": "keyed"}', "is not the manifest of a keyed state"),
+        (
+            (
+                b'{"format": "recoverable.keyed-state/1", "kind": "keyed", "parts": ['
+                b'{"depth": 0, "index": 0, "record": "OTHER", "upto": 0, "count": 0}]}'
+            ),
+            "it names records that are not this state's: 'OTHER'",
+        ),
     ],
 )
 async def test_a_damaged_manifest_raises_and_is_left_untouched(

@@ -377,3 +377,44 @@ async def test_a_stop_event_makes_the_final_save_and_hands_the_state_over(kvs: K
         await domains.teardown()
     async with make_keyed(kvs) as again:
         assert dict(again) == {"a": Domain(pages=1)}
+
+
+async def test_adding_or_deleting_keys_while_iterating_raises(
+    kvs: KeyValueStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shrink(monkeypatch)
+    async with make_keyed(kvs) as domains:
+        domains.update({f"k{i}": Domain() for i in range(40)})
+
+        def copy_each() -> None:
+            for key in domains:
+                domains[key + "-copy"] = Domain()
+
+        def delete_each() -> None:
+            for key in domains:
+                del domains[key]
+
+        with pytest.raises(RuntimeError, match="changed size during iteration"):
+            copy_each()
+        with pytest.raises(RuntimeError, match="changed size during iteration"):
+            delete_each()
+        for key in domains:  # setting a value of an existing key is no change of size
+            domains[key] = Domain(pages=1)
+
+
+async def test_a_reset_during_a_save_leaves_the_state_empty(storage_client: StorageClient) -> None:
+    kvs, client = await open_instrumented_store(storage_client)
+    async with make_keyed(kvs, persistence_enabled="explicit_only") as domains:
+        domains["a"] = Domain()
+        await domains.persist_state()
+        domains["b"] = Domain()
+        client.set_delay = 0.05
+        save = asyncio.create_task(domains.persist_state())
+        await asyncio.sleep(0.01)
+        await domains.reset()
+        await save
+        client.set_delay = 0
+        assert len(domains) == 0
+        domains["c"] = Domain()
+    async with make_keyed(kvs) as again:
+        assert dict(again) == {"c": Domain()}
