@@ -13,7 +13,9 @@ events come from a `LocalEventManager` handling SIGTERM and SIGINT instead of a 
 "carry_on" installs a handler first that prints `CAUGHT` and lets the program go on for ten more rounds,
 as a program that catches the signal does, then tear the state down), "persist_ms" (the period of that
 manager's PERSIST_STATE, an hour by default) and "explicit" (false: the counter is only counted, `DONE
-<done>`, and saved by events alone). It prints one line per event, flushed:
+<done>`, and saved by events alone), "keyed" (the state is a `KeyedRecoverableState` of ints: "done" and
+"writer" are keys, and each save also sets "pad_entries" entries, so that saves are long and compact). It
+prints one line per event, flushed:
 
 - `OWNER <done> <writer>` once it holds the lease, with the counter it loaded and who saved it;
 - `SAVING <done>` before each save, `SAVED <done>` after each save that returned;
@@ -41,7 +43,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recoverable import EventManager, KeyValueStore, LocalEventManager, RecoverableState, StateOwnershipError
+from recoverable import (
+    EventManager,
+    KeyedRecoverableState,
+    KeyValueStore,
+    LocalEventManager,
+    RecoverableState,
+    StateOwnershipError,
+)
 from recoverable.storages import FileSystemStorageClient, StorageClient
 
 KEY = "CRAWL"
@@ -83,6 +92,8 @@ def say(line: str) -> None:
 async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
     if spec.get("signals"):
         return await main_with_signals(spec, ttl_ms, on_owned)
+    if spec.get("keyed"):
+        return await main_keyed(spec, ttl_ms, on_owned)
     async with build_client(spec) as client:
         kvs = await KeyValueStore.open(name=STORE, storage_client=client)
         state = RecoverableState(
@@ -116,6 +127,44 @@ async def main(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
             if spec.get("hold_lock"):
                 await hold_lock(kvs)
                 await asyncio.Event().wait()  # frozen from here on, by the test
+            await asyncio.sleep(0.1)
+
+
+async def main_keyed(spec: dict[str, Any], ttl_ms: int, on_owned: str) -> int:
+    """The owner of a keyed state: see "keyed" in the module docstring."""
+    async with build_client(spec) as client:
+        kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        state = KeyedRecoverableState(
+            value_type=int,
+            persist_state_key=KEY,
+            key_value_store=kvs,
+            event_manager=EventManager(persist_state_interval=timedelta(hours=1)),
+            lease_ttl=timedelta(milliseconds=ttl_ms),
+            on_owned="wait" if on_owned == "wait" else "fail",
+        )
+        try:
+            await state.initialize()
+        except StateOwnershipError as exc:
+            say("REFUSED " + json.dumps({"owner": exc.owner, "message": str(exc)}))
+            return 3
+        say(f"OWNER {state.get('done', 0)} {state.get('writer', 0)}")
+        state["writer"] = os.getpid()
+        pad = spec.get("pad_entries", 0)
+        await asyncio.sleep(spec.get("settle_ms", 0) / 1000)
+        while True:
+            done = state["done"] = state.get("done", 0) + 1
+            for i in range(pad):
+                state[f"pad-{(done * pad + i) % (4 * pad)}"] = done
+            say(f"SAVING {done}")
+            try:
+                await state.persist_state()
+            except StateOwnershipError as exc:
+                say(f"LOST {exc}")
+                return 4
+            except Exception as exc:
+                say(f"LOST {type(exc).__name__}: {exc}")  # as in main(): it did not land either
+                os._exit(4)
+            say(f"SAVED {done}")
             await asyncio.sleep(0.1)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import services
 
-from recoverable import KeyValueStore, StoreLockedError
+from recoverable import KeyedRecoverableState, KeyValueStore, StoreLockedError
 from recoverable.storages import FileSystemStorageClient
 
 if TYPE_CHECKING:
@@ -338,7 +338,7 @@ def test_an_owner_stopped_by_sigterm_hands_over_at_once_to_an_owner_on_another_h
         second.proc.wait(timeout=WAIT_SECS)
         _drain(second)
         assert not any(line.startswith("LOST") for line in second.lines), second.lines[-3:]
-        record = asyncio.run(_read_record(spec))
+        record = asyncio.run(_read_state(spec))
         assert record["writer"] == second.proc.pid
         assert record["done"] in (max(_saved_values(second.lines)), max(_saved_values(second.lines)) + 1)
     finally:
@@ -475,14 +475,28 @@ def _drain(owner: Owner) -> None:
 
 @pytest.mark.slow
 def test_an_owner_frozen_mid_save_never_lands_a_save_after_a_takeover(
-    spec: dict[str, Any], child_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+    spec: dict[str, Any], child_env: dict[str, str], request: pytest.FixtureRequest
 ) -> None:
     """The frozen owner's save in flight lands before the new owner loads (and is loaded), or never."""
     _known_sqlite_hang(spec, request)
     _known_postgres_wait(spec, request)
+    _frozen_mid_save_rounds({**spec, "pad_bytes": BIG_STATE}, child_env)
+
+
+@pytest.mark.slow
+def test_a_keyed_owner_frozen_mid_save_never_lands_a_save_after_a_takeover(
+    spec: dict[str, Any], child_env: dict[str, str], request: pytest.FixtureRequest
+) -> None:
+    """As above, for a keyed state: its changelog and compaction records, and its manifest, never land late."""
+    _known_sqlite_hang(spec, request)
+    _known_postgres_wait(spec, request)
+    _frozen_mid_save_rounds({**spec, "keyed": True, "pad_entries": 20_000}, child_env)
+
+
+def _frozen_mid_save_rounds(spec: dict[str, Any], child_env: dict[str, str]) -> None:
     rng = random.Random()
     ttl_ms = 2000
-    big = {**spec, "pad_bytes": BIG_STATE, "lock_timeout_ms": 1000, "settle_ms": 300}
+    big = {**spec, "lock_timeout_ms": 1000, "settle_ms": 300}
     for round_no in range(FREEZE_ROUNDS):
         stale = start_owner(big, child_env, ttl_ms=ttl_ms)
         new: Owner | None = None
@@ -518,7 +532,7 @@ def test_an_owner_frozen_mid_save_never_lands_a_save_after_a_takeover(
             _drain(new)
             assert not any(line.startswith("LOST") for line in new.lines), new.lines[-3:]
             new_last = max(_saved_values(new.lines))
-            record = asyncio.run(_read_record(spec))
+            record = asyncio.run(_read_state(spec))
             assert record["writer"] == new.proc.pid, (round_no, record["writer"], stale.proc.pid)
             assert record["done"] in (new_last, new_last + 1)
         finally:
@@ -529,11 +543,18 @@ def test_an_owner_frozen_mid_save_never_lands_a_save_after_a_takeover(
                 new.stop()
 
 
-async def _read_record(spec: dict[str, Any]) -> dict[str, Any]:
+async def _read_state(spec: dict[str, Any]) -> dict[str, Any]:
+    """The saved state as a dict: the record of a `RecoverableState`, or the entries of a keyed state."""
     from owner_child import KEY, STORE, build_client  # noqa: PLC0415
 
     async with build_client(spec) as client:
         kvs = await KeyValueStore.open(name=STORE, storage_client=client)
+        if spec.get("keyed"):
+            # Read only: no lease (the killed owner's is still there), and nothing changed, so nothing written.
+            async with KeyedRecoverableState(
+                value_type=int, persist_state_key=KEY, key_value_store=kvs, lease_ttl=None
+            ) as state:
+                return dict(state)
         value = await kvs.get_value(KEY)
     assert isinstance(value, dict)
     return value
@@ -587,7 +608,7 @@ def test_an_expired_owner_frozen_holding_the_store_lock_is_taken_over(
         if kind != "postgres":
             assert f"process {stale.proc.pid}" in log
             assert "ending it with SIGKILL" in log
-        record = asyncio.run(_read_record(spec))
+        record = asyncio.run(_read_state(spec))
         assert record["writer"] == new.proc.pid
     finally:
         if stale.proc.poll() is None:

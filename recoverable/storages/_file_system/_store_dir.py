@@ -146,10 +146,18 @@ class StoreDir:
             with self._lock:
                 records = self._index.scan()
         record = self._index.find(records, key)
-        if record is None and self._index.changed():
+        if record is None and self._may_be_stale(records):
             with self._lock:
                 record = self._index.find(self._index.scan(), key)
         return record
+
+    def _may_be_stale(self, records: dict[str, RecordFile]) -> bool:
+        """Whether `records`, the index as this thread read it, may miss a record.
+
+        It may when the folder changed since the last scan, and also when another thread rescanned since this
+        one read `records`: `changed()` then speaks of that newer scan, not of `records`.
+        """
+        return records is not self._index.records or self._index.changed()
 
     def read_cached(self, key: str, max_size: int) -> StoredRecord | Literal[False] | None:
         """Read a small record the index already knows, cheaply enough to do on the event loop.
@@ -165,7 +173,7 @@ class StoreDir:
             return False
         record = self._index.find(records, key)
         if record is None:
-            return False if self._index.changed() else None
+            return False if self._may_be_stale(records) else None
         if record.refused is not None:
             raise self.files.refusal_of(key, record)
         if record.size > max_size:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -299,3 +299,51 @@ async def test_a_worker_forked_by_a_writer_does_not_keep_its_lock_after_it_died(
         assert await kvs.get_value("a") == 1
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+async def test_a_read_racing_another_threads_rescan_still_finds_a_record_another_process_wrote(
+    storage_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that looked a key up in the index as it was, while another thread rescanned the folder, looks again.
+
+    The rescan of the other thread is made to happen between the two steps of the lookup, where concurrent
+    reads (eight at a time, by a keyed state's load) met it: the key is missing from the index this thread
+    read, and the folder no longer counts as changed, since the other thread's scan saw it as it is now.
+    """
+    from recoverable.storages._file_system._record_index import RecordIndex  # noqa: PLC0415
+
+    kvs = await KeyValueStore.open(name="race", storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+    assert await kvs.get_value("written-elsewhere") is None  # this process's index: scanned, without the key
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITE_ELSEWHERE, str(storage_dir), stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await other.communicate()
+    assert other.returncode == 0, stderr.decode()
+
+    find = RecordIndex.find
+    rescanned: list[bool] = []
+
+    def find_while_another_thread_rescans(self: RecordIndex, records: dict[str, Any], key: str) -> Any:
+        if not rescanned:
+            rescanned.append(True)
+            self.scan()  # what another thread's read did meanwhile
+        return find(self, records, key)
+
+    monkeypatch.setattr(RecordIndex, "find", find_while_another_thread_rescans)
+    assert await kvs.get_value("written-elsewhere") == {"by": "another process"}
+    assert rescanned
+
+
+_WRITE_ELSEWHERE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from recoverable.storages import FileSystemStorageClient, KeyValueStore
+
+    async def main() -> None:
+        client = FileSystemStorageClient(storage_dir=sys.argv[1])
+        kvs = await KeyValueStore.open(name="race", storage_client=client)
+        await kvs.set_value("written-elsewhere", {"by": "another process"})
+
+    asyncio.run(main())
+    """
+)
