@@ -155,9 +155,11 @@ class StoreDir:
         """Whether `records`, the index as this thread read it, may miss a record.
 
         It may when the folder changed since the last scan, and also when another thread rescanned since this
-        one read `records`: `changed()` then speaks of that newer scan, not of `records`.
+        one read `records`: `changed()` then speaks of that newer scan, not of `records`. `changed()` is asked
+        first: a scan sets the index's records before the marks `changed()` compares, so once those show the
+        scan, the identity check sees its records too.
         """
-        return records is not self._index.records or self._index.changed()
+        return self._index.changed() or records is not self._index.records
 
     def read_cached(self, key: str, max_size: int) -> StoredRecord | Literal[False] | None:
         """Read a small record the index already knows, cheaply enough to do on the event loop.

@@ -334,6 +334,36 @@ async def test_a_read_racing_another_threads_rescan_still_finds_a_record_another
     assert rescanned
 
 
+async def test_a_read_racing_the_end_of_another_threads_rescan_still_finds_the_record(
+    storage_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, the other thread's rescan ending between the two checks of the lookup (what the index holds,
+    whether the folder changed since): the lookup must not take the index for fresh and the record for missing.
+    """
+    from recoverable.storages._file_system._record_index import RecordIndex  # noqa: PLC0415
+
+    kvs = await KeyValueStore.open(name="race", storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+    assert await kvs.get_value("written-elsewhere") is None
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITE_ELSEWHERE, str(storage_dir), stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await other.communicate()
+    assert other.returncode == 0, stderr.decode()
+
+    changed = RecordIndex.changed
+    rescanned: list[bool] = []
+
+    def changed_after_another_threads_rescan(self: RecordIndex, folder: int | None = None) -> bool:
+        if not rescanned:
+            rescanned.append(True)
+            self.scan()  # another thread's rescan ends just now
+        return changed(self, folder)
+
+    monkeypatch.setattr(RecordIndex, "changed", changed_after_another_threads_rescan)
+    assert await kvs.get_value("written-elsewhere") == {"by": "another process"}
+    assert rescanned
+
+
 _WRITE_ELSEWHERE = textwrap.dedent(
     """
     import asyncio, sys
