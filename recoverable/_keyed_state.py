@@ -10,28 +10,24 @@ saves over them. The layout is in `_keyed_manifest.py` and docs/keyed-state.md.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from recoverable._keyed_entries import RecordProblem
 from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
-from recoverable._keyed_parts import Part, Parts, key_hash
-from recoverable._schema import Schema, SchemaProblem
+from recoverable._keyed_parts import Part, Parts
+from recoverable._keyed_records import KeyedRecords
+from recoverable._schema import Schema
 from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
-from recoverable._state_lifecycle import StateLifecycle
-from recoverable._state_record import means_no_state
-from recoverable.errors import InvalidKeyError, RecoverableError, StateNotInitializedError, StateValidationError
+from recoverable.errors import InvalidKeyError, RecoverableError, StateNotInitializedError
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterator
 
     from recoverable._state_record import SaveMode
     from recoverable.storages import KeyValueStore
-    from recoverable.storages._models import StoredRecord
 
 __all__ = ["KeyedState", "check_key_room"]
 
@@ -45,19 +41,6 @@ MAX_LOG_RECORDS = 64
 """...or when it has this many records (each is read at every load)."""
 COMPACTION_SAVES = 8
 """A compaction rewrites every part over about this many saves: each rewrites 1/8 of the parts at most."""
-_READS_IN_FLIGHT = 8
-
-
-class EntryCodec(Protocol[TEntries]):
-    """The JSON of a keyed state's records (`ValueEntries`, `ItemEntries`)."""
-
-    fields: str | None
-
-    def new(self) -> TEntries: ...
-    def dump_part(self, entries: TEntries) -> bytes: ...
-    def dump_changes(self, upserts: Any, deletes: list[Any]) -> bytes: ...
-    def load_part(self, data: bytes, *, version: int, fields: str | None) -> TEntries: ...
-    def load_changes(self, data: bytes, *, version: int, fields: str | None) -> tuple[Any, list[Any]]: ...
 
 
 def check_key_room(key: str) -> None:
@@ -75,15 +58,11 @@ def check_key_room(key: str) -> None:
         )
 
 
-class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
-    """The saving and loading of a state kept as entries in parts; the public classes add the collection API.
+class KeyedState(KeyedRecords[TEntries]):
+    """The saving of a state kept as entries in parts; its loading is `KeyedRecords`'s.
 
-    The subclass sets `_entries` and calls `_setup_keyed()`.
+    The public classes add the collection API: they set `_entries` and call `_setup_keyed()`.
     """
-
-    _entries: EntryCodec[TEntries]
-    _values_schema: Schema
-    """The schema version of the records of entries (the manifest itself is plain JSON, version 1)."""
 
     def _setup_keyed(self, *, kind: Kind, values_schema: Schema, arguments: dict[str, Any]) -> None:
         """Check the arguments every state takes and set up the fields (`arguments`: those of `_setup`).
@@ -99,11 +78,9 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
         self._values_schema = values_schema
         self._default_state = Manifest(kind=kind)
         self._setup(**arguments)
-        self._parts: Parts[TEntries] = Parts(self._entries.new)
-        self._changed: set[Any] = set()
-        """The keys (items) set or deleted since the last save that landed."""
+        self._parts = Parts(self._entries.new)
+        self._changed = set()
         self._size_changes = 0
-        """How many times a key was added or deleted: iterations check it."""
         self._record_keys = RecordKeys(self._key)
 
     # --- entries ---------------------------------------------------------------------------------
@@ -114,14 +91,6 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
                 f"state {self._key!r} has not been initialized: call `await state.initialize()` or use "
                 "`async with state`"
             )
-
-    def _hash_of(self, key: Any) -> int:
-        try:
-            return key_hash(key)
-        except UnicodeEncodeError:
-            raise InvalidKeyError(
-                f"key {key!r} of state {self._key!r} is not valid Unicode (it holds a lone surrogate)", key=self._key
-            ) from None
 
     def _part_of(self, key: Any) -> Part[TEntries]:
         self._check_ready()
@@ -151,181 +120,6 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
             yield from part.entries
             if self._size_changes != changes:
                 raise RuntimeError(f"state {self._key!r} changed size during iteration")
-
-    def _reset_memory(self) -> None:
-        self._parts = Parts(self._entries.new)
-        self._changed = set()
-        self._size_changes += 1
-        self._record_keys = RecordKeys(self._key)
-
-    def _verify(self, changed: set[Any]) -> None:
-        """Hook of `KeyedRecoverableState(verify_untracked=True)`: compare the values with what was saved."""
-
-    def _loaded(self) -> None:
-        """Hook called when the entries were loaded (or emptied) and before the first save."""
-
-    # --- loading ---------------------------------------------------------------------------------
-
-    async def _initialize(self) -> Manifest:
-        if not self._initialized:
-            self._reset_memory()
-            self._loaded()
-        return await super()._initialize()
-
-    async def _load(self, kvs: KeyValueStore) -> Manifest:
-        manifest = await super()._load(kvs)
-        if self._lease is not None:
-            await self._collect_garbage(kvs, manifest)
-        return manifest
-
-    async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> Manifest:
-        self._version = stored.version if stored is not None else None
-        self._placeholder_version = None
-        self._upgraded = None
-        self._reset_memory()
-        if stored is None or means_no_state(stored):
-            self._last_persisted = None
-            self._loaded()
-            return self._codec.copy(self._default_state)
-        try:
-            manifest = self._codec.load(stored.value)
-        except Exception as exc:  # noqa: BLE001 - ValidationError, or JSON that is not a manifest at all
-            errors = exc.errors() if hasattr(exc, "errors") else []
-            problem = f"is not the manifest of a keyed state ({_first_error(exc)})"
-            return await self._invalid_manifest(kvs, stored, problem, errors)
-        if manifest.kind != self._default_state.kind:
-            other = {"keyed": "KeyedRecoverableState", "set": "RecoverableSet"}[manifest.kind]
-            raise StateValidationError(
-                f"state {self._key!r} in store {kvs.label!r} was saved by a {other}, not a {type(self).__name__}: "
-                "use another persist_state_key, or the same class. The records were left untouched",
-                store=kvs.label,
-                key=self._key,
-            )
-        cover = Parts.check_cover([part.region for part in manifest.parts])
-        foreign = sorted(key for key in manifest.records() if not self._record_keys.is_ours(key))
-        if foreign:
-            cover = f"it names records that are not this state's: {', '.join(map(repr, foreign[:5]))}"
-        if cover is not None:
-            return await self._invalid_manifest(kvs, stored, f"is not a sound manifest: {cover}", [])
-        try:
-            self._parts = await self._read_records(kvs, manifest)
-        except RecordProblem as bad:
-            return await self._invalid_manifest(kvs, stored, str(bad), bad.errors)
-        self._last_persisted = stored.value
-        self._loaded()
-        return manifest
-
-    async def _invalid_manifest(
-        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[Any]
-    ) -> Manifest:
-        manifest = await self._invalid(kvs, stored, problem, [dict(e) for e in errors])
-        self._reset_memory()
-        self._loaded()
-        return manifest
-
-    async def _read_records(self, kvs: KeyValueStore, manifest: Manifest) -> Parts[TEntries]:
-        """The entries the manifest names: its parts, with the changelog records of later saves applied."""
-        limit = asyncio.Semaphore(_READS_IN_FLIGHT)
-
-        async def read(key: str) -> StoredRecord:
-            async with limit:
-                stored = await kvs.client.get_record(key=key)
-            if stored is None:
-                raise RecordProblem(
-                    f"names the record {key!r}, which is missing (deleted by hand, or the store was copied in part?)"
-                )
-            return stored
-
-        part_records = await asyncio.gather(*(read(p.record) for p in manifest.parts if p.record is not None))
-        log_records = await asyncio.gather(*(read(entry.record) for entry in manifest.log))
-        found = iter(part_records)
-        parts = []
-        for ref in manifest.parts:
-            entries = (
-                self._entries.new()
-                if ref.record is None
-                else self._decode(next(found), ref.record, ref.fields, self._entries.load_part)
-            )
-            parts.append(Part(ref.depth, ref.index, entries))
-        loaded = Parts(self._entries.new, parts)
-        upto = {ref.region: ref.upto for ref in manifest.parts}
-        for entry, stored in sorted(zip(manifest.log, log_records, strict=True), key=lambda pair: pair[0].seq):
-            upserts, deletes = self._decode(stored, entry.record, entry.fields, self._entries.load_changes)
-            self._apply(loaded, upto, entry.seq, upserts, deletes)
-            await asyncio.sleep(0)  # one record per step of the event loop
-        for part in list(loaded.parts):
-            loaded.split_if_full(part, self._hash_of)
-        return loaded
-
-    def _decode(self, stored: StoredRecord, key: str, fields: str | None, load: Callable[..., Any]) -> Any:
-        try:
-            version = self._values_schema.version_of(stored.content_type)
-            return load(stored.value, version=version, fields=fields)
-        except SchemaProblem as bad:
-            if bad.in_record:
-                raise RecordProblem(f"names the record {key!r}, which {bad}") from bad
-            raise StateValidationError(
-                f"saved state {self._key!r}: its record {key!r} {bad}. The records were left untouched",
-                store=self._store().label,
-                key=self._key,
-            ) from bad
-        except RecordProblem as bad:
-            raise RecordProblem(f"names the record {key!r}, which {bad}", bad.errors) from bad
-
-    def _apply(
-        self, parts: Parts[TEntries], upto: dict[tuple[int, int], int], seq: int, upserts: Any, deletes: list[Any]
-    ) -> None:
-        """Apply one changelog record to the entries of the parts that do not hold its changes yet."""
-        for key in deletes:
-            part = parts.part_of(self._hash_of(key))
-            if seq > upto[part.region]:
-                self._discard(part.entries, key)
-        items = upserts.items() if isinstance(upserts, dict) else ((item, None) for item in upserts)
-        for key, value in items:
-            part = parts.part_of(self._hash_of(key))
-            if seq > upto[part.region]:
-                self._put(part.entries, key, value)
-
-    @staticmethod
-    def _discard(entries: TEntries, key: Any) -> None:
-        if isinstance(entries, dict):
-            entries.pop(key, None)
-        else:
-            entries.discard(key)
-
-    @staticmethod
-    def _put(entries: TEntries, key: Any, value: Any) -> None:
-        if isinstance(entries, dict):
-            entries[key] = value
-        else:
-            entries.add(key)
-
-    async def _collect_garbage(self, kvs: KeyValueStore, manifest: Manifest) -> None:
-        """Delete the records of saves that never landed (their writer died or lost the state before)."""
-        try:
-            async for _ in kvs.client.iterate_keys(prefix=f"{self._key}.invalid-", limit=1):
-                return  # a manifest set aside by on_invalid='reset' still names its records: keep them all
-            named = manifest.records()
-            orphans = [
-                info.key
-                async for info in kvs.client.iterate_keys(prefix=self._record_keys.prefix)
-                if self._record_keys.is_ours(info.key) and info.key not in named
-            ]
-            await self._delete_records(kvs, orphans)
-        except RecoverableError as exc:
-            self._log.warning("could not tidy the store of state %r (tried again at the next load): %s", self._key, exc)
-
-    async def _delete_records(self, kvs: KeyValueStore, keys: Iterable[str]) -> None:
-        for key in keys:
-            try:
-                await self._with_timeout("clean-up", kvs.client.delete_record(key=key))
-            except RecoverableError as exc:
-                self._log.warning(
-                    "record %r of state %r is no longer needed but could not be deleted (deleted at the next load): %s",
-                    key,
-                    self._key,
-                    exc,
-                )
 
     # --- saving ----------------------------------------------------------------------------------
 
@@ -459,12 +253,3 @@ class KeyedState(StateLifecycle[Manifest], Generic[TEntries]):
                     if self._record_keys.is_ours(info.key)
                 ]
                 await self._delete_records(self._key_value_store, keys)
-
-
-def _first_error(exc: Exception) -> str:
-    errors: list[Any] = exc.errors() if hasattr(exc, "errors") else []
-    if errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-        return f"{first.get('msg')} at {where}"
-    return str(exc)
