@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from pydantic import ValidationError
+
 from recoverable._keyed_entries import RecordProblem
 from recoverable._keyed_manifest import Manifest, RecordKeys
 from recoverable._keyed_parts import Part, Parts, key_hash
@@ -102,9 +104,9 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
             return self._codec.copy(self._default_state)
         try:
             manifest = self._codec.load(stored.value)
-        except Exception as exc:  # noqa: BLE001 - ValidationError, or JSON that is not a manifest at all
-            errors = exc.errors() if hasattr(exc, "errors") else []
-            problem = f"is not the manifest of a keyed state ({_first_error(exc)})"
+        except ValidationError as exc:  # not JSON, or JSON that is no manifest
+            errors = exc.errors(include_url=False)
+            problem = f"is not the manifest of a keyed state ({_first_error(errors)})"
             return await self._invalid_manifest(kvs, stored, problem, errors)
         if manifest.kind != self._default_state.kind:
             other = {"keyed": "KeyedRecoverableState", "set": "RecoverableSet"}[manifest.kind]
@@ -241,10 +243,7 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
                 )
 
 
-def _first_error(exc: Exception) -> str:
-    errors: list[Any] = exc.errors() if hasattr(exc, "errors") else []
-    if errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-        return f"{first.get('msg')} at {where}"
-    return str(exc)
+def _first_error(errors: list[Any]) -> str:
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+    return f"{first.get('msg')} at {where}"
