@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pydantic_core
 from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
@@ -26,9 +26,6 @@ from pydantic_core import PydanticSerializationError
 from recoverable._schema import Schema, SchemaProblem
 from recoverable._state_codec import model_with_config
 from recoverable.errors import ConfigurationError, SerializationError
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 __all__ = ["ItemEntries", "RecordProblem", "ValueEntries"]
 
@@ -246,8 +243,8 @@ class ItemEntries(Generic[_T]):
     def dump_part(self, entries: set[_T]) -> bytes:
         return self._part.dump_json(entries)
 
-    def dump_changes(self, upserts: Iterable[_T], deletes: list[_T]) -> bytes:
-        return self._changes.dump_json((set(upserts), deletes))
+    def dump_changes(self, upserts: set[_T], deletes: list[_T]) -> bytes:
+        return self._changes.dump_json((upserts, deletes))
 
     def load_part(self, data: bytes, *, version: int, fields: str | None) -> set[_T]:  # noqa: ARG002 - one shape
         """The items of a part record.

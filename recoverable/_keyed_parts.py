@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["MAX_DEPTH", "PART_SIZE", "Part", "Parts", "Region", "key_hash", "region_covers"]
+__all__ = ["MAX_DEPTH", "PART_SIZE", "Changes", "Part", "Parts", "Region", "key_hash", "region_covers"]
 
 PART_SIZE = 8192
 """A part splits when it holds more entries than this: the most one step of a save serialises on the loop."""
@@ -145,3 +145,57 @@ class Parts(Generic[TContainer]):
             self._directory[slot] = upper
         # The larger half may still be too full (many keys share their low bits): split it again.
         return part if len(part.entries) >= len(upper.entries) else upper
+
+
+class Changes(Generic[TContainer]):
+    """The keys set (with their values, for a dict) and deleted since the last save, ready to be written.
+
+    A save takes the whole object at once (no per-key work on the event loop): `set` is written as it is, a
+    dict of the entries set or a set of the items added, and `deleted` as the list of keys deleted. A key is
+    in one of them at most.
+    """
+
+    __slots__ = ("deleted", "set")
+
+    def __init__(self, new: Callable[[], TContainer]) -> None:
+        self.set: TContainer = new()
+        self.deleted: set[object] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.set) or bool(self.deleted)
+
+    def __len__(self) -> int:
+        return len(self.set) + len(self.deleted)
+
+    def put(self, key: object, value: object = None) -> None:
+        """Note that `key` was set (to `value`, for a dict) or added."""
+        entries = self.set
+        if isinstance(entries, dict):
+            entries[key] = value
+        else:
+            entries.add(key)
+        self.deleted.discard(key)
+
+    def delete(self, key: object) -> None:
+        """Note that `key` was deleted."""
+        entries = self.set
+        if isinstance(entries, dict):
+            entries.pop(key, None)
+        else:
+            entries.discard(key)
+        self.deleted.add(key)
+
+    def keys(self) -> set[object]:
+        """Every key set or deleted."""
+        return set(self.set) | self.deleted
+
+    def keep_older(self, older: Changes[TContainer]) -> None:
+        """Take back the changes of a save that failed, under those made since (which are newer)."""
+        for key in older.deleted:
+            if key not in self.set:
+                self.deleted.add(key)
+        entries = older.set
+        items = entries.items() if isinstance(entries, dict) else ((key, None) for key in entries)
+        for key, value in items:
+            if key not in self.set and key not in self.deleted:
+                self.put(key, value)

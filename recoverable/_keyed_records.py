@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from recoverable._keyed_entries import RecordProblem
 from recoverable._keyed_manifest import Manifest, RecordKeys
-from recoverable._keyed_parts import Part, Parts, key_hash
+from recoverable._keyed_parts import Changes, Part, Parts, key_hash
 from recoverable._schema import SchemaProblem
 from recoverable._state_lifecycle import StateLifecycle
 from recoverable._state_record import means_no_state
@@ -53,8 +53,8 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
     _values_schema: Schema
     """The schema version of the records of entries (the manifest itself is plain JSON, version 1)."""
     _parts: Parts[TEntries]
-    _changed: set[Any]
-    """The keys (items) set or deleted since the last save that landed."""
+    _changes: Changes[TEntries]
+    """The entries set or deleted since the last save that landed."""
     _size_changes: int
     """How many times a key was added or deleted: iterations check it."""
     _record_keys: RecordKeys
@@ -69,11 +69,11 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
 
     def _reset_memory(self) -> None:
         self._parts = Parts(self._entries.new)
-        self._changed = set()
+        self._changes = Changes(self._entries.new)
         self._size_changes += 1
         self._record_keys = RecordKeys(self._key)
 
-    def _verify(self, changed: set[Any]) -> None:
+    def _verify(self, changes: Changes[TEntries]) -> None:
         """Hook of `KeyedRecoverableState(verify_untracked=True)`: compare the values with what was saved."""
 
     def _loaded(self) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from datetime import timedelta
 
+    from recoverable._keyed_parts import Changes
     from recoverable.configuration import Configuration
     from recoverable.events import EventManager
     from recoverable.storages import KeyValueStore
@@ -179,7 +180,9 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         try:
             yield part.entries[key]
         finally:
-            self._changed.add(key)
+            entries = self._part_of(key).entries  # the part may have split meanwhile
+            if key in entries:  # else it was deleted in the block, and that was noted
+                self._changes.put(key, entries[key])
 
     def __setitem__(self, key: str, value: TValue) -> None:
         """Set the value of `key`; it is saved at the next save.
@@ -198,7 +201,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         part = self._part_of(self._checked(key))
         new = key not in part.entries
         part.entries[key] = value
-        self._added(key, part, new=new)
+        self._added(key, part, value, new=new)
 
     def __delitem__(self, key: str) -> None:
         """Delete `key`; the deletion is saved at the next save.
@@ -266,9 +269,10 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
                 key: self._values.dump_value(value) for part in self._parts for key, value in part.entries.items()
             }
 
-    def _verify(self, changed: set[Any]) -> None:
+    def _verify(self, changes: Changes[Any]) -> None:
         if not self._verify_untracked:
             return
+        changed = changes.keys()
         untracked = []
         now: dict[str, bytes] = {}
         for part in self._parts:

@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
-from recoverable._keyed_parts import Part, Parts
+from recoverable._keyed_parts import Changes, Part, Parts
 from recoverable._keyed_records import KeyedRecords
 from recoverable._schema import Schema
 from recoverable._state_arguments import check_arguments
@@ -79,7 +79,7 @@ class KeyedState(KeyedRecords[TEntries]):
         self._default_state = Manifest(kind=kind)
         self._setup(**arguments)
         self._parts = Parts(self._entries.new)
-        self._changed = set()
+        self._changes = Changes(self._entries.new)
         self._size_changes = 0
         self._record_keys = RecordKeys(self._key)
 
@@ -96,16 +96,16 @@ class KeyedState(KeyedRecords[TEntries]):
         self._check_ready()
         return self._parts.part_of(self._hash_of(key))
 
-    def _added(self, key: Any, part: Part[TEntries], *, new: bool = True) -> None:
-        """Note that `key` was added to `part` (`new`), or its value set; split the part when it grew too full."""
-        self._changed.add(key)
+    def _added(self, key: Any, part: Part[TEntries], value: Any = None, *, new: bool = True) -> None:
+        """Note that `key` was added to `part` (`new`), or set to `value`; split the part when it grew too full."""
+        self._changes.put(key, value)
         if new:
             self._size_changes += 1
             self._parts.split_if_full(part, self._hash_of)
 
     def _removed(self, key: Any) -> None:
         """Note that `key` was deleted."""
-        self._changed.add(key)
+        self._changes.delete(key)
         self._size_changes += 1
 
     def _iterate(self) -> Iterator[Any]:
@@ -125,8 +125,8 @@ class KeyedState(KeyedRecords[TEntries]):
 
     async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
         manifest: Manifest = self._current_state()
-        self._verify(self._changed)
-        if not self._changed:
+        self._verify(self._changes)
+        if not self._changes:
             return  # nothing to save, whatever the size: nothing is lost either
         if self._released_for is not None:
             self._unsaved_after_hand_over(mode)
@@ -139,9 +139,10 @@ class KeyedState(KeyedRecords[TEntries]):
             parts = await self._compact(kvs, manifest, seq, content_type)
             # Taken after the compaction's writes: a part written above may hold changes made while it was
             # written, and this changelog record, applied over it at a load, brings it to this very save.
-            changed, self._changed = self._changed, set()
+            changes, self._changes = self._changes, Changes(self._entries.new)
             try:
-                data, count = self._changes_of(changed)
+                data = self._entries.dump_changes(changes.set, list(changes.deleted))
+                count = len(changes)
                 log_key = self._record_keys.log(seq)
                 await self._with_timeout(
                     "save", kvs.client.set_record(key=log_key, value=data, content_type=content_type)
@@ -156,7 +157,7 @@ class KeyedState(KeyedRecords[TEntries]):
                 else:
                     await self._fenced_write(kvs, record)
             except BaseException:
-                self._changed |= changed  # saved at the next save instead
+                self._changes.keep_older(changes)  # saved at the next save instead
                 raise
         finally:
             self._parts.splits_paused = False
@@ -177,18 +178,6 @@ class KeyedState(KeyedRecords[TEntries]):
                 log.model_copy(update={"fields": self._entries.fields}),
             ],
         )
-
-    def _changes_of(self, changed: set[Any]) -> tuple[bytes, int]:
-        """The changelog record of the keys in `changed`, with how many entries it holds."""
-        upserts: Any = {} if isinstance(self._parts.parts[0].entries, dict) else set()
-        deletes = []
-        for key in changed:
-            entries = self._parts.part_of(self._hash_of(key)).entries
-            if key in entries:
-                self._put(upserts, key, entries[key] if isinstance(entries, dict) else None)
-            else:
-                deletes.append(key)
-        return self._entries.dump_changes(upserts, deletes), len(changed)
 
     def _compaction_due(self, manifest: Manifest) -> bool:
         logged = sum(entry.count for entry in manifest.log)
