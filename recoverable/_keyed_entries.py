@@ -103,7 +103,7 @@ class ValueEntries(Generic[_V]):
         return {}
 
     def dump_value(self, value: _V) -> bytes:
-        return self._value.dump_json(value, by_alias=True)
+        return self._value.dump_json(value, by_alias=True, warnings="error")
 
     def dump_part(self, entries: dict[str, _V]) -> bytes:
         """The JSON of a part's entries.
@@ -112,7 +112,7 @@ class ValueEntries(Generic[_V]):
             SerializationError: A value cannot be written as JSON; the message names its key.
         """
         try:
-            return self._part.dump_json(entries, by_alias=True)
+            return self._part.dump_json(entries, by_alias=True, warnings="error")
         except (PydanticSerializationError, ValueError, TypeError) as exc:
             raise self._unserializable(entries, exc) from exc
 
@@ -123,7 +123,7 @@ class ValueEntries(Generic[_V]):
             SerializationError: A value cannot be written as JSON; the message names its key.
         """
         try:
-            return self._changes.dump_json((upserts, deletes), by_alias=True)
+            return self._changes.dump_json((upserts, deletes), by_alias=True, warnings="error")
         except (PydanticSerializationError, ValueError, TypeError) as exc:
             raise self._unserializable(upserts, exc) from exc
 
@@ -206,7 +206,7 @@ class ValueEntries(Generic[_V]):
         failing = []
         for key, value in entries.items():
             try:
-                self._value.dump_json(value, by_alias=True)
+                self._value.dump_json(value, by_alias=True, warnings="error")
             except (PydanticSerializationError, ValueError, TypeError):
                 failing.append(key)
                 if len(failing) == 10:  # noqa: PLR2004 - enough to find them
@@ -214,7 +214,8 @@ class ValueEntries(Generic[_V]):
         keys = ", ".join(map(repr, failing)) or "?"
         return SerializationError(
             f"state {self._key!r} cannot be saved: the value(s) of {keys} cannot be written as JSON as a "
-            f"{self.name} ({exc}); nothing was written, the state stays in memory and is saved once they are fixed",
+            f"{self.name} (not of that type, or holding what JSON cannot: {exc}); nothing was written, the state "
+            "stays in memory and is saved once they are fixed",
             key=self._key,
         )
 

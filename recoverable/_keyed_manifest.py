@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +74,8 @@ class Manifest(BaseModel):
     """The number of the last save (0: none yet)."""
     count: int = Field(default=0, ge=0)
     """How many entries the state holds."""
+    salt: str = Field(default_factory=partial(secrets.token_hex, 16), pattern=r"^[0-9a-f]{32}$")
+    """The key of the hash that places an entry in its part (`key_hash`), drawn when the state is made."""
     parts: list[PartRef] = Field(default_factory=lambda: [PartRef(depth=0, index=0, record=None, upto=0, count=0)])
     log: list[LogRef] = Field(default_factory=list)
 

@@ -7,19 +7,21 @@ hashing: a part of depth `d` and index `i` holds the keys whose hash ends in the
 outgrows `PART_SIZE` splits in two by the next bit, and the directory (indexed by the last `depth` bits of
 the hash) doubles when it must. A split costs one part's worth of work, never the whole state's.
 
-The hash is CRC-32 of the key's UTF-8 bytes (of the decimal digits for an int), the same in every process,
-so the parts written by one process are the parts of the next.
+The hash is BLAKE2s of the key's UTF-8 bytes (of its two's-complement bytes for an int), keyed with a salt
+drawn for each state and kept in its manifest: the same in every process that loads the state, so the parts
+written by one process are the parts of the next, and unknown to whoever chooses the keys (the URLs of a
+crawled site), who therefore cannot make many keys share a part.
 """
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["MAX_DEPTH", "PART_SIZE", "Changes", "Part", "Parts", "Region", "key_hash", "region_covers"]
+__all__ = ["MAX_DEPTH", "MAX_INT_BITS", "PART_SIZE", "Changes", "Part", "Parts", "Region", "key_hash", "region_covers"]
 
 PART_SIZE = 8192
 """A part splits when it holds more entries than this: the most one step of a save serialises on the loop."""
@@ -33,13 +35,18 @@ Region = tuple[int, int]
 TContainer = TypeVar("TContainer", dict, set)  # type: ignore[type-arg]
 
 
-def key_hash(key: str | int) -> int:
-    """The hash that places a key (or an item of a set) in its part; the same in every process.
+MAX_INT_BITS = 14_000
+"""Ints of more bits than this (about 4,200 digits) do not load back from JSON: they are refused."""
+
+
+def key_hash(key: str | int, salt: bytes) -> int:
+    """The hash that places a key (or an item of a set) in its part; the same in every process for one salt.
 
     Raises:
         UnicodeEncodeError: The key holds a lone surrogate (the caller names the key in its own error).
     """
-    return zlib.crc32((key if isinstance(key, str) else str(key)).encode())
+    data = key.encode() if isinstance(key, str) else key.to_bytes(key.bit_length() // 8 + 1, "little", signed=True)
+    return int.from_bytes(hashlib.blake2s(data, key=salt, digest_size=4).digest(), "little")
 
 
 def region_covers(outer: Region, inner: Region) -> bool:
@@ -152,14 +159,16 @@ class Changes(Generic[TContainer]):
 
     A save takes the whole object at once (no per-key work on the event loop): `set` is written as it is, a
     dict of the entries set or a set of the items added, and `deleted` as the list of keys deleted. A key is
-    in one of them at most.
+    in one of them at most. A key added since the last save (`fresh`) and deleted again leaves no trace: the
+    last save did not hold it either.
     """
 
-    __slots__ = ("deleted", "set")
+    __slots__ = ("deleted", "fresh", "set")
 
     def __init__(self, new: Callable[[], TContainer]) -> None:
         self.set: TContainer = new()
         self.deleted: set[object] = set()
+        self.fresh: set[object] = set()
 
     def __bool__(self) -> bool:
         return bool(self.set) or bool(self.deleted)
@@ -167,14 +176,17 @@ class Changes(Generic[TContainer]):
     def __len__(self) -> int:
         return len(self.set) + len(self.deleted)
 
-    def put(self, key: object, value: object = None) -> None:
-        """Note that `key` was set (to `value`, for a dict) or added."""
+    def put(self, key: object, value: object = None, *, new: bool = False) -> None:
+        """Note that `key` was set (to `value`, for a dict) or added; `new`: it was not there just before."""
         entries = self.set
         if isinstance(entries, dict):
             entries[key] = value
         else:
             entries.add(key)
-        self.deleted.discard(key)
+        if key in self.deleted:
+            self.deleted.discard(key)  # there at the last save, deleted, and back
+        elif new:
+            self.fresh.add(key)
 
     def delete(self, key: object) -> None:
         """Note that `key` was deleted."""
@@ -183,19 +195,36 @@ class Changes(Generic[TContainer]):
             entries.pop(key, None)
         else:
             entries.discard(key)
-        self.deleted.add(key)
+        if key in self.fresh:
+            self.fresh.discard(key)
+        else:
+            self.deleted.add(key)
 
     def keys(self) -> set[object]:
         """Every key set or deleted."""
         return set(self.set) | self.deleted
 
     def keep_older(self, older: Changes[TContainer]) -> None:
-        """Take back the changes of a save that failed, under those made since (which are newer)."""
-        for key in older.deleted:
-            if key not in self.set:
-                self.deleted.add(key)
+        """Take back the changes of a save that failed, under those made since (which are newer).
+
+        Both become the changes since the save before the one that failed: a key changed since keeps its new
+        value or deletion, with the freshness it had then; any other key gets back what the failed save had.
+        """
+        touched = self.keys()
+        older_keys = older.keys()
+        for key in list(self.deleted):
+            if key in older.fresh:
+                self.deleted.discard(key)  # added after that save, deleted since: no trace
+        for key in list(self.set):
+            if key in older.fresh:
+                self.fresh.add(key)
+            elif key in older_keys:
+                self.fresh.discard(key)  # there at that save
         entries = older.set
         items = entries.items() if isinstance(entries, dict) else ((key, None) for key in entries)
         for key, value in items:
-            if key not in self.set and key not in self.deleted:
-                self.put(key, value)
+            if key not in touched:
+                self.put(key, value, new=key in older.fresh)
+        for key in older.deleted:
+            if key not in touched:
+                self.deleted.add(key)

@@ -59,15 +59,20 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
     """How many times a key was added or deleted: iterations check it."""
     _record_keys: RecordKeys
 
+    _salt: bytes
+    """The salt of the hash of the current manifest's entries."""
+
     def _hash_of(self, key: Any) -> int:
         try:
-            return key_hash(key)
+            return key_hash(key, self._salt)
         except UnicodeEncodeError:
             raise InvalidKeyError(
                 f"key {key!r} of state {self._key!r} is not valid Unicode (it holds a lone surrogate)", key=self._key
             ) from None
 
-    def _reset_memory(self) -> None:
+    def _reset_memory(self, manifest: Manifest) -> None:
+        """Empty the entries, to be placed by the hash of `manifest` (the one about to be the current)."""
+        self._salt = bytes.fromhex(manifest.salt)
         self._parts = Parts(self._entries.new)
         self._changes = Changes(self._entries.new)
         self._size_changes += 1
@@ -83,13 +88,15 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
 
     async def _initialize(self) -> Manifest:
         if not self._initialized:
-            self._reset_memory()
+            self._reset_memory(self._default_state)
             self._loaded()
         return await super()._initialize()
 
     async def _load(self, kvs: KeyValueStore) -> Manifest:
         manifest = await super()._load(kvs)
-        if self._lease is not None:
+        # Only under a manifest that names the state's records: without one (none saved yet, or JSON null where
+        # it was), nothing tells which records a save left, so none is deleted.
+        if self._lease is not None and manifest.seq > 0:
             await self._collect_garbage(kvs, manifest)
         return manifest
 
@@ -97,11 +104,22 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         self._version = stored.version if stored is not None else None
         self._placeholder_version = None
         self._upgraded = None
-        self._reset_memory()
+        self._reset_memory(self._default_state)
         if stored is None or means_no_state(stored):
             self._last_persisted = None
             self._loaded()
             return self._codec.copy(self._default_state)
+        try:
+            # The manifest's own format has one version: a newer one is refused, whatever on_invalid says.
+            self._schema.check_upgradable(self._schema.version_of(stored.content_type))
+        except SchemaProblem as bad:
+            if bad.in_record:
+                return await self._invalid_manifest(kvs, stored, str(bad), [])
+            raise StateValidationError(
+                f"the manifest of state {self._key!r} in store {kvs.label!r} {bad}",
+                store=kvs.label,
+                key=self._key,
+            ) from bad
         try:
             manifest = self._codec.load(stored.value)
         except ValidationError as exc:  # not JSON, or JSON that is no manifest
@@ -116,12 +134,10 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
                 store=kvs.label,
                 key=self._key,
             )
-        cover = Parts.check_cover([part.region for part in manifest.parts])
-        foreign = sorted(key for key in manifest.records() if not self._record_keys.is_ours(key))
-        if foreign:
-            cover = f"it names records that are not this state's: {', '.join(map(repr, foreign[:5]))}"
-        if cover is not None:
-            return await self._invalid_manifest(kvs, stored, f"is not a sound manifest: {cover}", [])
+        unsound = Parts.check_cover([part.region for part in manifest.parts]) or self._misnamed(manifest)
+        if unsound is not None:
+            return await self._invalid_manifest(kvs, stored, f"is not a sound manifest: {unsound}", [])
+        self._reset_memory(manifest)
         try:
             self._parts = await self._read_records(kvs, manifest)
         except RecordProblem as bad:
@@ -134,9 +150,28 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[Any]
     ) -> Manifest:
         manifest = await self._invalid(kvs, stored, problem, [dict(e) for e in errors])
-        self._reset_memory()
+        self._reset_memory(manifest)
         self._loaded()
         return manifest
+
+    def _misnamed(self, manifest: Manifest) -> str | None:
+        """What is wrong with the names of the records a manifest names, or None.
+
+        Each record's name says what it holds (its region, its save): a manifest naming another state's
+        records, or one part's record for another part, would load entries where no lookup finds them.
+        """
+        foreign = sorted(key for key in manifest.records() if not self._record_keys.is_ours(key))
+        if foreign:
+            return f"it names records that are not this state's: {', '.join(map(repr, foreign[:5]))}"
+        for part in manifest.parts:
+            if part.record is not None and not part.record.endswith(f".{part.depth}.{part.index}"):
+                return f"it names the record {part.record!r} for the part of depth {part.depth} and index {part.index}"
+        for entry in manifest.log:
+            if not entry.record.endswith(f".{entry.seq}"):
+                return f"it names the record {entry.record!r} as the changelog of save {entry.seq}"
+        if len(manifest.records()) != sum(part.record is not None for part in manifest.parts) + len(manifest.log):
+            return "it names a record twice"
+        return None
 
     async def _read_records(self, kvs: KeyValueStore, manifest: Manifest) -> Parts[TEntries]:
         """The entries the manifest names: its parts, with the changelog records of later saves applied."""
@@ -161,6 +196,11 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
                 if ref.record is None
                 else self._decode(next(found), ref.record, ref.fields, self._entries.load_part)
             )
+            if len(entries) != ref.count:
+                raise RecordProblem(
+                    f"names the record {ref.record!r} as holding {ref.count} entries, and it holds {len(entries)} "
+                    "(changed by hand, or by another program?)"
+                )
             parts.append(Part(ref.depth, ref.index, entries))
         loaded = Parts(self._entries.new, parts)
         upto = {ref.region: ref.upto for ref in manifest.parts}

@@ -124,6 +124,8 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         self._default_factory: Callable[[], TValue] = default_factory or value_type
         self._verify_untracked = verify_untracked
         self._saved_values: dict[str, bytes] = {}
+        self._editing: dict[str, int] = {}
+        """The keys inside an `edit()` block now, with how many blocks: still changing, so not untracked."""
         self._setup_keyed(
             kind="keyed",
             values_schema=values_schema,
@@ -177,9 +179,14 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
                 ) from exc
             self[key] = made
             part = self._part_of(key)
+        self._editing[key] = self._editing.get(key, 0) + 1
         try:
             yield part.entries[key]
         finally:
+            if self._editing[key] == 1:
+                del self._editing[key]
+            else:
+                self._editing[key] -= 1
             entries = self._part_of(key).entries  # the part may have split meanwhile
             if key in entries:  # else it was deleted in the block, and that was noted
                 self._changes.put(key, entries[key])
@@ -209,7 +216,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         Raises:
             KeyError: There is no such key.
         """
-        part = self._part_of(key) if isinstance(key, str) else None
+        part = self._part_holding(key) if isinstance(key, str) else None
         if part is None or key not in part.entries:
             raise KeyError(key)
         del part.entries[key]
@@ -223,12 +230,10 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         Raises:
             KeyError: There is no such key.
         """
-        if not isinstance(key, str):
+        part = self._part_holding(key) if isinstance(key, str) else None
+        if part is None or key not in part.entries:
             raise KeyError(key)
-        try:
-            value: TValue = self._part_of(key).entries[key]
-        except KeyError:
-            raise KeyError(key) from None
+        value: TValue = part.entries[key]
         return value
 
     @overload
@@ -237,13 +242,25 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
     def get(self, key: str, /, default: TValue | _D) -> TValue | _D: ...
     def get(self, key: str, /, default: Any = None) -> Any:
         """The value of `key`, or `default` (changes made to it in place are not seen: use `edit()`)."""
-        if not isinstance(key, str):
-            return default
-        entries: dict[str, TValue] = self._part_of(key).entries
-        return entries.get(key, default)
+        part = self._part_holding(key) if isinstance(key, str) else None
+        return default if part is None else part.entries.get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._part_of(key).entries
+        part = self._part_holding(key) if isinstance(key, str) else None
+        return part is not None and key in part.entries
+
+    def popitem(self) -> tuple[str, TValue]:
+        """Remove and return an entry (any); the deletion is saved at the next save.
+
+        Raises:
+            KeyError: The state is empty.
+        """
+        key, value = self._pop_any()
+        return key, value
+
+    def clear(self) -> None:
+        """Delete every entry; the deletions are saved at the next save."""
+        self._clear()
 
     def __len__(self) -> int:
         self._check_ready()
@@ -278,7 +295,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         for part in self._parts:
             for key, value in part.entries.items():
                 data = now[key] = self._values.dump_value(value)
-                if key not in changed and self._saved_values.get(key) != data:
+                if key not in changed and key not in self._editing and self._saved_values.get(key) != data:
                     untracked.append(key)
         if untracked:
             self._log.warning(

@@ -10,17 +10,16 @@ saves over them. The layout is in `_keyed_manifest.py` and docs/keyed-state.md.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
-from recoverable._keyed_parts import Changes, Part, Parts
+from recoverable._keyed_parts import Changes, Part
 from recoverable._keyed_records import KeyedRecords
 from recoverable._schema import Schema
 from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
-from recoverable.errors import InvalidKeyError, RecoverableError, StateNotInitializedError
+from recoverable.errors import InvalidKeyError, StateNotInitializedError
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
@@ -78,10 +77,8 @@ class KeyedState(KeyedRecords[TEntries]):
         self._values_schema = values_schema
         self._default_state = Manifest(kind=kind)
         self._setup(**arguments)
-        self._parts = Parts(self._entries.new)
-        self._changes = Changes(self._entries.new)
         self._size_changes = 0
-        self._record_keys = RecordKeys(self._key)
+        self._reset_memory(self._default_state)
 
     # --- entries ---------------------------------------------------------------------------------
 
@@ -96,9 +93,41 @@ class KeyedState(KeyedRecords[TEntries]):
         self._check_ready()
         return self._parts.part_of(self._hash_of(key))
 
+    def _part_holding(self, key: Any) -> Part[TEntries] | None:
+        """The part `key` would be in, or None when it cannot be a key at all (then no part holds it)."""
+        self._check_ready()
+        try:
+            return self._parts.part_of(self._hash_of(key))
+        except InvalidKeyError:
+            return None
+
+    def _pop_any(self) -> tuple[Any, Any]:
+        """Remove one entry, whichever is cheapest to find, and return its key and value (None for a set).
+
+        Raises:
+            KeyError: The state is empty.
+        """
+        self._check_ready()
+        for part in self._parts:
+            if part.entries:
+                entries = part.entries
+                key, value = entries.popitem() if isinstance(entries, dict) else (entries.pop(), None)
+                self._removed(key)
+                return key, value
+        raise KeyError(f"state {self._key!r} is empty")
+
+    def _clear(self) -> None:
+        """Delete every entry (each deletion is saved at the next save)."""
+        self._check_ready()
+        for part in self._parts:
+            for key in part.entries:
+                self._changes.delete(key)
+            part.entries.clear()
+        self._size_changes += 1
+
     def _added(self, key: Any, part: Part[TEntries], value: Any = None, *, new: bool = True) -> None:
         """Note that `key` was added to `part` (`new`), or set to `value`; split the part when it grew too full."""
-        self._changes.put(key, value)
+        self._changes.put(key, value, new=new)
         if new:
             self._size_changes += 1
             self._parts.split_if_full(part, self._hash_of)
@@ -135,30 +164,30 @@ class KeyedState(KeyedRecords[TEntries]):
         seq = manifest.seq + 1
         content_type = self._values_schema.content_type
         self._parts.splits_paused = True
+        changes: Changes[TEntries] | None = None
         try:
             parts = await self._compact(kvs, manifest, seq, content_type)
             # Taken after the compaction's writes: a part written above may hold changes made while it was
             # written, and this changelog record, applied over it at a load, brings it to this very save.
             changes, self._changes = self._changes, Changes(self._entries.new)
-            try:
-                data = self._entries.dump_changes(changes.set, list(changes.deleted))
-                count = len(changes)
-                log_key = self._record_keys.log(seq)
-                await self._with_timeout(
-                    "save", kvs.client.set_record(key=log_key, value=data, content_type=content_type)
+            data = self._entries.dump_changes(changes.set, list(changes.deleted))
+            log_key = self._record_keys.log(seq)
+            await self._with_timeout("save", kvs.client.set_record(key=log_key, value=data, content_type=content_type))
+            saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=len(changes)))
+            record = self._codec.dump(saved)
+            if self._lease is None:
+                self._version = await self._with_timeout(
+                    "save", kvs.client.set_record(key=self._key, value=record, content_type=self._schema.content_type)
                 )
-                saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=count))
-                record = self._codec.dump(saved)
-                if self._lease is None:
-                    self._version = await self._with_timeout(
-                        "save",
-                        kvs.client.set_record(key=self._key, value=record, content_type=self._schema.content_type),
-                    )
-                else:
-                    await self._fenced_write(kvs, record)
-            except BaseException:
+            else:
+                await self._fenced_write(kvs, record)
+        except BaseException:
+            if changes is not None:
                 self._changes.keep_older(changes)  # saved at the next save instead
-                raise
+            # What this save wrote may still land, late (a write that timed out, a request already sent): the
+            # next save writes under the names of a new writer, so that no late write replaces its records.
+            self._record_keys = RecordKeys(self._key)
+            raise
         finally:
             self._parts.splits_paused = False
         self._state = saved
@@ -170,6 +199,7 @@ class KeyedState(KeyedRecords[TEntries]):
         oldest: int = min(ref.upto for ref in parts)
         return Manifest(
             kind=manifest.kind,
+            salt=manifest.salt,
             seq=log.seq,
             count=len(self._parts),
             parts=parts,
@@ -194,9 +224,13 @@ class KeyedState(KeyedRecords[TEntries]):
         for ref in oldest:
             for part in self._parts.parts_in(ref.region):
                 record = None
-                if part.entries:
+                count = len(part.entries)  # as serialised now: the entries may change while it is written
+                if count:
                     record = self._record_keys.part(seq, part.region)
                     data = self._entries.dump_part(part.entries)
+                    # Its keys are in a record now: one deleted before this save's changelog is taken needs a
+                    # deletion in it, even when it was added since the last save.
+                    self._changes.fresh.difference_update(part.entries)
                     await self._with_timeout(
                         "save", kvs.client.set_record(key=record, value=data, content_type=content_type)
                     )
@@ -207,7 +241,7 @@ class KeyedState(KeyedRecords[TEntries]):
                         index=part.index,
                         record=record,
                         upto=manifest.seq,
-                        count=len(part.entries),
+                        count=count,
                         fields=self._entries.fields,
                     )
                 )
@@ -218,27 +252,31 @@ class KeyedState(KeyedRecords[TEntries]):
     async def reset(self) -> None:
         """Empty the state and delete everything it saved: the manifest first, then the records it named.
 
+        Records of saves that never landed are left for the next load to delete.
+
         Raises:
             StateNotInitializedError: Persistence is enabled and `initialize()` has not been called.
-            StorageError: The manifest could not be deleted.
+            StorageError: The manifest could not be deleted; the state is left as it was.
             StateOwnershipError: Another process owns the state now, or this process handed it over because
                 it is stopping; the state is left as it was.
         """
-        before = self._state
-        try:
-            await super().reset()
-        except BaseException:
-            self._state = before
-            raise
-        # A save that ran while the reset waited for it set the manifest of that save: the state is empty now.
+        if self._persistence_enabled and not self._initialized:
+            raise StateNotInitializedError(f"cannot reset state {self._key!r} before `initialize()`")
+        if self._released_for is not None:
+            raise self._released_error()
+        if not self._persistence_enabled:
+            self._empty()
+            return
+        async with self._persist_lock:
+            # No save runs now: the manifest in memory is that of the last save that landed (or the one loaded).
+            saved = self._current_state()
+            await self._delete_locked()
+            self._empty()
+            # Only the records that manifest named: a record of another writer (a new owner's, should this
+            # process have lost the state meanwhile) is never named by it.
+            await self._delete_records(self._store(), sorted(saved.records()))
+
+    def _empty(self) -> None:
         self._state = self._codec.copy(self._default_state)
-        self._reset_memory()
+        self._reset_memory(self._state)
         self._loaded()
-        if self._persistence_enabled and self._key_value_store is not None:
-            with contextlib.suppress(RecoverableError):
-                keys = [
-                    info.key
-                    async for info in self._key_value_store.client.iterate_keys(prefix=self._record_keys.prefix)
-                    if self._record_keys.is_ours(info.key)
-                ]
-                await self._delete_records(self._key_value_store, keys)

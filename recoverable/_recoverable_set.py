@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, MutableSet
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from recoverable._keyed_entries import ItemEntries
+from recoverable._keyed_parts import MAX_INT_BITS
 from recoverable._keyed_state import KeyedState
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Schema
@@ -120,6 +121,12 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
                 f"items of state {self._key!r} are {self._item_type.__name__}, not {type(item).__name__}",
                 key=self._key,
             )
+        if isinstance(item, int) and item.bit_length() > MAX_INT_BITS:
+            raise InvalidKeyError(
+                f"an int item of {item.bit_length()} bits cannot be saved in state {self._key!r}: JSON readers "
+                f"refuse numbers of more than about 4,200 digits ({MAX_INT_BITS} bits); store it as a str",
+                key=self._key,
+            )
         part = self._part_of(item)
         if item not in part.entries:
             part.entries.add(item)
@@ -128,8 +135,8 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
     def discard(self, item: TItem) -> None:
         """Remove `item` when it is in the set; the removal is saved at the next save."""
         if self._fits(item):
-            part = self._part_of(item)
-            if item in part.entries:
+            part = self._part_holding(item)
+            if part is not None and item in part.entries:
                 part.entries.remove(item)
                 self._removed(item)
 
@@ -144,7 +151,23 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
                 self.add(item)
 
     def __contains__(self, item: object) -> bool:
-        return self._fits(item) and item in self._part_of(item).entries
+        if not self._fits(item):
+            return False
+        part = self._part_holding(item)
+        return part is not None and item in part.entries
+
+    def pop(self) -> TItem:
+        """Remove and return an item (any); the removal is saved at the next save.
+
+        Raises:
+            KeyError: The set is empty.
+        """
+        item: TItem = self._pop_any()[0]
+        return item
+
+    def clear(self) -> None:
+        """Remove every item; the removals are saved at the next save."""
+        self._clear()
 
     def __len__(self) -> int:
         self._check_ready()

@@ -275,22 +275,7 @@ class StateLifecycle(StateStop[TState]):
         self._state = self._codec.copy(self._default_state)
         if self._persistence_enabled:
             async with self._persist_lock:
-                if self._released_for is not None:
-                    raise self._released_error()
-                await self._check_ownership()
-                if self._lease is None:
-                    await self._with_timeout("reset", self._store().delete_value(self._key))
-                else:
-                    if self._version is None and self._unanswered:
-                        # A save of this owner that got no answer may have landed: delete that one too.
-                        await self._adopt_landed_write(self._store(), None)
-                    # Without a version this owner saw no record (it never saved, or reset already): nothing to
-                    # delete. A delete with no version to be conditional on, sent late, would remove a new
-                    # owner's save.
-                    if self._version is not None:
-                        await self._fenced_write(self._store(), None)
-                self._last_persisted = None
-                self._version = None
+                await self._delete_locked()
 
     async def has_persisted_state(self) -> bool:
         """Whether the store holds a saved record of this state.

@@ -400,6 +400,29 @@ class StateRecord(Generic[TStateModel]):
             await self._fenced_write(kvs, data)
         self._last_persisted = data
 
+    async def _delete_locked(self) -> None:
+        """Delete the state's record, fenced by the lease as a save is; the caller holds `_persist_lock`.
+
+        Raises:
+            StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
+            StorageError: The record could not be deleted.
+        """
+        if self._released_for is not None:
+            raise self._released_error()
+        await self._check_ownership()
+        if self._lease is None:
+            await self._with_timeout("reset", self._store().delete_value(self._key))
+        else:
+            if self._version is None and self._unanswered:
+                # A save of this owner that got no answer may have landed: delete that one too.
+                await self._adopt_landed_write(self._store(), None)
+            # Without a version this owner saw no record (it never saved, or reset already): nothing to delete.
+            # A delete with no version to be conditional on, sent late, would remove a new owner's save.
+            if self._version is not None:
+                await self._fenced_write(self._store(), None)
+        self._last_persisted = None
+        self._version = None
+
     def _unsaved_after_hand_over(self, mode: SaveMode) -> None:
         """A save with changes after the hand-over at a stop: another process may own the state, nothing is written.
 

@@ -89,6 +89,8 @@ async def test_entries_saved_over_many_saves_load_back_after_a_restart(
     async with keyed(kvs) as domains, items(kvs) as seen:
         assert dict(domains.items()) == expected
         assert set(seen) == urls
+        assert all(domains[key] == value for key, value in expected.items())  # found where lookups look
+        assert all(url in seen for url in urls)
 
 
 async def test_a_stale_owners_late_save_never_lands(

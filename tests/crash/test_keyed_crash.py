@@ -248,6 +248,9 @@ async def load_in_this_process(storage_dir: Path) -> tuple[StateSeen, StateSeen,
     async with keyed, items:
         keyed_entries = dict(keyed.items())
         set_entries: dict[str, object] = dict.fromkeys(items)
+        # Each entry is where a lookup looks for it (the parts are placed by the hash the manifest keys).
+        assert all(keyed[key] == value for key, value in keyed_entries.items()), "an entry is not where it hashes"
+        assert all(item in items for item in set_entries), "an item is not where it hashes"
     for key, before in versions.items():
         after = await kvs.client.get_record(key=key)
         assert before is not None

@@ -119,6 +119,10 @@ async def test_random_adds_and_removes_load_back_exactly(kvs: KeyValueStore, mon
         seen = make_set(kvs, persistence_enabled="explicit_only")
         await seen.initialize()
         assert set(seen) == expected
+        assert all(item in seen for item in expected)
+        assert not any(
+            f"https://example.com/{i}" in seen for i in range(301) if f"https://example.com/{i}" not in expected
+        )
         assert await side_records(kvs, "SEEN") == (await manifest_of(kvs, "SEEN")).records()
     assert len((await manifest_of(kvs, "SEEN")).parts) > 4
     await seen.teardown()
