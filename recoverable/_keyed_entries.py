@@ -2,8 +2,11 @@
 
 - A snapshot part of a `KeyedRecoverableState` is a JSON object of its entries, `{"key": value, ...}`; of a
   `RecoverableSet`, a JSON array of its items.
-- A changelog record is a JSON array of two: what the save set (an object of entries, or an array of items
-  added) and what it deleted (an array of keys or items).
+- A changelog record is a JSON object with a member per part that changed, named `<depth>.<index>` after its
+  region: a JSON array of two, what the save set there (an object of entries, or an array of items added)
+  and what it deleted (an array of keys or items). A load applies each member to its part whole.
+- The value of an entry of a `KeyedRecoverableState` is serialised when it changes (assigned, or at the end
+  of its `edit()` block) and kept until the save writes it: a save joins what is ready.
 
 Values are written by alias. Records carry the schema version of the values in their content type, as a
 `RecoverableState` record does; an older record is upgraded value by value with the migrations when read.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic_core
 from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
@@ -26,6 +29,9 @@ from pydantic_core import PydanticSerializationError
 from recoverable._schema import Schema, SchemaProblem
 from recoverable._state_codec import model_with_config
 from recoverable.errors import ConfigurationError, SerializationError
+
+if TYPE_CHECKING:
+    from recoverable._keyed_parts import Changes, Region
 
 __all__ = ["ItemEntries", "RecordProblem", "ValueEntries"]
 
@@ -70,8 +76,8 @@ class ValueEntries(Generic[_V]):
         try:
             self._value: TypeAdapter[_V] = TypeAdapter(value_type)
             self._part: TypeAdapter[dict[str, _V]] = TypeAdapter(dict[str, value_type])
-            self._changes: TypeAdapter[tuple[dict[str, _V], list[str]]] = TypeAdapter(
-                tuple[dict[str, value_type], list[str]]
+            self._changes: TypeAdapter[dict[str, tuple[dict[str, _V], list[str]]]] = TypeAdapter(
+                dict[str, tuple[dict[str, value_type], list[str]]]
             )
         except (PydanticUserError, TypeError, ValueError) as exc:
             raise ConfigurationError(f"value_type {self.name} is not a type pydantic can validate: {exc}") from exc
@@ -92,7 +98,7 @@ class ValueEntries(Generic[_V]):
             strict = model_with_config(value_type, extra="forbid")
             if strict is not None:
                 self._strict_part = TypeAdapter(dict[str, strict])  # type: ignore[valid-type]
-                self._strict_changes = TypeAdapter(tuple[dict[str, strict], list[str]])  # type: ignore[valid-type]
+                self._strict_changes = TypeAdapter(dict[str, tuple[dict[str, strict], list[str]]])  # type: ignore[valid-type]
                 self._computed = set(value_type.model_computed_fields) | {
                     f.alias for f in value_type.model_computed_fields.values() if f.alias
                 }
@@ -116,16 +122,35 @@ class ValueEntries(Generic[_V]):
         except (PydanticSerializationError, ValueError, TypeError) as exc:
             raise self._unserializable(entries, exc) from exc
 
-    def dump_changes(self, upserts: dict[str, _V], deletes: list[str]) -> bytes:
-        """The JSON of a changelog record.
+    def piece(self, key: str, value: _V) -> bytes | None:
+        """The JSON member of an entry, `"key":value`, made when it changes; None when it cannot be made now.
+
+        A value that cannot be written (yet) is serialised again by the save, which then says why it cannot.
+        """
+        try:
+            return pydantic_core.to_json(key) + b":" + self._value.dump_json(value, by_alias=True, warnings="error")
+        except (PydanticSerializationError, ValueError, TypeError):
+            return None
+
+    def dump_changes(self, taken: list[tuple[Region, Changes[Any], dict[str, _V]]]) -> bytes:
+        """The JSON of a changelog record: for each part, its region, its changes and its entries now.
 
         Raises:
             SerializationError: A value cannot be written as JSON; the message names its key.
         """
-        try:
-            return self._changes.dump_json((upserts, deletes), by_alias=True, warnings="error")
-        except (PydanticSerializationError, ValueError, TypeError) as exc:
-            raise self._unserializable(upserts, exc) from exc
+        members = []
+        for (depth, index), changes, entries in taken:
+            pieces: dict[str, bytes | None] = changes.set
+            missing = [key for key, piece in pieces.items() if piece is None]
+            for key in missing:
+                pieces[key] = self.piece(key, entries[key])
+            failing = {key: entries[key] for key in missing if pieces[key] is None}
+            if failing:
+                raise self._unserializable(failing, ValueError("see the values named"))
+            deleted = pydantic_core.to_json(sorted(changes.deleted, key=str))
+            joined = b",".join(piece for piece in pieces.values() if piece is not None)
+            members.append(b'"%d.%d":[{%s},%s]' % (depth, index, joined, deleted))
+        return b"{" + b",".join(members) + b"}"
 
     def load_part(self, data: bytes, *, version: int, fields: str | None) -> dict[str, _V]:
         """The entries of a part record.
@@ -146,8 +171,10 @@ class ValueEntries(Generic[_V]):
         except ValidationError as exc:
             raise _problem(exc, f"the value type {self.name}") from exc
 
-    def load_changes(self, data: bytes, *, version: int, fields: str | None) -> tuple[dict[str, _V], list[str]]:
-        """What a changelog record set and deleted.
+    def load_changes(
+        self, data: bytes, *, version: int, fields: str | None
+    ) -> dict[str, tuple[dict[str, _V], list[str]]]:
+        """What a changelog record set and deleted, part by part (by the region's name, `<depth>.<index>`).
 
         Raises:
             RecordProblem: The record is not JSON, or does not fit the value type.
@@ -155,10 +182,17 @@ class ValueEntries(Generic[_V]):
         """
         if version != self._schema.version:
             parsed = self._parse(data, version)
-            if not (isinstance(parsed, list) and len(parsed) == 2 and isinstance(parsed[0], dict)):  # noqa: PLR2004
-                raise RecordProblem("is not a changelog record (a JSON array of an object and an array)")
-            upserts = {k: self._schema.upgrade_value(v, version) for k, v in parsed[0].items()}
-            data = self._to_json([upserts, parsed[1]])
+            if not isinstance(parsed, dict) or not all(
+                isinstance(member, list) and len(member) == 2 and isinstance(member[0], dict)  # noqa: PLR2004
+                for member in parsed.values()
+            ):
+                raise RecordProblem("is not a changelog record (a JSON object of arrays of an object and an array)")
+            data = self._to_json(
+                {
+                    region: [{k: self._schema.upgrade_value(v, version) for k, v in upserts.items()}, deletes]
+                    for region, (upserts, deletes) in parsed.items()
+                }
+            )
         if self._strict_changes is not None and fields != self.fields:
             self._check_known(self._strict_changes, data)
         try:
@@ -234,8 +268,8 @@ class ItemEntries(Generic[_T]):
             raise ConfigurationError(f"item_type must be str or int, not {item_type!r}")
         self.item_type: type[_T] = item_type
         self._part: TypeAdapter[set[_T]] = TypeAdapter(set[item_type])  # type: ignore[valid-type]
-        self._changes: TypeAdapter[tuple[set[_T], list[_T]]] = TypeAdapter(
-            tuple[set[item_type], list[item_type]]  # type: ignore[valid-type]
+        self._changes: TypeAdapter[dict[str, tuple[set[_T], list[_T]]]] = TypeAdapter(
+            dict[str, tuple[set[item_type], list[item_type]]]  # type: ignore[valid-type]
         )
 
     def new(self) -> set[_T]:
@@ -244,8 +278,12 @@ class ItemEntries(Generic[_T]):
     def dump_part(self, entries: set[_T]) -> bytes:
         return self._part.dump_json(entries)
 
-    def dump_changes(self, upserts: set[_T], deletes: list[_T]) -> bytes:
-        return self._changes.dump_json((upserts, deletes))
+    def dump_changes(self, taken: list[tuple[Region, Changes[Any], set[_T]]]) -> bytes:
+        """The JSON of a changelog record: for each part, its region and its changes."""
+        members: dict[str, Any] = {
+            f"{depth}.{index}": (changes.set, list(changes.deleted)) for (depth, index), changes, _ in taken
+        }
+        return self._changes.dump_json(members)
 
     def load_part(self, data: bytes, *, version: int, fields: str | None) -> set[_T]:  # noqa: ARG002 - one shape
         """The items of a part record.
@@ -258,7 +296,13 @@ class ItemEntries(Generic[_T]):
         except ValidationError as exc:
             raise _problem(exc, f"a set of {self.item_type.__name__}") from exc
 
-    def load_changes(self, data: bytes, *, version: int, fields: str | None) -> tuple[set[_T], list[_T]]:  # noqa: ARG002
+    def load_changes(
+        self,
+        data: bytes,
+        *,
+        version: int,  # noqa: ARG002 - the records of a set have one version
+        fields: str | None,  # noqa: ARG002 - and no fields
+    ) -> dict[str, tuple[set[_T], list[_T]]]:
         """What a changelog record added and removed.
 
         Raises:

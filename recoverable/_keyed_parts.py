@@ -55,14 +55,19 @@ def region_covers(outer: Region, inner: Region) -> bool:
 
 
 class Part(Generic[TContainer]):
-    """One part: its region and its entries (a dict for a keyed state, a set for a set)."""
+    """One part: its region, its entries (a dict for a keyed state, a set for a set), and their changes.
 
-    __slots__ = ("depth", "entries", "index")
+    Each part keeps the changes of its entries since the last save apart, so that a changelog record says
+    which part each change goes to, and a load applies them a part at a time.
+    """
+
+    __slots__ = ("changes", "depth", "entries", "index")
 
     def __init__(self, depth: int, index: int, entries: TContainer) -> None:
         self.depth = depth
         self.index = index
         self.entries: TContainer = entries
+        self.changes: Changes[TContainer] = Changes(type(entries))
 
     @property
     def region(self) -> Region:
@@ -117,6 +122,25 @@ class Parts(Generic[TContainer]):
         """The part holding the key of this hash."""
         return self._directory[hashed & self._mask]
 
+    def containing(self, region: Region) -> Part[TContainer] | None:
+        """The one part holding every key of `region`, or None when the region spans several parts."""
+        depth, index = region
+        part = self._directory[index & self._mask] if depth >= self.depth else self._directory[index]
+        return part if region_covers(part.region, region) else None
+
+    def changed(self) -> bool:
+        """Whether any part has changes since the last save."""
+        return any(part.changes for part in self.parts)
+
+    def take_changes(self) -> list[tuple[Part[TContainer], Changes[TContainer]]]:
+        """The changes of each part that has some, each part starting over with none (for a save)."""
+        taken = []
+        for part in self.parts:
+            if part.changes:
+                taken.append((part, part.changes))
+                part.changes = Changes(type(part.entries))
+        return taken
+
     def parts_in(self, region: Region) -> list[Part[TContainer]]:
         """The parts inside `region` (the parts only split, so a part is never wider than a region it came from)."""
         return [part for part in self.parts if region_covers(region, part.region)]
@@ -142,6 +166,9 @@ class Parts(Generic[TContainer]):
         else:
             part.entries.difference_update(moving)
             upper.entries.update(moving)
+        part.changes.move(
+            upper.changes, [key for key in part.changes.keys() | part.changes.fresh if hash_of(key) & bit]
+        )
         part.depth += 1
         self.parts.append(upper)
         if part.depth > self.depth:
@@ -203,6 +230,22 @@ class Changes(Generic[TContainer]):
     def keys(self) -> set[object]:
         """Every key set or deleted."""
         return set(self.set) | self.deleted
+
+    def move(self, other: Changes[TContainer], keys: list[object]) -> None:
+        """Hand the changes of `keys` over to `other` (the half of a part that split, where they go now)."""
+        mine, theirs = self.set, other.set
+        for key in keys:
+            if isinstance(mine, dict) and isinstance(theirs, dict):
+                if key in mine:
+                    theirs[key] = mine.pop(key)
+            elif isinstance(mine, set) and isinstance(theirs, set) and key in mine:
+                mine.discard(key)
+                theirs.add(key)
+            for name in ("deleted", "fresh"):
+                source, target = getattr(self, name), getattr(other, name)
+                if key in source:
+                    source.discard(key)
+                    target.add(key)
 
     def keep_older(self, older: Changes[TContainer]) -> None:
         """Take back the changes of a save that failed, under those made since (which are newer).

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from recoverable._keyed_entries import RecordProblem
 from recoverable._keyed_manifest import Manifest, RecordKeys
-from recoverable._keyed_parts import Changes, Part, Parts, key_hash
+from recoverable._keyed_parts import MAX_DEPTH, Part, Parts, key_hash
 from recoverable._schema import SchemaProblem
 from recoverable._state_lifecycle import StateLifecycle
 from recoverable._state_record import means_no_state
@@ -23,6 +23,7 @@ from recoverable.errors import InvalidKeyError, RecoverableError, StateValidatio
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from recoverable._keyed_parts import Changes, Region
     from recoverable._schema import Schema
     from recoverable.storages import KeyValueStore
     from recoverable.storages._models import StoredRecord
@@ -41,9 +42,9 @@ class EntryCodec(Protocol[TEntries]):
 
     def new(self) -> TEntries: ...
     def dump_part(self, entries: TEntries) -> bytes: ...
-    def dump_changes(self, upserts: Any, deletes: list[Any]) -> bytes: ...
+    def dump_changes(self, taken: list[tuple[Region, Changes[Any], TEntries]]) -> bytes: ...
     def load_part(self, data: bytes, *, version: int, fields: str | None) -> TEntries: ...
-    def load_changes(self, data: bytes, *, version: int, fields: str | None) -> tuple[Any, list[Any]]: ...
+    def load_changes(self, data: bytes, *, version: int, fields: str | None) -> dict[str, tuple[Any, list[Any]]]: ...
 
 
 class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
@@ -53,8 +54,7 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
     _values_schema: Schema
     """The schema version of the records of entries (the manifest itself is plain JSON, version 1)."""
     _parts: Parts[TEntries]
-    _changes: Changes[TEntries]
-    """The entries set or deleted since the last save that landed."""
+    """The entries, in their parts, each with its changes since the last save that landed."""
     _size_changes: int
     """How many times a key was added or deleted: iterations check it."""
     _record_keys: RecordKeys
@@ -74,11 +74,14 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         """Empty the entries, to be placed by the hash of `manifest` (the one about to be the current)."""
         self._salt = bytes.fromhex(manifest.salt)
         self._parts = Parts(self._entries.new)
-        self._changes = Changes(self._entries.new)
         self._size_changes += 1
         self._record_keys = RecordKeys(self._key)
 
-    def _verify(self, changes: Changes[TEntries]) -> None:
+    def _verify_wanted(self) -> bool:
+        """Whether `_verify` is to run at each save (`KeyedRecoverableState(verify_untracked=True)`)."""
+        return False
+
+    def _verify(self, changed: set[Any]) -> None:
         """Hook of `KeyedRecoverableState(verify_untracked=True)`: compare the values with what was saved."""
 
     def _loaded(self) -> None:
@@ -205,11 +208,11 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         loaded = Parts(self._entries.new, parts)
         upto = {ref.region: ref.upto for ref in manifest.parts}
         for entry, stored in sorted(zip(manifest.log, log_records, strict=True), key=lambda pair: pair[0].seq):
-            upserts, deletes = self._decode(stored, entry.record, entry.fields, self._entries.load_changes)
-            self._apply(loaded, upto, entry.seq, upserts, deletes)
+            changes = self._decode(stored, entry.record, entry.fields, self._entries.load_changes)
+            for name, part_changes in changes.items():
+                self._apply(loaded, upto, entry.seq, _region(name, entry.record), part_changes)
             await asyncio.sleep(0)  # one record per step of the event loop
-        for part in list(loaded.parts):
-            loaded.split_if_full(part, self._hash_of)
+        # A part more than full splits when it is next added to, not here: a load does no work per entry.
         return loaded
 
     def _decode(self, stored: StoredRecord, key: str, fields: str | None, load: Callable[..., Any]) -> Any:
@@ -227,33 +230,40 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         except RecordProblem as bad:
             raise RecordProblem(f"names the record {key!r}, which {bad}", bad.errors) from bad
 
+    @staticmethod
     def _apply(
-        self, parts: Parts[TEntries], upto: dict[tuple[int, int], int], seq: int, upserts: Any, deletes: list[Any]
+        parts: Parts[TEntries],
+        upto: dict[tuple[int, int], int],
+        seq: int,
+        region: Region,
+        changes: tuple[Any, list[Any]],
     ) -> None:
-        """Apply one changelog record to the entries of the parts that do not hold its changes yet."""
-        for key in deletes:
-            part = parts.part_of(self._hash_of(key))
-            if seq > upto[part.region]:
-                self._discard(part.entries, key)
-        items = upserts.items() if isinstance(upserts, dict) else ((item, None) for item in upserts)
-        for key, value in items:
-            part = parts.part_of(self._hash_of(key))
-            if seq > upto[part.region]:
-                self._put(part.entries, key, value)
+        """Apply one part's changes of changelog record `seq` to the part that holds their region, whole.
 
-    @staticmethod
-    def _discard(entries: TEntries, key: Any) -> None:
-        if isinstance(entries, dict):
-            entries.pop(key, None)
-        else:
-            entries.discard(key)
+        The part holding the region applies them unless it holds them already (`upto` is `seq` or later). A
+        region wider than a part only comes from a save made before that part was written (memory only ever
+        splits parts), which then holds the changes; a store where that is not so was changed by hand.
 
-    @staticmethod
-    def _put(entries: TEntries, key: Any, value: Any) -> None:
-        if isinstance(entries, dict):
-            entries[key] = value
-        else:
-            entries.add(key)
+        Raises:
+            RecordProblem: The region spans parts that do not hold its changes.
+        """
+        part = parts.containing(region)
+        if part is None:
+            if any(upto[inner.region] < seq for inner in parts.parts_in(region)):
+                raise RecordProblem(
+                    f"holds changes of save {seq} for the keys of depth {region[0]} and index {region[1]}, which "
+                    "span parts written before that save (changed by hand, or by another program?)"
+                )
+            return
+        if seq > upto[part.region]:
+            upserts, deletes = changes
+            entries = part.entries
+            if isinstance(entries, dict):
+                for key in deletes:
+                    entries.pop(key, None)
+            else:
+                entries.difference_update(deletes)
+            entries.update(upserts)
 
     async def _collect_garbage(self, kvs: KeyValueStore, manifest: Manifest) -> None:
         """Delete the records of saves that never landed (their writer died or lost the state before)."""
@@ -281,6 +291,21 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
                     self._key,
                     exc,
                 )
+
+
+def _region(name: str, record: str) -> Region:
+    """The region a changelog record names a part's changes by, `<depth>.<index>`.
+
+    Raises:
+        RecordProblem: The name is not one.
+    """
+    depth, _, index = name.partition(".")
+    if not (depth.isascii() and depth.isdigit() and index.isascii() and index.isdigit()):
+        raise RecordProblem(f"names the record {record!r}, which names a part {name!r} that cannot be")
+    region = (int(depth), int(index))
+    if region[0] > MAX_DEPTH or region[1] >= 1 << region[0]:
+        raise RecordProblem(f"names the record {record!r}, which names a part {name!r} that cannot be")
+    return region
 
 
 def _first_error(errors: list[Any]) -> str:

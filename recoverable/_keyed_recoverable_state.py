@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from datetime import timedelta
 
-    from recoverable._keyed_parts import Changes
     from recoverable.configuration import Configuration
     from recoverable.events import EventManager
     from recoverable.storages import KeyValueStore
@@ -187,9 +186,9 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
                 del self._editing[key]
             else:
                 self._editing[key] -= 1
-            entries = self._part_of(key).entries  # the part may have split meanwhile
-            if key in entries:  # else it was deleted in the block, and that was noted
-                self._changes.put(key, entries[key])
+            now = self._part_of(key)  # the part may have split meanwhile
+            if key in now.entries:  # else it was deleted in the block, and that was noted
+                self._added(key, now, self._values.piece(key, now.entries[key]), new=False)
 
     def __setitem__(self, key: str, value: TValue) -> None:
         """Set the value of `key`; it is saved at the next save.
@@ -208,7 +207,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         part = self._part_of(self._checked(key))
         new = key not in part.entries
         part.entries[key] = value
-        self._added(key, part, value, new=new)
+        self._added(key, part, self._values.piece(key, value), new=new)
 
     def __delitem__(self, key: str) -> None:
         """Delete `key`; the deletion is saved at the next save.
@@ -220,7 +219,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         if part is None or key not in part.entries:
             raise KeyError(key)
         del part.entries[key]
-        self._removed(key)
+        self._removed(key, part)
 
     # --- reading entries -------------------------------------------------------------------------
 
@@ -286,10 +285,10 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
                 key: self._values.dump_value(value) for part in self._parts for key, value in part.entries.items()
             }
 
-    def _verify(self, changes: Changes[Any]) -> None:
-        if not self._verify_untracked:
-            return
-        changed = changes.keys()
+    def _verify_wanted(self) -> bool:
+        return self._verify_untracked
+
+    def _verify(self, changed: set[Any]) -> None:
         untracked = []
         now: dict[str, bytes] = {}
         for part in self._parts:

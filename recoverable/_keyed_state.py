@@ -14,7 +14,6 @@ import math
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
-from recoverable._keyed_parts import Changes, Part
 from recoverable._keyed_records import KeyedRecords
 from recoverable._schema import Schema
 from recoverable._state_arguments import check_arguments
@@ -25,6 +24,7 @@ from recoverable.storages._validation import MAX_KEY_LENGTH
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from recoverable._keyed_parts import Changes, Part
     from recoverable._state_record import SaveMode
     from recoverable.storages import KeyValueStore
 
@@ -112,7 +112,7 @@ class KeyedState(KeyedRecords[TEntries]):
             if part.entries:
                 entries = part.entries
                 key, value = entries.popitem() if isinstance(entries, dict) else (entries.pop(), None)
-                self._removed(key)
+                self._removed(key, part)
                 return key, value
         raise KeyError(f"state {self._key!r} is empty")
 
@@ -121,20 +121,23 @@ class KeyedState(KeyedRecords[TEntries]):
         self._check_ready()
         for part in self._parts:
             for key in part.entries:
-                self._changes.delete(key)
+                part.changes.delete(key)
             part.entries.clear()
         self._size_changes += 1
 
     def _added(self, key: Any, part: Part[TEntries], value: Any = None, *, new: bool = True) -> None:
-        """Note that `key` was added to `part` (`new`), or set to `value`; split the part when it grew too full."""
-        self._changes.put(key, value, new=new)
+        """Note that `key` was added to `part` (`new`), or set; split the part when it grew too full.
+
+        `value` is what the changelog will hold for it: the JSON of an entry of a `KeyedRecoverableState`.
+        """
+        part.changes.put(key, value, new=new)
         if new:
             self._size_changes += 1
             self._parts.split_if_full(part, self._hash_of)
 
-    def _removed(self, key: Any) -> None:
-        """Note that `key` was deleted."""
-        self._changes.delete(key)
+    def _removed(self, key: Any, part: Part[TEntries]) -> None:
+        """Note that `key` was deleted from `part`."""
+        part.changes.delete(key)
         self._size_changes += 1
 
     def _iterate(self) -> Iterator[Any]:
@@ -154,8 +157,9 @@ class KeyedState(KeyedRecords[TEntries]):
 
     async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
         manifest: Manifest = self._current_state()
-        self._verify(self._changes)
-        if not self._changes:
+        if self._verify_wanted():
+            self._verify(set().union(*(part.changes.keys() for part in self._parts)))
+        if not self._parts.changed():
             return  # nothing to save, whatever the size: nothing is lost either
         if self._released_for is not None:
             self._unsaved_after_hand_over(mode)
@@ -164,16 +168,17 @@ class KeyedState(KeyedRecords[TEntries]):
         seq = manifest.seq + 1
         content_type = self._values_schema.content_type
         self._parts.splits_paused = True
-        changes: Changes[TEntries] | None = None
+        taken: list[tuple[Part[TEntries], Changes[TEntries]]] = []
         try:
             parts = await self._compact(kvs, manifest, seq, content_type)
             # Taken after the compaction's writes: a part written above may hold changes made while it was
             # written, and this changelog record, applied over it at a load, brings it to this very save.
-            changes, self._changes = self._changes, Changes(self._entries.new)
-            data = self._entries.dump_changes(changes.set, list(changes.deleted))
+            taken = self._parts.take_changes()
+            data = self._entries.dump_changes([(part.region, changes, part.entries) for part, changes in taken])
+            count = sum(len(changes) for _, changes in taken)
             log_key = self._record_keys.log(seq)
             await self._with_timeout("save", kvs.client.set_record(key=log_key, value=data, content_type=content_type))
-            saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=len(changes)))
+            saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=count))
             record = self._codec.dump(saved)
             if self._lease is None:
                 self._version = await self._with_timeout(
@@ -182,8 +187,8 @@ class KeyedState(KeyedRecords[TEntries]):
             else:
                 await self._fenced_write(kvs, record)
         except BaseException:
-            if changes is not None:
-                self._changes.keep_older(changes)  # saved at the next save instead
+            for part, changes in taken:  # no part split meanwhile: the same parts
+                part.changes.keep_older(changes)  # saved at the next save instead
             # What this save wrote may still land, late (a write that timed out, a request already sent): the
             # next save writes under the names of a new writer, so that no late write replaces its records.
             self._record_keys = RecordKeys(self._key)
@@ -230,7 +235,7 @@ class KeyedState(KeyedRecords[TEntries]):
                     data = self._entries.dump_part(part.entries)
                     # Its keys are in a record now: one deleted before this save's changelog is taken needs a
                     # deletion in it, even when it was added since the last save.
-                    self._changes.fresh.difference_update(part.entries)
+                    part.changes.fresh.difference_update(part.entries)
                     await self._with_timeout(
                         "save", kvs.client.set_record(key=record, value=data, content_type=content_type)
                     )

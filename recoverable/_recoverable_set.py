@@ -138,7 +138,7 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
             part = self._part_holding(item)
             if part is not None and item in part.entries:
                 part.entries.remove(item)
-                self._removed(item)
+                self._removed(item, part)
 
     def update(self, *items: Iterable[TItem]) -> None:
         """Add every item of every iterable given.

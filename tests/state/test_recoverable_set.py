@@ -57,7 +57,7 @@ async def test_a_save_writes_only_the_items_added_and_removed(kvs: KeyValueStore
         await seen.persist_state()
         manifest = await manifest_of(kvs, "SEEN")
         assert [entry.count for entry in manifest.log] == [50, 2]
-        assert await record_json(kvs, manifest.log[-1].record) == [["new"], ["u3"]]
+        assert await record_json(kvs, manifest.log[-1].record) == {"0.0": [["new"], ["u3"]]}
 
 
 async def test_int_items(kvs: KeyValueStore) -> None:
