@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from recoverable._collector import collector_paused
 from recoverable._keyed_entries import RecordProblem
 from recoverable._keyed_manifest import Manifest, RecordKeys
 from recoverable._keyed_parts import MAX_DEPTH, Part, Parts, key_hash
@@ -191,6 +192,13 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
 
         part_records = await asyncio.gather(*(read(p.record) for p in manifest.parts if p.record is not None))
         log_records = await asyncio.gather(*(read(entry.record) for entry in manifest.log))
+        # Decoded in one step, as a `RecoverableState` record is, without collector passes in between.
+        with collector_paused():
+            return self._decoded(manifest, part_records, log_records)
+
+    def _decoded(
+        self, manifest: Manifest, part_records: list[StoredRecord], log_records: list[StoredRecord]
+    ) -> Parts[TEntries]:
         found = iter(part_records)
         parts = []
         for ref in manifest.parts:
@@ -211,7 +219,6 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
             changes = self._decode(stored, entry.record, entry.fields, self._entries.load_changes)
             for name, part_changes in changes.items():
                 self._apply(loaded, upto, entry.seq, _region(name, entry.record), part_changes)
-            await asyncio.sleep(0)  # one record per step of the event loop
         # A part more than full splits when it is next added to, not here: a load does no work per entry.
         return loaded
 

@@ -46,9 +46,11 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
     ```
 
     What counts as a change: `edit()`, `state[key] = value`, `del state[key]`, and the methods built on them
-    (`pop`, `setdefault`, `update`, `popitem`, `clear`). A value taken with `get()` or `state[key]` and
-    changed in place outside `edit()` is NOT seen, and not saved unless the key changes again through one of
-    them: change values inside `edit()`. `verify_untracked=True` finds the places that do not (for tests).
+    (`pop`, `setdefault`, `update`, `popitem`, `clear`). A value is saved as it was when it was assigned or
+    when its `edit()` block ended (its JSON is made then). A value taken with `get()` or `state[key]`, or
+    kept after assigning it, and changed in place outside `edit()` is NOT seen, and not saved unless the key
+    changes again through one of them: change values inside `edit()`. `verify_untracked=True` finds the
+    places that do not (for tests).
 
     It is a `MutableMapping`: `in`, `len`, iteration, `keys()`, `values()`, `items()`, `get()` work as on a
     dict (and, as on a dict, adding or deleting keys while iterating is an error). The lifecycle, the events

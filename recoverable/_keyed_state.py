@@ -32,7 +32,7 @@ __all__ = ["KeyedState", "check_key_room"]
 
 TEntries = TypeVar("TEntries", dict, set)  # type: ignore[type-arg]
 
-COMPACT_SHARE = 0.5
+COMPACT_SHARE = 0.25
 """Compaction starts when the changelog holds more entries than this share of the state's entries..."""
 COMPACT_MIN_ENTRIES = 4096
 """...and more than this many,"""

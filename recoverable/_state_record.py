@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 
+from recoverable._collector import collector_paused
 from recoverable._schema import SchemaProblem, backup_key
 from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
@@ -215,7 +216,8 @@ class StateRecord(Generic[TStateModel]):
             else ""
         )
         try:
-            state = self._codec.load(data)
+            with collector_paused():
+                state = self._codec.load(data)
         except ValidationError as exc:
             problem, errors = self._codec.problem_of(exc, upgraded)
             if upgraded:
