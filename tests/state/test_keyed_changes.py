@@ -56,3 +56,24 @@ def test_a_key_added_and_deleted_before_a_save_is_no_change() -> None:
     changes.put("a", new=True)
     changes.delete("a")
     assert not changes
+
+
+def test_the_collector_is_paused_inside_and_back_after_unless_it_was_off() -> None:
+    import gc  # noqa: PLC0415
+
+    from recoverable._collector import collector_paused  # noqa: PLC0415
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="boom"), collector_paused():
+        raise ValueError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # the program turned it off: it stays off
+    finally:
+        gc.enable()

@@ -98,8 +98,12 @@ async def test_on_invalid_reset_starts_empty_and_keeps_the_refused_records(
 async def test_a_record_that_does_not_fit_the_value_type_is_named(kvs: KeyValueStore) -> None:
     await saved_domains(kvs, a=Domain(pages=1))
     (record,) = (await manifest_of(kvs)).records()
-    await kvs.client.set_record(key=record, value=b'{"0.0": [{"a": {"pages": "x"}}, []]}', content_type="application/json")
-    with pytest.raises(StateValidationError, match=rf"names the record '{record}', which does not fit .*0\.0\.0\.a\.pages"):
+    await kvs.client.set_record(
+        key=record, value=b'{"0.0": [{"a": {"pages": "x"}}, []]}', content_type="application/json"
+    )
+    with pytest.raises(
+        StateValidationError, match=rf"names the record '{record}', which does not fit .*0\.0\.0\.a\.pages"
+    ):
         await make_keyed(kvs).initialize()
 
 

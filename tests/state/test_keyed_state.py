@@ -423,3 +423,17 @@ async def test_a_reset_during_a_save_leaves_the_state_empty(storage_client: Stor
         domains["c"] = Domain()
     async with make_keyed(kvs) as again:
         assert dict(again) == {"c": Domain()}
+
+
+async def test_a_value_is_saved_as_it_was_when_its_edit_ended_or_it_was_assigned(kvs: KeyValueStore) -> None:
+    async with make_keyed(kvs, persistence_enabled="explicit_only") as domains:
+        kept = domains["a"] = Domain(pages=1)
+        kept.pages = 99  # after the assignment, outside edit(): not seen
+        async with domains.edit("b") as b:
+            b.pages = 1
+            await domains.persist_state()  # a save while the block runs writes what was there before it
+            b.pages = 2
+        b.pages = 3  # after the block: not seen
+        await domains.persist_state()
+    async with make_keyed(kvs) as again:
+        assert dict(again) == {"a": Domain(pages=1), "b": Domain(pages=2)}
