@@ -113,42 +113,28 @@ class RecoverableState(StateLifecycle[TStateModel]):
         migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
     ) -> None:
-        check_arguments(
-            persist_state_key=persist_state_key,
-            persistence_enabled=persistence_enabled,
-            persist_state_kvs_name=persist_state_kvs_name,
-            persist_state_kvs_id=persist_state_kvs_id,
-            persist_state_kvs_factory=persist_state_kvs_factory,
-            logger=logger,
-            key_value_store=key_value_store,
-            event_manager=event_manager,
-            on_invalid=on_invalid,
-            timeout=timeout,
-            lease_ttl=lease_ttl,
-            on_owned=on_owned,
-            lease_wait_timeout=lease_wait_timeout,
-            configuration=configuration,
-        )
+        arguments: dict[str, Any] = {
+            "persist_state_key": persist_state_key,
+            "persistence_enabled": persistence_enabled,
+            "persist_state_kvs_name": persist_state_kvs_name,
+            "persist_state_kvs_id": persist_state_kvs_id,
+            "persist_state_kvs_factory": persist_state_kvs_factory,
+            "logger": logger,
+            "key_value_store": key_value_store,
+            "event_manager": event_manager,
+            "on_invalid": on_invalid,
+            "timeout": timeout,
+            "lease_ttl": lease_ttl,
+            "on_owned": on_owned,
+            "lease_wait_timeout": lease_wait_timeout,
+            "configuration": configuration,
+        }
+        check_arguments(**arguments)
         self._codec = StateCodec(default_state, key=persist_state_key)
         self._schema = Schema(schema_version, migrations)
         self._default_state = self._codec.copy(default_state)
         self._codec.check_round_trip(self._default_state)
-        self._setup(
-            persist_state_key=persist_state_key,
-            persistence_enabled=persistence_enabled,
-            persist_state_kvs_name=persist_state_kvs_name,
-            persist_state_kvs_id=persist_state_kvs_id,
-            persist_state_kvs_factory=persist_state_kvs_factory,
-            logger=logger,
-            key_value_store=key_value_store,
-            event_manager=event_manager,
-            on_invalid=on_invalid,
-            timeout=timeout,
-            lease_ttl=lease_ttl,
-            on_owned=on_owned,
-            lease_wait_timeout=lease_wait_timeout,
-            configuration=configuration,
-        )
+        self._setup(**arguments)
 
     @property
     def current_value(self) -> TStateModel:

@@ -14,7 +14,6 @@ the records that no manifest names are those of one save and are gone after the 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import signal
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
+from crash_support import child_environment, read_line
 from keyed_crash_child import (
     KEYED_KEY,
     SAVE_ITEM_PREFIX,
@@ -50,10 +50,8 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 CHILD = Path(__file__).with_name("keyed_crash_child.py")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 60
 MAX_WRITES_WAITED = 6
-LINE_TIMEOUT_SECS = 30.0
 MAX_START_SECS = 10.0
 """Longest a child may take to load: a third of the lease's 30 s, so a lease waited for cannot pass."""
 MAX_TEMP_FILES = 3
@@ -125,29 +123,6 @@ class Round:
     lease_pids: tuple[int, int]
     strays: list[str]
     temp_files: list[str]
-
-
-def child_environment() -> dict[str, str]:
-    """As the `child_env` fixture, which is per test while the rounds are run once per module."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECOVERABLE_", "CRAWLEE_", "APIFY_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-async def read_line(process: asyncio.subprocess.Process, round_: int) -> str:
-    assert process.stdout is not None
-    assert process.stderr is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT_SECS)
-    except TimeoutError:
-        pytest.fail(f"round {round_}: the child printed nothing for {LINE_TIMEOUT_SECS} s")
-    if not line.endswith(b"\n"):
-        err = await asyncio.wait_for(process.stderr.read(), LINE_TIMEOUT_SECS)
-        pytest.fail(
-            f"round {round_}: the child closed its output before printing a whole line: {line!r}\n{err.decode()}"
-        )
-    return line.decode().strip()
 
 
 async def run_and_kill(storage_dir: Path, round_: int) -> tuple[int, int, float, list[int]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from crash_support import child_environment, read_line
 from state_crash_child import KEY, CrashState, open_store
 
 from recoverable import RecoverableState
@@ -27,9 +27,7 @@ from recoverable import RecoverableState
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 CHILD = Path(__file__).with_name("state_crash_child.py")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 50
-LINE_TIMEOUT_SECS = 30.0
 MAX_TEMP_FILES = 3
 TEMP_PREFIX = ".~tmp."
 
@@ -49,25 +47,6 @@ class Round:
     persisted: list[int]
     saved: CrashState
     temp_files: list[str]
-
-
-def child_environment() -> dict[str, str]:
-    """As the `child_env` fixture, which is per test while the rounds are run once per module."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECOVERABLE_", "CRAWLEE_", "APIFY_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-async def read_line(process: asyncio.subprocess.Process, round_: int) -> str:
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), LINE_TIMEOUT_SECS)
-    except TimeoutError:
-        pytest.fail(f"round {round_}: the child printed nothing for {LINE_TIMEOUT_SECS} s")
-    if not line.endswith(b"\n"):
-        pytest.fail(f"round {round_}: the child closed its output before printing a whole line: {line!r}")
-    return line.decode().strip()
 
 
 async def run_and_kill(storage_dir: Path, round_: int) -> tuple[int, list[int]]:
