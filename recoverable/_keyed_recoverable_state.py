@@ -47,10 +47,11 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
 
     What counts as a change: `edit()`, `state[key] = value`, `del state[key]`, and the methods built on them
     (`pop`, `setdefault`, `update`, `popitem`, `clear`). A value is saved as it was when it was assigned or
-    when its `edit()` block ended (its JSON is made then). A value taken with `get()` or `state[key]`, or
-    kept after assigning it, and changed in place outside `edit()` is NOT seen, and not saved unless the key
-    changes again through one of them: change values inside `edit()`. `verify_untracked=True` finds the
-    places that do not (for tests).
+    when its `edit()` block ended (its JSON is made then); a save while the block runs writes the value as
+    the block found it. A value taken with `get()` or `state[key]`, or kept after assigning it, and changed
+    in place outside `edit()` is NOT seen: no save writes it on purpose (a later compaction of its part may
+    happen to, or not), so change values inside `edit()`. `verify_untracked=True` finds the places that do
+    not (for tests).
 
     It is a `MutableMapping`: `in`, `len`, iteration, `keys()`, `values()`, `items()`, `get()` work as on a
     dict (and, as on a dict, adding or deleting keys while iterating is an error). The lifecycle, the events
@@ -180,6 +181,10 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
                 ) from exc
             self[key] = made
             part = self._part_of(key)
+        else:
+            # The value as the block finds it is what a save made while the block runs must write: a compaction
+            # writes values as they are in memory, and this changelog entry, applied over it, takes it back.
+            self._added(key, part, self._values.piece(key, part.entries[key]), new=False)
         self._editing[key] = self._editing.get(key, 0) + 1
         try:
             yield part.entries[key]
