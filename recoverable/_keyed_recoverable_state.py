@@ -12,6 +12,7 @@ from recoverable._keyed_entries import ValueEntries
 from recoverable._keyed_state import KeyedState
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Migration, Schema
+from recoverable._state_arguments import lifecycle_arguments
 from recoverable.errors import ConfigurationError, InvalidKeyError, SerializationError
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ _D = TypeVar("_D")
 
 
 class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, TValue]):  # type: ignore[type-var]
+    _noun = "keys"
+
     """A mapping of str keys to values, saved as the entries that changed since the last save.
 
     For state that grows with the work: per-domain counters, per-URL results. A save serialises and writes
@@ -131,22 +134,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         self._setup_keyed(
             kind="keyed",
             values_schema=values_schema,
-            arguments={
-                "persist_state_key": persist_state_key,
-                "persistence_enabled": persistence_enabled,
-                "persist_state_kvs_name": persist_state_kvs_name,
-                "persist_state_kvs_id": persist_state_kvs_id,
-                "persist_state_kvs_factory": persist_state_kvs_factory,
-                "logger": logger,
-                "key_value_store": key_value_store,
-                "event_manager": event_manager,
-                "on_invalid": on_invalid,
-                "timeout": timeout,
-                "lease_ttl": lease_ttl,
-                "on_owned": on_owned,
-                "lease_wait_timeout": lease_wait_timeout,
-                "configuration": configuration,
-            },
+            arguments=lifecycle_arguments(locals()),
         )
 
     # --- changing entries ------------------------------------------------------------------------
@@ -264,20 +252,8 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         key, value = self._pop_any()
         return key, value
 
-    def clear(self) -> None:
-        """Delete every entry; the deletions are saved at the next save."""
-        self._clear()
-
-    def __len__(self) -> int:
-        self._check_ready()
-        return len(self._parts)
-
     def __iter__(self) -> Iterator[str]:
         return self._iterate()
-
-    def __repr__(self) -> str:
-        size = len(self._parts) if self._state is not None else "?"
-        return f"<KeyedRecoverableState {self._key!r}: {size} keys>"
 
     # --- internals -------------------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ class KeyedState(KeyedRecords[TEntries]):
     The public classes add the collection API: they set `_entries` and call `_setup_keyed()`.
     """
 
+    _noun = "entries"
+    """What its entries are called in its repr."""
+
     def _setup_keyed(self, *, kind: Kind, values_schema: Schema, arguments: dict[str, Any]) -> None:
         """Check the arguments every state takes and set up the fields (`arguments`: those of `_setup`).
 
@@ -116,14 +119,22 @@ class KeyedState(KeyedRecords[TEntries]):
                 return key, value
         raise KeyError(f"state {self._key!r} is empty")
 
-    def _clear(self) -> None:
-        """Delete every entry (each deletion is saved at the next save)."""
+    def clear(self) -> None:
+        """Delete every entry (item); the deletions are saved at the next save."""
         self._check_ready()
         for part in self._parts:
             for key in part.entries:
                 part.changes.delete(key)
             part.entries.clear()
         self._size_changes += 1
+
+    def __len__(self) -> int:
+        self._check_ready()
+        return len(self._parts)
+
+    def __repr__(self) -> str:
+        size = len(self._parts) if self._state is not None else "?"
+        return f"<{type(self).__name__} {self._key!r}: {size} {self._noun}>"
 
     def _added(self, key: Any, part: Part[TEntries], value: Any = None, *, new: bool = True) -> None:
         """Note that `key` was added to `part` (`new`), or set; split the part when it grew too full.

@@ -10,6 +10,7 @@ from recoverable._keyed_parts import MAX_INT_BITS
 from recoverable._keyed_state import KeyedState
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Schema
+from recoverable._state_arguments import lifecycle_arguments
 from recoverable.errors import InvalidKeyError
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ TItem = TypeVar("TItem", str, int)
 
 
 class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):  # type: ignore[type-var]
+    _noun = "items"
+
     """A set of str (or int) items, saved as the items added and removed since the last save.
 
     For the URLs a crawler has seen, the ids it has handled: a save writes only what changed since the last
@@ -92,22 +95,7 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
         self._setup_keyed(
             kind="set",
             values_schema=Schema(None, None),
-            arguments={
-                "persist_state_key": persist_state_key,
-                "persistence_enabled": persistence_enabled,
-                "persist_state_kvs_name": persist_state_kvs_name,
-                "persist_state_kvs_id": persist_state_kvs_id,
-                "persist_state_kvs_factory": persist_state_kvs_factory,
-                "logger": logger,
-                "key_value_store": key_value_store,
-                "event_manager": event_manager,
-                "on_invalid": on_invalid,
-                "timeout": timeout,
-                "lease_ttl": lease_ttl,
-                "on_owned": on_owned,
-                "lease_wait_timeout": lease_wait_timeout,
-                "configuration": configuration,
-            },
+            arguments=lifecycle_arguments(locals()),
         )
 
     def add(self, item: TItem) -> None:
@@ -165,20 +153,8 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
         item: TItem = self._pop_any()[0]
         return item
 
-    def clear(self) -> None:
-        """Remove every item; the removals are saved at the next save."""
-        self._clear()
-
-    def __len__(self) -> int:
-        self._check_ready()
-        return len(self._parts)
-
     def __iter__(self) -> Iterator[TItem]:
         return self._iterate()
-
-    def __repr__(self) -> str:
-        size = len(self._parts) if self._state is not None else "?"
-        return f"<RecoverableSet {self._key!r}: {size} items>"
 
     @classmethod
     def _from_iterable(cls, it: Iterable[Any]) -> set[Any]:

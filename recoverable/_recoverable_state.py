@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Migration, Schema
-from recoverable._state_arguments import check_arguments
+from recoverable._state_arguments import check_arguments, lifecycle_arguments
 from recoverable._state_codec import StateCodec
 from recoverable._state_lifecycle import StateLifecycle
 
@@ -113,22 +113,7 @@ class RecoverableState(StateLifecycle[TStateModel]):
         migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
     ) -> None:
-        arguments: dict[str, Any] = {
-            "persist_state_key": persist_state_key,
-            "persistence_enabled": persistence_enabled,
-            "persist_state_kvs_name": persist_state_kvs_name,
-            "persist_state_kvs_id": persist_state_kvs_id,
-            "persist_state_kvs_factory": persist_state_kvs_factory,
-            "logger": logger,
-            "key_value_store": key_value_store,
-            "event_manager": event_manager,
-            "on_invalid": on_invalid,
-            "timeout": timeout,
-            "lease_ttl": lease_ttl,
-            "on_owned": on_owned,
-            "lease_wait_timeout": lease_wait_timeout,
-            "configuration": configuration,
-        }
+        arguments = lifecycle_arguments(locals())
         check_arguments(**arguments)
         self._codec = StateCodec(default_state, key=persist_state_key)
         self._schema = Schema(schema_version, migrations)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from recoverable._ownership import LEASE_SUFFIX
 from recoverable.configuration import Configuration
@@ -13,7 +14,34 @@ from recoverable.storages import KeyValueStore
 from recoverable.storages._crawlee import is_crawlee_key_value_store
 from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key, validate_store_id, validate_store_name
 
-__all__ = ["check_arguments"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["LIFECYCLE_ARGUMENTS", "check_arguments", "lifecycle_arguments"]
+
+
+LIFECYCLE_ARGUMENTS = (
+    "persist_state_key",
+    "persistence_enabled",
+    "persist_state_kvs_name",
+    "persist_state_kvs_id",
+    "persist_state_kvs_factory",
+    "logger",
+    "key_value_store",
+    "event_manager",
+    "on_invalid",
+    "timeout",
+    "lease_ttl",
+    "on_owned",
+    "lease_wait_timeout",
+    "configuration",
+)
+"""The keywords every kind of state takes, checked by `check_arguments` and kept by `StateLifecycle._setup`."""
+
+
+def lifecycle_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords every kind of state takes, picked from what its constructor was given (its `locals()`)."""
+    return {name: given[name] for name in LIFECYCLE_ARGUMENTS}
 
 
 def check_arguments(
