@@ -166,9 +166,7 @@ class Parts(Generic[TContainer]):
         else:
             part.entries.difference_update(moving)
             upper.entries.update(moving)
-        part.changes.move(
-            upper.changes, [key for key in part.changes.keys() | part.changes.fresh if hash_of(key) & bit]
-        )
+        part.changes.move(upper.changes, [key for key in part.changes.changed_keys() if hash_of(key) & bit])
         part.depth += 1
         self.parts.append(upper)
         if part.depth > self.depth:
@@ -186,8 +184,8 @@ class Changes(Generic[TContainer]):
 
     A save takes the whole object at once (no per-key work on the event loop): `set` is written as it is, a
     dict of the entries set or a set of the items added, and `deleted` as the list of keys deleted. A key is
-    in one of them at most. A key added since the last save (`fresh`) and deleted again leaves no trace: the
-    last save did not hold it either.
+    in one of them at most. A key added since the last save (`fresh`, always among those of `set`) and
+    deleted again leaves no trace: the last save did not hold it either.
     """
 
     __slots__ = ("deleted", "fresh", "set")
@@ -227,7 +225,7 @@ class Changes(Generic[TContainer]):
         else:
             self.deleted.add(key)
 
-    def keys(self) -> set[object]:
+    def changed_keys(self) -> set[object]:
         """Every key set or deleted."""
         return set(self.set) | self.deleted
 
@@ -241,8 +239,7 @@ class Changes(Generic[TContainer]):
             elif isinstance(mine, set) and isinstance(theirs, set) and key in mine:
                 mine.discard(key)
                 theirs.add(key)
-            for name in ("deleted", "fresh"):
-                source, target = getattr(self, name), getattr(other, name)
+            for source, target in ((self.deleted, other.deleted), (self.fresh, other.fresh)):
                 if key in source:
                     source.discard(key)
                     target.add(key)
@@ -253,8 +250,8 @@ class Changes(Generic[TContainer]):
         Both become the changes since the save before the one that failed: a key changed since keeps its new
         value or deletion, with the freshness it had then; any other key gets back what the failed save had.
         """
-        touched = self.keys()
-        older_keys = older.keys()
+        touched = self.changed_keys()
+        older_keys = older.changed_keys()
         for key in list(self.deleted):
             if key in older.fresh:
                 self.deleted.discard(key)  # added after that save, deleted since: no trace

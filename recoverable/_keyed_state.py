@@ -169,7 +169,7 @@ class KeyedState(KeyedRecords[TEntries]):
     async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
         manifest: Manifest = self._current_state()
         if self._verify_wanted():
-            self._verify(set().union(*(part.changes.keys() for part in self._parts)))
+            self._verify(set().union(*(part.changes.changed_keys() for part in self._parts)))
         if not self._parts.changed():
             return  # nothing to save, whatever the size: nothing is lost either
         if self._released_for is not None:
@@ -191,12 +191,7 @@ class KeyedState(KeyedRecords[TEntries]):
             await self._with_timeout("save", kvs.client.set_record(key=log_key, value=data, content_type=content_type))
             saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=count))
             record = self._codec.dump(saved)
-            if self._lease is None:
-                self._version = await self._with_timeout(
-                    "save", kvs.client.set_record(key=self._key, value=record, content_type=self._schema.content_type)
-                )
-            else:
-                await self._fenced_write(kvs, record)
+            await self._write_record(kvs, record)
         except BaseException:
             for part, changes in taken:  # no part split meanwhile: the same parts
                 part.changes.keep_older(changes)  # saved at the next save instead

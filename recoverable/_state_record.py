@@ -394,13 +394,17 @@ class StateRecord(Generic[TStateModel]):
             self._unsaved_after_hand_over(mode)
             return
         await self._check_ownership()
+        await self._write_record(kvs, data)
+        self._last_persisted = data
+
+    async def _write_record(self, kvs: KeyValueStore, data: bytes) -> None:
+        """Write the state's record: fenced by the lease (`_fenced_write`), or as it is without one."""
         if self._lease is None:
             self._version = await self._with_timeout(
                 "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
             )
         else:
             await self._fenced_write(kvs, data)
-        self._last_persisted = data
 
     async def _delete_locked(self) -> None:
         """Delete the state's record, fenced by the lease as a save is; the caller holds `_persist_lock`.
