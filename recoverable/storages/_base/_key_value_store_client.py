@@ -5,6 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from recoverable.errors import VersionConflictError
+from recoverable.storages._validation import validate_key
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -101,6 +104,42 @@ class KeyValueStoreClient(ABC):
             StorageBackendError: The backend failed, or (file system) the record's file is a link, a folder or
                 another special file, which is never replaced; the previous record is intact.
         """
+
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` (its bytes and content type) to `to_key`, all or nothing, replacing it.
+
+        What a state's history keeps: the record as it is, before it is overwritten. This default reads the
+        record and writes it again; a storage client that can copy without moving the bytes through this
+        process (a hard link, a copy inside the server) overrides it.
+
+        Args:
+            key: The record to copy.
+            to_key: Where to copy it; a record there is replaced.
+            if_version: Copy only when the record under `key` has this version.
+
+        Returns:
+            The new version of the record under `to_key`, or None when there is no record under `key` (and
+            no `if_version` was given); nothing was written then.
+
+        Raises:
+            InvalidKeyError: `key` or `to_key` breaks the rules of `validate_key`; nothing was written.
+            VersionConflictError: `if_version` was given and the record under `key` has another version or
+                none; nothing was written.
+            StorageBackendError: The backend failed; the record under `to_key` is the old one or the copy.
+        """
+        validate_key(to_key)
+        record = await self.get_record(key=key)
+        if if_version is not None and (record is None or record.version != if_version):
+            metadata = await self.get_metadata()
+            raise VersionConflictError.for_record(
+                store=metadata.name or metadata.id,
+                key=key,
+                expected=if_version,
+                actual=None if record is None else record.version,
+            )
+        if record is None:
+            return None
+        return await self.set_record(key=to_key, value=record.value, content_type=record.content_type)
 
     @abstractmethod
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
