@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["MAX_TOKEN", "LeaseRecord"]
+__all__ = ["MAX_TOKEN", "LeaseRecord", "decode_lease"]
 
 MAX_PID = 2**31 - 1
 """pid_t is a signed 32-bit integer."""
@@ -37,4 +37,14 @@ class LeaseRecord(BaseModel):
         return (
             f"process {self.pid} on host {self.host!r} (owner {self.owner}, fencing token {self.token}, "
             f"lease expires {self.expires_at.isoformat(timespec='seconds')})"
+        )
+
+
+def decode_lease(value: bytes) -> LeaseRecord | str:
+    """The lease record held in the bytes `value`, or what is wrong with them (then the lease is damaged)."""
+    try:
+        return LeaseRecord.model_validate_json(value)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors(include_url=False)[:3]
         )

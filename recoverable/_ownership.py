@@ -42,10 +42,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import psutil
-from pydantic import ValidationError
 
-from recoverable._lease_record import MAX_TOKEN, LeaseRecord
-from recoverable._processes import SAME_START_SECS, pid_alive, pid_namespace, same_user, started_at
+from recoverable._lease_record import MAX_TOKEN, LeaseRecord, decode_lease
+from recoverable._processes import owner_died, pid_alive, pid_namespace, same_pids, same_user, started_at
 from recoverable._timeout import bounded
 from recoverable.errors import StateOwnershipError, StoreLockedError, VersionConflictError
 from recoverable.storages._serialization import JSON
@@ -175,20 +174,13 @@ class StateLease:
         stored = await self._io("loading", self._store.client.get_record(key=self.key))
         if stored is None:
             return None, None
-        try:
-            return LeaseRecord.model_validate_json(stored.value), stored.version
-        except ValidationError as exc:
-            problem = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-                for e in exc.errors(include_url=False)[:3]
-            )
-            self._log.warning(
-                "lease record %r of store %r is damaged (%s); treating it as expired",
-                self.key,
-                self._store.label,
-                problem,
-            )
-            return None, stored.version
+        decoded = decode_lease(stored.value)
+        if isinstance(decoded, LeaseRecord):
+            return decoded, stored.version
+        self._log.warning(
+            "lease record %r of store %r is damaged (%s); treating it as expired", self.key, self._store.label, decoded
+        )
+        return None, stored.version
 
     def _is_free(self, record: LeaseRecord | None) -> bool:
         if record is None:
@@ -200,22 +192,11 @@ class StateLease:
 
     def _same_pids(self, record: LeaseRecord) -> bool:
         """Whether the pid of `record` means the same process here: same host, same pid namespace."""
-        if record.host != self._host:
-            return False
-        return None in (record.pid_namespace, self._pid_namespace) or record.pid_namespace == self._pid_namespace
+        return same_pids(record, host=self._host, namespace=self._pid_namespace)
 
     def _died(self, record: LeaseRecord) -> bool:
         """Whether the owner of `record` was a process of this host that is gone (or a zombie) by now."""
-        if not self._same_pids(record):
-            return False
-        if record.pid == os.getpid():
-            # This process has that pid now (a restart in a new container, say): the owner had it before.
-            return (
-                record.process_started_at is not None
-                and self._started_at is not None
-                and abs((record.process_started_at - self._started_at).total_seconds()) >= SAME_START_SECS
-            )
-        return not pid_alive(record.pid, record.process_started_at)
+        return owner_died(record, host=self._host, namespace=self._pid_namespace, started=self._started_at)
 
     async def acquire(self) -> None:
         """Take the lease, or fail / wait as `on_owned` says.
