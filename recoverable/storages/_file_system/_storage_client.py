@@ -66,6 +66,9 @@ class FileSystemStorageClient(StorageClient):
         storage_dir: The root folder; `RECOVERABLE_STORAGE_DIR` (default `./storage`) when omitted.
         configuration: Where `storage_dir` comes from when it is not given.
         lock_timeout: Longest a write waits for the writers' lock of its store.
+        crawlee_layout: Make new stores as Crawlee for Python makes them (their `__metadata__.json` in its
+            spelling), so that every record written to them is in Crawlee's layout and Crawlee reads it (what
+            `recoverable export` writes). Stores that exist keep their layout.
 
     Raises:
         ConfigurationError: `lock_timeout` is not a positive timedelta.
@@ -77,12 +80,14 @@ class FileSystemStorageClient(StorageClient):
         storage_dir: str | os.PathLike[str] | None = None,
         configuration: Configuration | None = None,
         lock_timeout: timedelta = DEFAULT_LOCK_TIMEOUT,
+        crawlee_layout: bool = False,
     ) -> None:
         if not isinstance(lock_timeout, timedelta) or lock_timeout <= timedelta(0):
             raise ConfigurationError(f"lock_timeout must be a positive timedelta, not {lock_timeout!r}")
         if storage_dir is None:
             storage_dir = (configuration or Configuration.from_env()).storage_dir
         self._lock_timeout = lock_timeout
+        self._crawlee_layout = crawlee_layout
         self._root = Path(storage_dir)
         self._stores_path = self._root / _SUBDIR
         self._stores_text = os.fspath(self._stores_path)
@@ -189,8 +194,8 @@ class FileSystemStorageClient(StorageClient):
         fsync_dir(folder.parent)
         now = datetime.now(UTC)
         metadata = KeyValueStoreMetadata(id=new_store_id(), name=name, created_at=now, modified_at=now, accessed_at=now)
-        if _holds_crawlee_records(folder):
-            # A folder of Crawlee records without metadata (copied by hand): it stays in Crawlee's layout.
+        if self._crawlee_layout or _holds_crawlee_records(folder):
+            # Asked for, or a folder of Crawlee records without metadata (copied by hand): Crawlee's layout.
             body = crawlee_metadata_json(metadata.model_dump(include={"id", "name", "created_at"}), now)
         else:
             data = metadata.model_dump(mode="json", by_alias=True)

@@ -166,6 +166,30 @@ async def test_a_store_this_library_made_and_crawlee_wrote_is_read_by_both(
     assert await _we_see(reopened) == {**crawlee_sees, "kept": "text"}
 
 
+@pytest.mark.parametrize("store", [{}, {"name": "made-for-crawlee"}], ids=["default", "named"])
+async def test_a_store_made_in_crawlee_s_layout_is_read_whole_by_crawlee(
+    storage_dir: Path, restart: Callable[[], FileSystemStorageClient], store: dict[str, str]
+) -> None:
+    made = FileSystemStorageClient(storage_dir=storage_dir, crawlee_layout=True)
+    kvs = await KeyValueStore.open(storage_client=made, **store)
+    values: dict[str, Any] = {"STATE": {"pages": 3}, "notes": "text", "png": PNG, "a/b": [1], "../x": "up"}
+    for key, value in values.items():
+        await kvs.set_value(key, value)
+    await kvs.set_value("page.html", "<p>é</p>", "text/html; charset=utf-8")
+    values["page.html"] = "<p>é</p>"
+
+    assert await _crawlee_sees(await _crawlee(storage_dir, **store)) == values
+    assert await _we_see(await KeyValueStore.open(storage_client=restart(), **store)) == values
+    # A store that exists keeps its layout: one of this library's own stays so.
+    ours = await KeyValueStore.open(name="ours", storage_client=FileSystemStorageClient(storage_dir=storage_dir))
+    await ours.set_value("kept", "text")
+    again = await KeyValueStore.open(
+        name="ours", storage_client=FileSystemStorageClient(storage_dir=storage_dir, crawlee_layout=True)
+    )
+    await again.set_value("more", "text")
+    assert await _crawlee_sees(await _crawlee(storage_dir, name="ours")) == {}
+
+
 async def test_an_alias_store_crawlee_made_is_found_and_a_name_never_is(storage_dir: Path) -> None:
     alias_store = await _crawlee(storage_dir, alias="run..1")
     await alias_store.set_value(key="k", value="alias")
