@@ -1,6 +1,6 @@
-"""The `recoverable` command: `recoverable serve` serves a storage over the key-value store API v2.
+"""The `recoverable` command: look into and change stores, move them between storages, serve them over HTTP.
 
-Run `recoverable serve --help` (or `python -m recoverable.cli serve --help`) for the options.
+Run `recoverable --help` (or `python -m recoverable --help`) for the commands, and see docs/cli.md.
 """
 
 from recoverable.cli._main import main

@@ -1,140 +1,101 @@
-"""Parsing the command line of `recoverable` and dispatching to its subcommands."""
+"""The `recoverable` command: its group of commands, and `main`, which runs it and turns errors into exit statuses.
+
+Exit statuses: 0 when the command did what it was asked; 1 when it could not (one line on stderr,
+`recoverable <command>: error: ...`: every error of the library and of the operating system ends so, never
+with a traceback); 2 for wrong usage (an unknown option, a missing argument, a value of the wrong kind); 130
+after Ctrl-C; 141 when the reader of the output went away (`| head`).
+"""
 
 from __future__ import annotations
 
-import argparse
-import re
+import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from recoverable.storages._registry import BACKENDS
+import click
+
+from recoverable._version import VERSION
+from recoverable.cli._options import storage_options
+from recoverable.cli._output import describe_error, print_error
+from recoverable.cli._records import delete, get, keys, set_, stores
+from recoverable.cli._serve import serve
+from recoverable.cli._state import lease, reset
+from recoverable.cli._transfer import copy, export, import_
+from recoverable.errors import RecoverableError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
-DEFAULT_PORT = 8321
-_SIZE = re.compile(r"(?i)\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*")
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def _size(text: str) -> int:
-    match = _SIZE.fullmatch(text)
-    if match is None or int(match.group(1)) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: use bytes, or a number with KiB, MiB or GiB")
-    return int(match.group(1)) * _UNITS[match.group(2)[:1].lower()]
+_INTERRUPTED = 130
+_BROKEN_PIPE = 141
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
+@click.version_option(VERSION, "--version", prog_name="recoverable", message="%(prog)s %(version)s")
+@storage_options()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Look into and change the stores of recoverable states, move them between storages, and serve them.
+
+    STORE is `default`, a store name or a store id. The storage options may be given here or after the
+    command, alike; what they do not say comes from the RECOVERABLE_* environment variables.
+    """
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("a command is required", ctx=ctx)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recoverable", description="Tools of the recoverable library.", allow_abbrev=False
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    serve = commands.add_parser(
-        "serve",
-        help="serve a storage over the Apify key-value store API v2",
-        description=(
-            "Serve the key-value stores of a storage client over HTTP, speaking the Apify platform's key-value "
-            "store API v2, so that HttpStorageClient and apify-client on other machines can use them. "
-            "Binds 127.0.0.1 unless told otherwise; any other address needs a token. SIGTERM or Ctrl-C stops "
-            "it gracefully: requests in flight finish, then the process exits with status 0."
-        ),
-        allow_abbrev=False,
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind, 0 for any (default: %(default)s)")
-    serve.add_argument(
-        "--storage-client",
-        choices=[backend.name for backend in BACKENDS if backend.served],
-        default="file_system",
-        help="where the stores live (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--redis-url",
-        help="server of the redis storage client (default: RECOVERABLE_REDIS_URL)",
-    )
-    serve.add_argument(
-        "--sql-url",
-        help="database of the sql storage client, e.g. sqlite+aiosqlite:///state.db (default: RECOVERABLE_SQL_URL)",
-    )
-    serve.add_argument(
-        "--storage-dir",
-        help="root folder of the file_system storage client (default: RECOVERABLE_STORAGE_DIR or ./storage)",
-    )
-    serve.add_argument(
-        "--token",
-        help=(
-            "bearer token every request must carry (default: RECOVERABLE_HTTP_TOKEN). Prefer the variable: "
-            "a command-line argument is visible to other users of the machine"
-        ),
-    )
-    serve.add_argument(
-        "--max-body-size",
-        type=_size,
-        default=None,
-        help="largest record accepted, e.g. 9MiB (default: 64MiB)",
-    )
-    serve.add_argument(
-        "--max-bytes-in-flight",
-        type=_size,
-        default=None,
-        help="most bytes of request bodies held at once, across all requests; a body that does not fit is "
-        "answered 503 with Retry-After (default: 4 times --max-body-size)",
-    )
-    serve.add_argument(
-        "--max-key-length", type=int, default=None, help="longest record key accepted, at most 1024 (default: 1024)"
-    )
-    serve.add_argument(
-        "--header-timeout",
-        type=_positive_float,
-        default=10.0,
-        help="seconds a connection has to send a request's line and headers, or it gets 408 and is closed "
-        "(default: %(default)s)",
-    )
-    serve.add_argument(
-        "--body-timeout",
-        type=_positive_float,
-        default=30.0,
-        help="longest pause, in seconds, within a request body; a body taking longer than this must also "
-        "average 64 KiB/s, or it gets 408 (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--graceful-timeout",
-        type=_positive_float,
-        default=30.0,
-        help="seconds to wait for requests in flight when stopping, before cancelling them (default: %(default)s); "
-        "writes already started always finish",
-    )
-    serve.add_argument(
-        "--log-level",
-        choices=["critical", "error", "warning", "info", "debug"],
-        default="info",
-        help="(default: %(default)s)",
-    )
-    serve.add_argument("--access-log", action="store_true", help="log every request")
-    return parser
+for _command in (stores, keys, get, set_, delete, export, import_, copy, reset, lease, serve):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `recoverable` command with `argv` (the process's arguments when None); return its exit status."""
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        from recoverable.cli._serve import serve  # noqa: PLC0415 - the server's dependencies are optional
+    """Run the `recoverable` command with `argv` (the process's arguments when None); return its exit status.
 
-        return serve(args)
-    return 2  # pragma: no cover - argparse refuses unknown commands
+    Wrong usage, `--help` and `--version` end with `SystemExit` (status 2, 0 and 0), as click ends them.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with cli.make_context("recoverable", args) as ctx:
+            return _invoke(ctx)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.UsageError as exc:
+        _usage_error(exc, "recoverable")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def _usage_error(exc: click.UsageError, command: str) -> NoReturn:
+    """Print a usage error on one line, pointing at the help, and end with its status (2)."""
+    where = exc.ctx.command_path if exc.ctx is not None else command
+    print_error(where, f"{exc.format_message()} (see '{where} --help')")
+    raise SystemExit(exc.exit_code) from None
+
+
+def _invoke(ctx: click.Context) -> int:
+    """Run the command of `ctx`; its failures become one line on stderr and the exit status."""
+    try:
+        status = cli.invoke(ctx)
+    except click.UsageError as exc:
+        _usage_error(exc, f"recoverable {ctx.invoked_subcommand}")
+    except click.exceptions.Exit:
+        raise
+    except click.ClickException as exc:
+        message, status = exc.format_message(), exc.exit_code
+    except click.Abort:
+        message, status = "aborted: nothing more was done", 1
+    except BrokenPipeError:
+        # The reader went away: no message (there is nobody to read it), and no error at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _BROKEN_PIPE
+    except (RecoverableError, OSError) as exc:
+        message, status = describe_error(exc), 1
+    except KeyboardInterrupt:
+        return _INTERRUPTED
+    else:
+        return status if isinstance(status, int) else 0
+    print_error(f"recoverable {ctx.invoked_subcommand}", message)
+    return status

@@ -1,0 +1,5 @@
+"""`python -m recoverable`: the same as the `recoverable` command."""
+
+from recoverable.cli import main
+
+raise SystemExit(main())
