@@ -18,7 +18,7 @@ import click
 from recoverable._lease_record import LeaseRecord, decode_lease
 from recoverable._ownership import LEASE_SUFFIX
 from recoverable._processes import LeaseStatus, lease_status
-from recoverable.cli._output import CommandError
+from recoverable.cli._output import CommandError, counted
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
@@ -135,6 +135,6 @@ async def check_states(
             f"this would {action} the {what}: pass --yes to do it without being asked (stdin is not a terminal, "
             "so the command cannot ask)"
         )
-    owners = f" (owned by a live process, --force given: {owned[0].key!r})" if owned else ""
-    if not click.confirm(f"{action.capitalize()} the {what}{owners}?", default=False, err=True):
+    owners = f" (--force: {counted(len(owned), 'live owner')} will lose {'its state' if len(owned) == 1 else 'theirs'})"
+    if not click.confirm(f"{action.capitalize()} the {what}{owners if owned else ''}?", default=False, err=True):
         raise CommandError("nothing was changed: not confirmed")

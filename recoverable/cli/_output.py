@@ -14,6 +14,7 @@ from recoverable.errors import RecoverableError
 
 __all__ = [
     "CommandError",
+    "counted",
     "describe_error",
     "print_error",
     "print_json",
@@ -49,6 +50,11 @@ def stderr_console() -> Console:
 def _console(file: Any) -> Console:
     terminal = file.isatty()
     return Console(file=file, highlight=False, width=None if terminal else _PIPED_WIDTH, soft_wrap=not terminal)
+
+
+def counted(number: int, thing: str) -> str:
+    """`1 key`, `2 keys`: a number and what it counts, in the plural when it is not one."""
+    return f"{number:,} {thing}{'' if number == 1 else 's'}"
 
 
 def print_json(data: object) -> None:

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from recoverable.cli._confirm import check_states, states_among
 from recoverable.cli._options import force_option, json_option, storage_options, yes_option
-from recoverable.cli._output import CommandError, print_json, printable, stdout_console
+from recoverable.cli._output import CommandError, counted, print_json, printable, stdout_console
 from recoverable.cli._stores import open_store, with_storage
 from recoverable.errors import DeserializationError
 from recoverable.storages._serialization import BINARY, JSON, TEXT, decode_value, is_json, normalize_content_type
@@ -52,7 +52,7 @@ def stores(ctx: click.Context, *, as_json: bool) -> None:
     if as_json:
         print_json([m.model_dump(mode="json", include={"id", "name", "created_at", "modified_at"}) for m in found])
         return
-    table = Table("id", "name", "created", "modified", box=box.SIMPLE_HEAD, caption=f"{len(found)} stores")
+    table = Table("id", "name", "created", "modified", box=box.SIMPLE_HEAD, caption=counted(len(found), "store"))
     for metadata in found:
         name = Text(metadata.name) if metadata.name else Text("(no name)", style="dim")
         table.add_row(metadata.id, name, _when(metadata.created_at), _when(metadata.modified_at))
@@ -79,7 +79,7 @@ def keys(ctx: click.Context, store: str, prefix: str | None, *, as_json: bool) -
     if as_json:
         print_json([{"key": info.key, "size": info.size} for info in found])
         return
-    table = Table("key", "size", box=box.SIMPLE_HEAD, caption=f"{len(found)} keys")
+    table = Table("key", "size", box=box.SIMPLE_HEAD, caption=counted(len(found), "key"))
     table.columns[1].justify = "right"
     for info in found:
         table.add_row(Text(printable(info.key)), f"{info.size:,}")
@@ -135,12 +135,15 @@ def get(ctx: click.Context, store: str, key: str, *, as_json: bool) -> None:
         sys.stdout.buffer.write(record.value)
         sys.stdout.buffer.flush()
         return
-    encoding, value = _decoded(record)
+    try:
+        value = decode_value(record.value, record.content_type, key=key, store=store)
+    except DeserializationError as exc:
+        raise CommandError(f"{exc}; pipe or redirect it to get its bytes as stored, or pass --json") from None
     console = stdout_console()
-    if encoding == "json":
+    if isinstance(value, str) and not is_json(record.content_type):
+        console.print(Text(printable(value, newlines=True)))
+    elif not isinstance(value, bytes):
         console.print(RichJSON.from_data(value, indent=2))
-    elif encoding == "text":
-        console.print(Text(printable(str(value), newlines=True)))
     else:
         raise CommandError(
             f"record {key!r} of store {store!r} is binary ({record.content_type}, {record.size:,} bytes) and is not "

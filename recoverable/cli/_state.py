@@ -99,12 +99,13 @@ def lease(ctx: click.Context, store: str, key: str, *, as_json: bool) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("state", Text(f"{printable(key)} in store {store}"))
+    table.add_row("key", Text(printable(key)))
+    table.add_row("store", store)
     table.add_row("status", Text(view.status, style=_STYLES[view.status]))
     table.add_row("", Text(_MEANINGS[view.status], style="dim"))
     record = view.record
     if record is not None:
-        table.add_row("owner", record.owner)
+        table.add_row("owner", Text(printable(record.owner)))
         table.add_row("process", Text(f"{record.pid} on host {printable(record.host)!r}"))
         table.add_row("process started", _when(record.process_started_at))
         table.add_row("fencing token", str(record.token))

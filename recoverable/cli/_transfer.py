@@ -27,7 +27,7 @@ from recoverable.cli._options import (
     storage_options,
     yes_option,
 )
-from recoverable.cli._output import CommandError, stderr_console
+from recoverable.cli._output import CommandError, counted, stderr_console
 from recoverable.cli._stores import open_store, with_storage
 from recoverable.errors import InvalidStoreNameError, VersionConflictError
 from recoverable.storages import FileSystemStorageClient
@@ -138,8 +138,8 @@ async def _transfer(
                     )
                 except VersionConflictError:
                     raise CommandError(
-                        f"record {key!r} was written to {where} by someone else meanwhile; {copied} records had been "
-                        "copied before it, and are kept"
+                        f"record {key!r} was written to {where} by someone else meanwhile; the "
+                        f"{counted(copied, 'record')} copied before it are kept"
                     ) from None
                 copied += 1
             progress.advance(task)
@@ -147,8 +147,8 @@ async def _transfer(
 
 
 def _summary(copied: int, vanished: int) -> str:
-    gone = f" ({vanished} deleted from the source meanwhile)" if vanished else ""
-    return f"{copied:,} records{gone}"
+    gone = f" ({counted(vanished, 'record')} deleted from the source meanwhile, not copied)" if vanished else ""
+    return counted(copied, "record") + gone
 
 
 @click.command()

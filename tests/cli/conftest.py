@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cli._child import ServeChild
+from cli._support import BACKENDS, Backend, Cli, make_backend
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
 
@@ -27,3 +28,44 @@ def start(python: str, child_env: dict[str, str], tmp_path: Path) -> Iterator[Ca
         if serve.process.poll() is None:
             serve.process.kill()
         serve.process.communicate(timeout=30)
+
+
+@pytest.fixture
+def cli(child_env: dict[str, str], tmp_path: Path) -> Cli:
+    """`cli(*args, stdin=b"", env={})` runs the installed `recoverable` command in the test's folder."""
+    return Cli(child_env, tmp_path)
+
+
+async def _backend(kind: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    backend = make_backend(kind, tmp_path)
+    try:
+        yield backend
+        if kind in ("postgres", "redis"):
+            await backend.drop_stores()
+    finally:
+        backend.cleanup()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Each storage the command can share with a test (the memory client lives in one process only)."""
+    async for made in _backend(request.param, tmp_path):
+        yield made
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Callable[[str], Backend]]:
+    """`make(kind)`: one more backend of the test (the source and the destination of a copy, say)."""
+    made: list[Backend] = []
+
+    def new(kind: str) -> Backend:
+        made.append(make_backend(kind, tmp_path / f"made-{len(made)}"))
+        return made[-1]
+
+    yield new
+    for backend in made:
+        try:
+            if backend.kind in ("postgres", "redis"):
+                await backend.drop_stores()
+        finally:
+            backend.cleanup()
