@@ -35,6 +35,12 @@ def _lease(*, pid: int, host: str, expires_in: timedelta) -> bytes:
     return record.model_dump_json(by_alias=True).encode()
 
 
+def _ended_pid() -> int:
+    """The pid of a process of this host that has ended."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    return int(ended.stdout)
+
+
 async def _seed(backend: Backend, name: str, records: dict[str, bytes]) -> None:
     async with backend.new_client() as client:
         store = await client.open_key_value_store_client(name=name)
@@ -168,7 +174,7 @@ async def test_a_state_record_changes_only_with_yes_when_nobody_can_be_asked(
 @pytest.mark.parametrize("backend", ["file_system"], indirect=True)
 async def test_reset_deletes_the_state_record_alone_and_lease_reads_every_status(cli: Cli, backend: Backend) -> None:
     name, args = backend.store(), backend.args
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    ended = _ended_pid()
     host = socket.gethostname()
     hour = timedelta(hours=1)
     await _seed(
@@ -176,7 +182,7 @@ async def test_reset_deletes_the_state_record_alone_and_lease_reads_every_status
         name,
         {
             "STATE": b'{"done": 5}',
-            "STATE.lease": _lease(pid=int(ended.stdout), host=host, expires_in=hour),
+            "STATE.lease": _lease(pid=ended, host=host, expires_in=hour),
             "STATE.~history.4": b'{"done": 4}',
             "ELSEWHERE.lease": _lease(pid=1, host="another-host", expires_in=hour),
             "DAMAGED.lease": b'{"owner": ""}',
