@@ -169,7 +169,7 @@ def content_type_of(data: bytes) -> str:
 
 def _value_of(value: str | None, file: BinaryIO | None) -> bytes:
     if (value is None) == (file is None):
-        raise click.UsageError("give the value as VALUE, or --file FILE (either may be - for stdin), not both")
+        raise click.UsageError("give the value once: as VALUE, or with --file FILE (either may be - for stdin)")
     if file is not None:
         return file.read()
     assert value is not None  # noqa: S101 - checked above

@@ -55,8 +55,8 @@ WRONG_USAGE = {
     "no value": (
         ["set", "default", "k"],
         (
-            "recoverable set: error: give the value as VALUE, or --file FILE (either may be - for stdin), not "
-            "both (see 'recoverable set --help')"
+            "recoverable set: error: give the value once: as VALUE, or with --file FILE (either may be - for "
+            "stdin) (see 'recoverable set --help')"
         ),
     ),
     "not a content type": (

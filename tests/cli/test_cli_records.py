@@ -153,7 +153,7 @@ async def test_set_stores_the_bytes_given_and_delete_removes_them(cli: Cli, back
     assert "is not JSON" in refused.error_line()
     both = cli("set", name, "word", "v", "--file", str(page), *args, env=env)
     assert both.code == 2
-    assert "not both" in both.error_line()
+    assert "give the value once" in both.error_line()
     assert (await _read(backend, name))["word"] == (b"hello", TEXT)
 
     assert cli("delete", name, "word", *args, env=env).code == 0
