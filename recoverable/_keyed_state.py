@@ -18,12 +18,13 @@ from recoverable._keyed_records import KeyedRecords
 from recoverable._schema import Schema
 from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
-from recoverable.errors import InvalidKeyError, StateNotInitializedError
+from recoverable.errors import ConfigurationError, InvalidKeyError, StateNotInitializedError
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from recoverable._history import Trigger
     from recoverable._keyed_parts import Changes, Part
     from recoverable._state_record import SaveMode
     from recoverable.storages import KeyValueStore
@@ -74,6 +75,11 @@ class KeyedState(KeyedRecords[TEntries]):
             InvalidKeyError: `persist_state_key` is not a valid key, or too long to name the state's records.
         """
         check_arguments(**arguments)
+        if arguments["on_invalid"] == "previous":
+            raise ConfigurationError(
+                "on_invalid='previous' loads an older version from the state's history, and a keyed state or set "
+                "keeps no history of its manifest: pass on_invalid='raise' or 'reset'"
+            )
         check_key_room(arguments["persist_state_key"])
         self._codec = StateCodec(Manifest(kind=kind), key=arguments["persist_state_key"])
         self._schema = Schema(None, None)
@@ -166,7 +172,7 @@ class KeyedState(KeyedRecords[TEntries]):
 
     # --- saving ----------------------------------------------------------------------------------
 
-    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
+    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode, trigger: Trigger) -> None:
         manifest: Manifest = self._current_state()
         if self._verify_wanted():
             self._verify(set().union(*(part.changes.changed_keys() for part in self._parts)))
@@ -191,7 +197,7 @@ class KeyedState(KeyedRecords[TEntries]):
             await self._with_timeout("save", kvs.client.set_record(key=log_key, value=data, content_type=content_type))
             saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=count))
             record = self._codec.dump(saved)
-            await self._write_record(kvs, record)
+            await self._write_record(kvs, record, trigger)
         except BaseException:
             for part, changes in taken:  # no part split meanwhile: the same parts
                 part.changes.keep_older(changes)  # saved at the next save instead

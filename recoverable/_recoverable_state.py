@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from recoverable._history import DEFAULT_HISTORY, SavedVersion, check_history, read_version, saved_versions
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Migration, Schema
 from recoverable._state_arguments import check_arguments, lifecycle_arguments
 from recoverable._state_codec import StateCodec
 from recoverable._state_lifecycle import StateLifecycle
+from recoverable.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import logging
@@ -69,13 +71,21 @@ class RecoverableState(StateLifecycle[TStateModel]):
         logger: Where to log; `logging.getLogger("recoverable.state")` when omitted.
         key_value_store: The store to use, already open.
         event_manager: The event manager whose PERSIST_STATE events trigger saves.
-        on_invalid: What to do when the saved record cannot be loaded: "raise" or "reset".
+        on_invalid: What to do when the saved record cannot be loaded (not JSON, its bytes no longer match the
+            checksum saved with them, not the model, a renamed field): "raise" `StateValidationError` and
+            leave it untouched; "previous": move it aside to `<key>.quarantine-<time>`, log a warning naming
+            it, and load the newest version of the history that loads, written back as a new save (raises
+            when none does); "reset": keep it as `<key>.invalid-<time>` and start from the default state.
         timeout: Longest a single load or save may take.
         lease_ttl: How long the ownership lease lasts between renewals; None takes no lease (then nothing stops
             two processes from saving the same state).
         on_owned: What `initialize()` does when another live process owns the state: "fail" raises
             `StateOwnershipError` at once, "wait" waits for the lease (up to `lease_wait_timeout`).
         lease_wait_timeout: Longest `on_owned="wait"` waits; None waits without end.
+        history: How many earlier saved versions to keep beside the record, as `<key>.~history.<n>`; 0 keeps
+            none, and then the record is written exactly as without history (plain `application/json`).
+            Each save stamps its content type with its number, trigger, time and checksum (see
+            docs/history.md); `history()` lists the versions and `rollback()` restores one.
         schema_version: The version of the model, from 1. Records are saved with it, in their content type
             (`application/json; schema-version=N`; version 1 writes plain `application/json`). A record of
             a newer version raises `StateValidationError` and is left untouched, even with
@@ -104,17 +114,24 @@ class RecoverableState(StateLifecycle[TStateModel]):
         logger: logging.Logger | None = None,
         key_value_store: KeyValueStore | None = None,
         event_manager: EventManager | None = None,
-        on_invalid: Literal["raise", "reset"] = "raise",
+        on_invalid: Literal["raise", "reset", "previous"] = "raise",
         timeout: timedelta | None = None,
         lease_ttl: timedelta | None = DEFAULT_LEASE_TTL,
         on_owned: Literal["fail", "wait"] = "fail",
         lease_wait_timeout: timedelta | None = None,
+        history: int = DEFAULT_HISTORY,
         schema_version: int | None = None,
         migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
     ) -> None:
         arguments = lifecycle_arguments(locals())
         check_arguments(**arguments)
+        self._history = check_history(history)
+        if on_invalid == "previous" and not self._history:
+            raise ConfigurationError(
+                "on_invalid='previous' loads an older version from the state's history, and history=0 keeps "
+                "none: keep some (history=3, say) or pass on_invalid='raise' or 'reset'"
+            )
         self._codec = StateCodec(default_state, key=persist_state_key)
         self._schema = Schema(schema_version, migrations)
         self._default_state = self._codec.copy(default_state)
@@ -125,7 +142,53 @@ class RecoverableState(StateLifecycle[TStateModel]):
     def current_value(self) -> TStateModel:
         """The state; mutate it in place, it is what gets saved.
 
+        `rollback()` replaces it with a new object: read it again afterwards rather than keeping it.
+
         Raises:
             StateNotInitializedError: `initialize()` has not been called yet.
         """
         return self._current_state()
+
+    async def history(self) -> list[SavedVersion]:
+        """The saved versions of the state, newest first: the current record, then those its history keeps.
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+            StorageError: The store could not be read.
+        """
+        kvs = self._history_store("list the history of")
+        return await self._with_timeout("listing of the history", saved_versions(kvs.client, self._key))
+
+    async def rollback(self, version: int) -> TStateModel:
+        """Make saved version `version` (a number from `history()`) the state again, saved as a new save.
+
+        The version is loaded as at a start (upgraded when it is of an older schema version, validated
+        against the model), written over the record as a new save (trigger "rollback", fenced by the lease
+        like any save, the record it replaces kept in the history, so a rollback can itself be rolled back),
+        and becomes `current_value`, a new object.
+
+        Returns:
+            The state as restored.
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+            StateHistoryError: No such version is kept.
+            StateValidationError: The version does not load (not the model, damaged); nothing was written.
+            StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
+            StorageError: The store failed; the state in memory and in the store are as they were.
+        """
+        kvs = self._history_store("roll back")
+        async with self._persist_lock:
+            if self._released_for is not None:
+                raise self._released_error()
+            _, stored = await self._with_timeout(
+                "read of a saved version", read_version(kvs.client, self._key, version)
+            )
+            state = self._restored(kvs, stored, version)
+            data = self._codec.dump(state)
+            await self._check_ownership()
+            await self._write_record(kvs, data, "rollback")
+            self._last_persisted = data
+            self._state = state
+        self._log.info("state %r in store %r was rolled back to version %d", self._key, kvs.label, version)
+        return state

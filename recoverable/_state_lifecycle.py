@@ -59,7 +59,7 @@ class StateLifecycle(StateStop[TState]):
         logger: logging.Logger | None,
         key_value_store: KeyValueStore | None,
         event_manager: EventManager | None,
-        on_invalid: Literal["raise", "reset"],
+        on_invalid: Literal["raise", "reset", "previous"],
         timeout: timedelta | None,
         lease_ttl: timedelta | None,
         on_owned: Literal["fail", "wait"],
@@ -90,6 +90,8 @@ class StateLifecycle(StateStop[TState]):
         # What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or
         # None for no record); it may have landed all the same. Empty when there is no such write.
         self._unanswered: list[bytes | None] = []
+        self._save = 0
+        self._kept: dict[int, str] = {}
         self._lease_ttl = lease_ttl
         self._on_owned: Literal["fail", "wait"] = on_owned
         self._lease_wait_timeout = lease_wait_timeout
@@ -198,7 +200,7 @@ class StateLifecycle(StateStop[TState]):
         refused: StateOwnershipError | None = None
         if self._persistence_enabled:
             try:
-                await self._persist(mode="teardown")
+                await self._persist(mode="teardown", trigger="teardown")
             except StateOwnershipError as exc:
                 refused = exc  # another process owns the state now: say so once everything is let go
             except BaseException:
@@ -257,7 +259,10 @@ class StateLifecycle(StateStop[TState]):
             return
         if event_data is not None and event_data.is_migrating:
             self._log.info("saving state %r before a migration", self._key)
-        await self._persist(mode="explicit" if event_data is None else "event")
+        if event_data is None:
+            await self._persist(mode="explicit", trigger="manual")
+        else:
+            await self._persist(mode="event", trigger="migrating" if event_data.is_migrating else "periodic")
 
     async def reset(self) -> None:
         """Go back to a copy of the default state and delete the saved record.
