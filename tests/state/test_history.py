@@ -195,7 +195,7 @@ async def test_a_record_written_by_hand_is_listed_as_current_version_0(kvs: KeyV
     async with make_state(kvs) as state:
         assert state.current_value.pages == 50  # a hand-made record that fits the model loads as it is
         versions = await state.history()
-        assert [(v.version, v.current, v.key) for v in versions][0] == (0, True, KEY)
+        assert (versions[0].version, versions[0].current, versions[0].key) == (0, True, KEY)
         await save_pages(state, 51)
         assert [v.version for v in await state.history()] == [2, 1]
 
