@@ -42,6 +42,7 @@ __all__ = [
     "kept_key",
     "kept_versions",
     "read_version",
+    "rollback_record",
     "saved_versions",
 ]
 
@@ -219,6 +220,49 @@ async def read_version(client: KeyValueStoreClient, key: str, version: int) -> t
         f"state {key!r} has no saved version {version}: the versions kept are {listed} (a state keeps its last "
         "`history` saves)",
         key=key,
+    )
+
+
+async def rollback_record(client: KeyValueStoreClient, key: str, version: int) -> SavedVersion:
+    """Write saved version `version` of the state under `key` over its record, as a new save kept in its history.
+
+    What `recoverable rollback` does, without the state's model: the bytes and content type of the version
+    are written as they are, only over the record as it was read here (a save landing in between wins, and
+    this raises), then copied to the history with the trigger `rollback`. The copies beyond the state's
+    `history` are trimmed by its next save. A state that is running keeps its own copy in memory and
+    overwrites this at its next save (or, with a lease, finds the record changed and stops): roll back a
+    state that no process holds.
+
+    Returns:
+        The version written, as it is now listed (current).
+
+    Raises:
+        StateHistoryError: No such version is kept, or its copy no longer matches its checksum.
+        VersionConflictError: The record changed while it was being rolled back; nothing was written.
+    """
+    _, stored = await read_version(client, key, version)
+    current = await client.get_record(key=key)
+    number = max((kept.version for kept in await kept_versions(client, key)), default=0) + 1
+    written = await client.set_record(
+        key=key,
+        value=stored.value,
+        content_type=stored.content_type,
+        if_version=None if current is None else current.version,
+        if_absent=current is None,
+    )
+    to_key = kept_key(key, number, "rollback", stored.value)
+    await client.copy_record(key=key, to_key=to_key, if_version=written)
+    for kept in await kept_versions(client, key):
+        if kept.key == to_key:
+            return kept.describe(current=True)
+    return SavedVersion(  # pragma: no cover - the copy was trimmed by a save landing just now
+        version=number,
+        key=key,
+        current=True,
+        saved_at=None,
+        trigger="rollback",
+        size=len(stored.value),
+        checksum=checksum_of(stored.value),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from recoverable import KeyedRecoverableState, RecoverableSet, RecoverableState
-from recoverable._history import kept_key
+from recoverable._history import kept_key, rollback_record
 from recoverable.errors import ConfigurationError, StateHistoryError, StateValidationError
 from recoverable.events import Event, EventMigratingData
 from state.support import KEY, emit_persist_state, quiet_event_manager
@@ -361,3 +361,21 @@ async def test_keyed_states_refuse_previous(kvs: KeyValueStore) -> None:
         KeyedRecoverableState(value_type=int, persist_state_key="K", key_value_store=kvs, on_invalid="previous")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="keeps no history of its manifest"):
         RecoverableSet(persist_state_key="S", key_value_store=kvs, on_invalid="previous")  # type: ignore[arg-type]
+
+
+# --- rolling back without the model (what `recoverable rollback` does) -----------------------------------
+
+
+async def test_rollback_record_writes_a_kept_version_as_a_new_save(kvs: KeyValueStore) -> None:
+    async with make_state(kvs) as state:
+        await save_pages(state, 1, 2, 3)
+    written = await rollback_record(kvs.client, KEY, 2)
+    assert (written.version, written.trigger, written.current) == (4, "rollback", True)
+    stored = await kvs.client.get_record(key=KEY)
+    assert stored is not None
+    assert (stored.value, stored.content_type) == (b'{"pages":2,"urls":[]}', JSON)
+    async with make_state(kvs) as state:
+        assert state.current_value.pages == 2
+        assert [v.version for v in await state.history()][:2] == [4, 3]
+    with pytest.raises(StateHistoryError, match="no saved version 9"):
+        await rollback_record(kvs.client, KEY, 9)
