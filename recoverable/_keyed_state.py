@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from recoverable._history import check_history
 from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
 from recoverable._keyed_records import KeyedRecords
 from recoverable._schema import Schema
@@ -67,7 +68,7 @@ class KeyedState(KeyedRecords[TEntries]):
     _noun = "entries"
     """What its entries are called in its repr."""
 
-    def _setup_keyed(self, *, kind: Kind, values_schema: Schema, arguments: dict[str, Any]) -> None:
+    def _setup_keyed(self, *, kind: Kind, values_schema: Schema, history: int, arguments: dict[str, Any]) -> None:
         """Check the arguments every state takes and set up the fields (`arguments`: those of `_setup`).
 
         Raises:
@@ -75,10 +76,11 @@ class KeyedState(KeyedRecords[TEntries]):
             InvalidKeyError: `persist_state_key` is not a valid key, or too long to name the state's records.
         """
         check_arguments(**arguments)
-        if arguments["on_invalid"] == "previous":
+        self._history = check_history(history)
+        if arguments["on_invalid"] == "previous" and not self._history:
             raise ConfigurationError(
-                "on_invalid='previous' loads an older version from the state's history, and a keyed state or set "
-                "keeps no history of its manifest: pass on_invalid='raise' or 'reset'"
+                "on_invalid='previous' loads an older version from the state's history, and history=0 keeps "
+                "none: keep some (history=3, say) or pass on_invalid='raise' or 'reset'"
             )
         check_key_room(arguments["persist_state_key"])
         self._codec = StateCodec(Manifest(kind=kind), key=arguments["persist_state_key"])
@@ -87,6 +89,7 @@ class KeyedState(KeyedRecords[TEntries]):
         self._default_state = Manifest(kind=kind)
         self._setup(**arguments)
         self._size_changes = 0
+        self._kept_records = {}
         self._reset_memory(self._default_state)
 
     # --- entries ---------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ class KeyedState(KeyedRecords[TEntries]):
             self._parts.splits_paused = False
         self._state = saved
         self._last_persisted = record
-        await self._delete_records(kvs, sorted(manifest.records() - saved.records()))
+        await self._delete_records(kvs, sorted(manifest.records() - self._protected()))
 
     def _next_manifest(self, manifest: Manifest, parts: list[PartRef], log: LogRef) -> Manifest:
         """The manifest of a save: its parts, and the changelog records some part does not hold yet."""
@@ -291,7 +294,8 @@ class KeyedState(KeyedRecords[TEntries]):
             self._empty()
             # Only the records that manifest named: a record of another writer (a new owner's, should this
             # process have lost the state meanwhile) is never named by it.
-            await self._delete_records(self._store(), sorted(saved.records()))
+            # Nor those a copy of the history keeps, so that a reset can be rolled back.
+            await self._delete_records(self._store(), sorted(saved.records() - self._protected()))
 
     def _empty(self) -> None:
         self._state = self._codec.copy(self._default_state)

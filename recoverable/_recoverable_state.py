@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from recoverable._history import DEFAULT_HISTORY, SavedVersion, check_history, read_version, saved_versions
+from recoverable._history import DEFAULT_HISTORY, check_history
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Migration, Schema
 from recoverable._state_arguments import check_arguments, lifecycle_arguments
@@ -148,47 +148,3 @@ class RecoverableState(StateLifecycle[TStateModel]):
             StateNotInitializedError: `initialize()` has not been called yet.
         """
         return self._current_state()
-
-    async def history(self) -> list[SavedVersion]:
-        """The saved versions of the state, newest first: the current record, then those its history keeps.
-
-        Raises:
-            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
-            StorageError: The store could not be read.
-        """
-        kvs = self._history_store("list the history of")
-        return await self._with_timeout("listing of the history", saved_versions(kvs.client, self._key))
-
-    async def rollback(self, version: int) -> TStateModel:
-        """Make saved version `version` (a number from `history()`) the state again, saved as a new save.
-
-        The version is loaded as at a start (upgraded when it is of an older schema version, validated
-        against the model), written over the record as a new save (trigger "rollback", fenced by the lease
-        like any save, the record it replaces kept in the history, so a rollback can itself be rolled back),
-        and becomes `current_value`, a new object.
-
-        Returns:
-            The state as restored.
-
-        Raises:
-            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
-            StateHistoryError: No such version is kept.
-            StateValidationError: The version does not load (not the model, damaged); nothing was written.
-            StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
-            StorageError: The store failed; the state in memory and in the store are as they were.
-        """
-        kvs = self._history_store("roll back")
-        async with self._persist_lock:
-            if self._released_for is not None:
-                raise self._released_error()
-            _, stored = await self._with_timeout(
-                "read of a saved version", read_version(kvs.client, self._key, version)
-            )
-            state = self._restored(kvs, stored, version)
-            data = self._codec.dump(state)
-            await self._check_ownership()
-            await self._write_record(kvs, data, "rollback")
-            self._last_persisted = data
-            self._state = state
-        self._log.info("state %r in store %r was rolled back to version %d", self._key, kvs.label, version)
-        return state

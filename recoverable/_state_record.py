@@ -212,17 +212,12 @@ class StateRecord(Generic[TStateModel]):
         self._version = stored.version if stored is not None else None
         self._placeholder_version = None
         self._upgraded = None
-        self._kept = {}
-        self._save = 0
-        if self._history:
-            kept = await kept_versions(kvs.client, self._key)
-            self._kept = {version.version: version.key for version in kept}
-            self._save = max(self._kept, default=0)
+        await self._load_history(kvs)
         if stored is None or means_no_state(stored):
             self._last_persisted = None
             return self._codec.copy(self._default_state)
         try:
-            state, upgraded = self._decoded_state(kvs, stored)
+            state, upgraded = await self._decoded_state(kvs, stored)
         except _BadRecord as bad:
             return await self._invalid(kvs, stored, bad.problem, bad.errors)
         if upgraded:
@@ -232,7 +227,7 @@ class StateRecord(Generic[TStateModel]):
             self._last_persisted = stored.value
         return state
 
-    def _decoded_state(self, kvs: KeyValueStore, stored: StoredRecord) -> tuple[TStateModel, bool]:
+    async def _decoded_state(self, kvs: KeyValueStore, stored: StoredRecord) -> tuple[TStateModel, bool]:
         """The state a record holds, and whether it was upgraded from an older schema version.
 
         Raises:
@@ -327,16 +322,19 @@ class StateRecord(Generic[TStateModel]):
             try:
                 if damage_of(kept, older) is not None:
                     continue
-                state, upgraded = self._decoded_state(kvs, older)
+                state, upgraded = await self._decoded_state(kvs, older)
             except (_BadRecord, StateValidationError):
                 continue
             quarantine = suffixed_key(self._key, f".quarantine-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
             await kvs.client.set_record(key=quarantine, value=stored.value, content_type=stored.content_type)
             condition = stored.version if kvs.client.conditional_writes else None
+            reowned = await self._reowned(kvs, state)
+            data = older.value if reowned is state else self._codec.dump(reowned)
+            state = reowned
             self._version = await kvs.client.set_record(
-                key=self._key, value=older.value, content_type=older.content_type, if_version=condition
+                key=self._key, value=data, content_type=older.content_type, if_version=condition
             )
-            await self._keep(kvs, older.value, "rollback")
+            await self._keep(kvs, data, "rollback")
             self._log.warning(
                 "saved state %r in store %r %s; it was moved aside to %r, and version %d (saved %s, kept as %r) was "
                 "loaded and written back in its place",
@@ -352,7 +350,8 @@ class StateRecord(Generic[TStateModel]):
                 self._upgraded = replace(older, key=self._key, version=self._version)
                 self._last_persisted = None
             else:
-                self._last_persisted = older.value
+                self._last_persisted = data
+            self._adopt_decoded(state)
             return state
         raise StateValidationError(
             f"saved state {self._key!r} in store {kvs.label!r} {problem}, and none of the {tried} older versions its "
@@ -376,7 +375,7 @@ class StateRecord(Generic[TStateModel]):
             )
         return self._key_value_store
 
-    def _restored(self, kvs: KeyValueStore, stored: StoredRecord, version: int) -> TStateModel:
+    async def _restored(self, kvs: KeyValueStore, stored: StoredRecord, version: int) -> TStateModel:
         """The state a saved version of the history holds, for a rollback.
 
         Raises:
@@ -385,7 +384,7 @@ class StateRecord(Generic[TStateModel]):
         if means_no_state(stored):
             return self._codec.copy(self._default_state)
         try:
-            state, _ = self._decoded_state(kvs, stored)
+            state, _ = await self._decoded_state(kvs, stored)
         except _BadRecord as bad:
             raise StateValidationError(
                 f"version {version} of state {self._key!r} in store {kvs.label!r} ({stored.key!r}) {bad.problem}. "
@@ -395,6 +394,28 @@ class StateRecord(Generic[TStateModel]):
                 errors=bad.errors,
             ) from bad
         return state
+
+    async def _load_history(self, kvs: KeyValueStore) -> None:
+        """Learn which copies the history keeps and the highest save number, before a load."""
+        self._kept = {}
+        self._save = 0
+        if self._history:
+            kept = await kept_versions(kvs.client, self._key)
+            self._kept = {version.version: version.key for version in kept}
+            self._save = max(self._kept, default=0)
+
+    async def _reowned(self, kvs: KeyValueStore, state: TStateModel) -> TStateModel:  # noqa: ARG002 - a hook
+        """Hook: the state of an older version, made this process's own before it is written back (as it is here)."""
+        return state
+
+    def _adopt_decoded(self, state: TStateModel) -> None:
+        """Hook: make the state `_decoded_state` returned (and whatever it read beside) the one in memory."""
+
+    def _copy_kept(self, key: str, data: bytes) -> None:
+        """Hook: the history now keeps `data`, the record just written, under `key`."""
+
+    async def _copies_trimmed(self, kvs: KeyValueStore, keys: list[str]) -> None:
+        """Hook: the history no longer keeps the copies under `keys` (deleted)."""
 
     async def _keep(self, kvs: KeyValueStore, data: bytes, trigger: Trigger) -> None:
         """Copy the record just written (`data`) to the history, and delete the copies that fall out of it.
@@ -415,9 +436,13 @@ class StateRecord(Generic[TStateModel]):
             return
         self._save = number
         self._kept[number] = to_key
+        self._copy_kept(to_key, data)
+        trimmed = []
         for old in sorted(n for n in self._kept if n <= number - self._history):
             await self._with_timeout("trim of the history", kvs.client.delete_record(key=self._kept[old]))
-            del self._kept[old]
+            trimmed.append(self._kept.pop(old))
+        if trimmed:
+            await self._copies_trimmed(kvs, trimmed)
 
     async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
         """The state record changed under us: another process took the state over, or writes it regardless."""

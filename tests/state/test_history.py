@@ -356,11 +356,15 @@ async def test_previous_needs_a_history(kvs: KeyValueStore) -> None:
         make_state(kvs, history=0, on_invalid="previous")
 
 
-async def test_keyed_states_refuse_previous(kvs: KeyValueStore) -> None:
-    with pytest.raises(ConfigurationError, match="keeps no history of its manifest"):
-        KeyedRecoverableState(value_type=int, persist_state_key="K", key_value_store=kvs, on_invalid="previous")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="keeps no history of its manifest"):
-        RecoverableSet(persist_state_key="S", key_value_store=kvs, on_invalid="previous")  # type: ignore[arg-type]
+async def test_keyed_states_need_a_history_for_previous_too(kvs: KeyValueStore) -> None:
+    with pytest.raises(ConfigurationError, match="history=0 keeps none"):
+        KeyedRecoverableState(
+            value_type=int, persist_state_key="K", key_value_store=kvs, on_invalid="previous", history=0
+        )
+    with pytest.raises(ConfigurationError, match="history=0 keeps none"):
+        RecoverableSet(persist_state_key="S", key_value_store=kvs, on_invalid="previous", history=0)
+    with pytest.raises(ConfigurationError, match="history must be the number of saved versions"):
+        RecoverableSet(persist_state_key="S", key_value_store=kvs, history=-1)
 
 
 # --- rolling back without the model (what `recoverable rollback` does) -----------------------------------
