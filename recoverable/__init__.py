@@ -19,6 +19,7 @@ async with LocalEventManager() as events:
 from typing import TYPE_CHECKING
 
 from recoverable._auto_save import start_auto_save as _start_auto_save
+from recoverable._history import SavedVersion
 from recoverable._keyed_recoverable_state import KeyedRecoverableState
 from recoverable._recoverable_set import RecoverableSet
 from recoverable._recoverable_state import RecoverableState
@@ -33,6 +34,7 @@ from recoverable.errors import (
     RecoverableError,
     SerializationError,
     StateError,
+    StateHistoryError,
     StateNotInitializedError,
     StateOwnershipError,
     StateTimeoutError,
@@ -101,9 +103,11 @@ __all__ = [
     "RecoverableSet",
     "RecoverableState",
     "RedisStorageClient",
+    "SavedVersion",
     "SerializationError",
     "SqlStorageClient",
     "StateError",
+    "StateHistoryError",
     "StateNotInitializedError",
     "StateOwnershipError",
     "StateTimeoutError",

@@ -18,7 +18,7 @@ from recoverable._keyed_manifest import Manifest, RecordKeys
 from recoverable._keyed_parts import MAX_DEPTH, Part, Parts, key_hash
 from recoverable._schema import SchemaProblem
 from recoverable._state_lifecycle import StateLifecycle
-from recoverable._state_record import means_no_state
+from recoverable._state_record import _BadRecord, means_no_state
 from recoverable.errors import InvalidKeyError, RecoverableError, StateValidationError
 
 if TYPE_CHECKING:
@@ -62,6 +62,10 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
 
     _salt: bytes
     """The salt of the hash of the current manifest's entries."""
+    _decoded_parts: Parts[TEntries] | None = None
+    """The entries `_decoded_state` read, until `_adopt_decoded` makes them the state's."""
+    _kept_records: dict[str, frozenset[str]]
+    """The records each manifest copy the history keeps names, by the copy's key: kept while it is."""
 
     def _hash_of(self, key: Any) -> int:
         try:
@@ -109,16 +113,37 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         self._placeholder_version = None
         self._upgraded = None
         self._reset_memory(self._default_state)
+        await self._load_history(kvs)
         if stored is None or means_no_state(stored):
             self._last_persisted = None
             self._loaded()
             return self._codec.copy(self._default_state)
         try:
+            manifest, _ = await self._decoded_state(kvs, stored)
+        except _BadRecord as bad:
+            manifest = await self._invalid(kvs, stored, bad.problem, bad.errors)
+            if self._on_invalid == "reset":  # the default state: "previous" adopted the version it loaded
+                self._reset_memory(manifest)
+                self._loaded()
+            return manifest
+        self._adopt_decoded(manifest)
+        self._last_persisted = stored.value
+        return manifest
+
+    async def _decoded_state(self, kvs: KeyValueStore, stored: StoredRecord) -> tuple[Manifest, bool]:
+        """The manifest a record holds, its entries read (and kept aside until `_adopt_decoded`).
+
+        Raises:
+            _BadRecord: The manifest, or a record it names, is bad (not JSON, unsound, missing, not the model).
+            StateValidationError: The records are sound but this program cannot read them (a newer format or
+                schema version, another kind of state): never set aside, whatever `on_invalid` says.
+        """
+        try:
             # The manifest's own format has one version: a newer one is refused, whatever on_invalid says.
             self._schema.check_upgradable(self._schema.version_of(stored.content_type))
         except SchemaProblem as bad:
             if bad.in_record:
-                return await self._invalid_manifest(kvs, stored, str(bad), [])
+                raise _BadRecord(str(bad)) from bad
             raise StateValidationError(
                 f"the manifest of state {self._key!r} in store {kvs.label!r} {bad}",
                 store=kvs.label,
@@ -129,7 +154,7 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         except ValidationError as exc:  # not JSON, or JSON that is no manifest
             errors = exc.errors(include_url=False)
             problem = f"is not the manifest of a keyed state ({_first_error(errors)})"
-            return await self._invalid_manifest(kvs, stored, problem, errors)
+            raise _BadRecord(problem, [dict(e) for e in errors]) from exc
         if manifest.kind != self._default_state.kind:
             other = {"keyed": "KeyedRecoverableState", "set": "RecoverableSet"}[manifest.kind]
             raise StateValidationError(
@@ -140,23 +165,95 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
             )
         unsound = Parts.check_cover([part.region for part in manifest.parts]) or self._misnamed(manifest)
         if unsound is not None:
-            return await self._invalid_manifest(kvs, stored, f"is not a sound manifest: {unsound}", [])
-        self._reset_memory(manifest)
+            raise _BadRecord(f"is not a sound manifest: {unsound}")
         try:
-            self._parts = await self._read_records(kvs, manifest)
+            self._decoded_parts = await self._read_records(kvs, manifest)
         except RecordProblem as bad:
-            return await self._invalid_manifest(kvs, stored, str(bad), bad.errors)
-        self._last_persisted = stored.value
-        self._loaded()
-        return manifest
+            raise _BadRecord(str(bad), [dict(e) for e in bad.errors]) from bad
+        return manifest, False
 
-    async def _invalid_manifest(
-        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[Any]
-    ) -> Manifest:
-        manifest = await self._invalid(kvs, stored, problem, [dict(e) for e in errors])
-        self._reset_memory(manifest)
+    async def _restored(self, kvs: KeyValueStore, stored: StoredRecord, version: int) -> Manifest:
+        self._decoded_parts = None  # a version of JSON null decodes nothing: it restores an empty state
+        return await super()._restored(kvs, stored, version)
+
+    async def _reowned(self, kvs: KeyValueStore, state: Manifest) -> Manifest:
+        """The manifest of an older version, its records copied under the names of a new writer.
+
+        Written back as the current manifest, it then names no record of another writer: an owner that lost the
+        state meanwhile deletes only records of its own manifests, never one the current manifest names.
+
+        Raises:
+            StateValidationError: A record it names is gone (deleted since it was read); nothing was written.
+        """
+        keys = RecordKeys(self._key)
+        limit = asyncio.Semaphore(_READS_IN_FLIGHT)
+
+        async def copy(record: str, to_key: str) -> str:
+            async with limit:
+                copied = await self._with_timeout("copy of a record", kvs.client.copy_record(key=record, to_key=to_key))
+            if copied is None:
+                raise StateValidationError(
+                    f"state {self._key!r} in store {kvs.label!r}: the record {record!r} of the version being restored "
+                    "is gone (deleted since it was read). Nothing was written",
+                    store=kvs.label,
+                    key=self._key,
+                )
+            return to_key
+
+        part_keys = await asyncio.gather(
+            *(
+                copy(ref.record, keys.part(int(ref.record.rsplit(".", 3)[1]), ref.region))
+                for ref in state.parts
+                if ref.record is not None
+            )
+        )
+        log_keys = await asyncio.gather(*(copy(entry.record, keys.log(entry.seq)) for entry in state.log))
+        renamed = iter(part_keys)
+        return state.model_copy(
+            update={
+                "parts": [
+                    ref if ref.record is None else ref.model_copy(update={"record": next(renamed)})
+                    for ref in state.parts
+                ],
+                "log": [
+                    entry.model_copy(update={"record": key}) for entry, key in zip(state.log, log_keys, strict=True)
+                ],
+            }
+        )
+
+    def _adopt_decoded(self, state: Manifest) -> None:
+        self._reset_memory(state)
+        parts, self._decoded_parts = self._decoded_parts, None
+        if parts is not None:
+            self._parts = parts
         self._loaded()
-        return manifest
+
+    def _copy_kept(self, key: str, data: bytes) -> None:
+        try:
+            self._kept_records[key] = frozenset(self._codec.load(data).records())
+        except ValidationError:  # pragma: no cover - a manifest this process wrote always loads
+            self._kept_records[key] = frozenset()
+
+    async def _copies_trimmed(self, kvs: KeyValueStore, keys: list[str]) -> None:
+        dropped: set[str] = set()
+        for key in keys:
+            dropped |= self._kept_records.pop(key, frozenset())
+        await self._delete_records(kvs, sorted(dropped - self._protected()))
+
+    def _protected(self) -> set[str]:
+        """The records no deletion may touch: those of the current manifest and of every copy the history keeps."""
+        current = self._state.records() if isinstance(self._state, Manifest) else set()
+        return current.union(*self._kept_records.values())
+
+    async def _load_history(self, kvs: KeyValueStore) -> None:
+        await super()._load_history(kvs)
+        self._kept_records = {}
+        for key in self._kept.values():
+            stored = await kvs.client.get_record(key=key)
+            try:
+                self._kept_records[key] = frozenset(self._codec.load(stored.value).records()) if stored else frozenset()
+            except ValidationError:
+                self._kept_records[key] = frozenset()  # a damaged copy: it loads nothing, and protects nothing
 
     def _misnamed(self, manifest: Manifest) -> str | None:
         """What is wrong with the names of the records a manifest names, or None.
@@ -277,7 +374,7 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         try:
             async for _ in kvs.client.iterate_keys(prefix=f"{self._key}.invalid-", limit=1):
                 return  # a manifest set aside by on_invalid='reset' still names its records: keep them all
-            named = manifest.records()
+            named = manifest.records().union(*self._kept_records.values())
             orphans = [
                 info.key
                 async for info in kvs.client.iterate_keys(prefix=self._record_keys.prefix)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pydantic import ValidationError
 
+from recoverable._history import DEFAULT_HISTORY
 from recoverable._keyed_entries import ValueEntries
 from recoverable._keyed_state import KeyedState
 from recoverable._ownership import DEFAULT_LEASE_TTL
@@ -108,11 +109,12 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         logger: logging.Logger | None = None,
         key_value_store: KeyValueStore | None = None,
         event_manager: EventManager | None = None,
-        on_invalid: Literal["raise", "reset"] = "raise",
+        on_invalid: Literal["raise", "reset", "previous"] = "raise",
         timeout: timedelta | None = None,
         lease_ttl: timedelta | None = DEFAULT_LEASE_TTL,
         on_owned: Literal["fail", "wait"] = "fail",
         lease_wait_timeout: timedelta | None = None,
+        history: int = DEFAULT_HISTORY,
         schema_version: int | None = None,
         migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
@@ -133,6 +135,7 @@ class KeyedRecoverableState(KeyedState[dict[str, TValue]], MutableMapping[str, T
         """The keys inside an `edit()` block now, with how many blocks: still changing, so not untracked."""
         self._setup_keyed(
             kind="keyed",
+            history=history,
             values_schema=values_schema,
             arguments=lifecycle_arguments(locals()),
         )

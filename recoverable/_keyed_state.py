@@ -13,17 +13,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from recoverable._history import check_history
 from recoverable._keyed_manifest import Kind, LogRef, Manifest, PartRef, RecordKeys
 from recoverable._keyed_records import KeyedRecords
 from recoverable._schema import Schema
 from recoverable._state_arguments import check_arguments
 from recoverable._state_codec import StateCodec
-from recoverable.errors import InvalidKeyError, StateNotInitializedError
+from recoverable.errors import ConfigurationError, InvalidKeyError, StateNotInitializedError
 from recoverable.storages._validation import MAX_KEY_LENGTH
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from recoverable._history import Trigger
     from recoverable._keyed_parts import Changes, Part
     from recoverable._state_record import SaveMode
     from recoverable.storages import KeyValueStore
@@ -66,7 +68,7 @@ class KeyedState(KeyedRecords[TEntries]):
     _noun = "entries"
     """What its entries are called in its repr."""
 
-    def _setup_keyed(self, *, kind: Kind, values_schema: Schema, arguments: dict[str, Any]) -> None:
+    def _setup_keyed(self, *, kind: Kind, values_schema: Schema, history: int, arguments: dict[str, Any]) -> None:
         """Check the arguments every state takes and set up the fields (`arguments`: those of `_setup`).
 
         Raises:
@@ -74,6 +76,12 @@ class KeyedState(KeyedRecords[TEntries]):
             InvalidKeyError: `persist_state_key` is not a valid key, or too long to name the state's records.
         """
         check_arguments(**arguments)
+        self._history = check_history(history)
+        if arguments["on_invalid"] == "previous" and not self._history:
+            raise ConfigurationError(
+                "on_invalid='previous' loads an older version from the state's history, and history=0 keeps "
+                "none: keep some (history=3, say) or pass on_invalid='raise' or 'reset'"
+            )
         check_key_room(arguments["persist_state_key"])
         self._codec = StateCodec(Manifest(kind=kind), key=arguments["persist_state_key"])
         self._schema = Schema(None, None)
@@ -81,6 +89,7 @@ class KeyedState(KeyedRecords[TEntries]):
         self._default_state = Manifest(kind=kind)
         self._setup(**arguments)
         self._size_changes = 0
+        self._kept_records = {}
         self._reset_memory(self._default_state)
 
     # --- entries ---------------------------------------------------------------------------------
@@ -166,7 +175,7 @@ class KeyedState(KeyedRecords[TEntries]):
 
     # --- saving ----------------------------------------------------------------------------------
 
-    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
+    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode, trigger: Trigger) -> None:
         manifest: Manifest = self._current_state()
         if self._verify_wanted():
             self._verify(set().union(*(part.changes.changed_keys() for part in self._parts)))
@@ -191,7 +200,7 @@ class KeyedState(KeyedRecords[TEntries]):
             await self._with_timeout("save", kvs.client.set_record(key=log_key, value=data, content_type=content_type))
             saved = self._next_manifest(manifest, parts, LogRef(seq=seq, record=log_key, count=count))
             record = self._codec.dump(saved)
-            await self._write_record(kvs, record)
+            await self._write_record(kvs, record, trigger)
         except BaseException:
             for part, changes in taken:  # no part split meanwhile: the same parts
                 part.changes.keep_older(changes)  # saved at the next save instead
@@ -203,7 +212,7 @@ class KeyedState(KeyedRecords[TEntries]):
             self._parts.splits_paused = False
         self._state = saved
         self._last_persisted = record
-        await self._delete_records(kvs, sorted(manifest.records() - saved.records()))
+        await self._delete_records(kvs, sorted(manifest.records() - self._protected()))
 
     def _next_manifest(self, manifest: Manifest, parts: list[PartRef], log: LogRef) -> Manifest:
         """The manifest of a save: its parts, and the changelog records some part does not hold yet."""
@@ -285,7 +294,8 @@ class KeyedState(KeyedRecords[TEntries]):
             self._empty()
             # Only the records that manifest named: a record of another writer (a new owner's, should this
             # process have lost the state meanwhile) is never named by it.
-            await self._delete_records(self._store(), sorted(saved.records()))
+            # Nor those a copy of the history keeps, so that a reset can be rolled back.
+            await self._delete_records(self._store(), sorted(saved.records() - self._protected()))
 
     def _empty(self) -> None:
         self._state = self._codec.copy(self._default_state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, MutableSet
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from recoverable._history import DEFAULT_HISTORY
 from recoverable._keyed_entries import ItemEntries
 from recoverable._keyed_parts import MAX_INT_BITS
 from recoverable._keyed_state import KeyedState
@@ -83,17 +84,19 @@ class RecoverableSet(KeyedState[set[TItem]], MutableSet[TItem], Generic[TItem]):
         logger: logging.Logger | None = None,
         key_value_store: KeyValueStore | None = None,
         event_manager: EventManager | None = None,
-        on_invalid: Literal["raise", "reset"] = "raise",
+        on_invalid: Literal["raise", "reset", "previous"] = "raise",
         timeout: timedelta | None = None,
         lease_ttl: timedelta | None = DEFAULT_LEASE_TTL,
         on_owned: Literal["fail", "wait"] = "fail",
         lease_wait_timeout: timedelta | None = None,
+        history: int = DEFAULT_HISTORY,
         configuration: Configuration | None = None,
     ) -> None:
         self._entries = ItemEntries(item_type)
         self._item_type: type[TItem] = item_type
         self._setup_keyed(
             kind="set",
+            history=history,
             values_schema=Schema(None, None),
             arguments=lifecycle_arguments(locals()),
         )

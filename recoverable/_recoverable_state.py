@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from recoverable._history import DEFAULT_HISTORY, check_history
 from recoverable._ownership import DEFAULT_LEASE_TTL
 from recoverable._schema import Migration, Schema
 from recoverable._state_arguments import check_arguments, lifecycle_arguments
 from recoverable._state_codec import StateCodec
 from recoverable._state_lifecycle import StateLifecycle
+from recoverable.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import logging
@@ -69,13 +71,21 @@ class RecoverableState(StateLifecycle[TStateModel]):
         logger: Where to log; `logging.getLogger("recoverable.state")` when omitted.
         key_value_store: The store to use, already open.
         event_manager: The event manager whose PERSIST_STATE events trigger saves.
-        on_invalid: What to do when the saved record cannot be loaded: "raise" or "reset".
+        on_invalid: What to do when the saved record cannot be loaded (not JSON, its bytes no longer match the
+            checksum saved with them, not the model, a renamed field): "raise" `StateValidationError` and
+            leave it untouched; "previous": move it aside to `<key>.quarantine-<time>`, log a warning naming
+            it, and load the newest version of the history that loads, written back as a new save (raises
+            when none does); "reset": keep it as `<key>.invalid-<time>` and start from the default state.
         timeout: Longest a single load or save may take.
         lease_ttl: How long the ownership lease lasts between renewals; None takes no lease (then nothing stops
             two processes from saving the same state).
         on_owned: What `initialize()` does when another live process owns the state: "fail" raises
             `StateOwnershipError` at once, "wait" waits for the lease (up to `lease_wait_timeout`).
         lease_wait_timeout: Longest `on_owned="wait"` waits; None waits without end.
+        history: How many earlier saved versions to keep beside the record, as `<key>.~history.<n>`; 0 keeps
+            none, and then the record is written exactly as without history (plain `application/json`).
+            Each save stamps its content type with its number, trigger, time and checksum (see
+            docs/history.md); `history()` lists the versions and `rollback()` restores one.
         schema_version: The version of the model, from 1. Records are saved with it, in their content type
             (`application/json; schema-version=N`; version 1 writes plain `application/json`). A record of
             a newer version raises `StateValidationError` and is left untouched, even with
@@ -104,17 +114,24 @@ class RecoverableState(StateLifecycle[TStateModel]):
         logger: logging.Logger | None = None,
         key_value_store: KeyValueStore | None = None,
         event_manager: EventManager | None = None,
-        on_invalid: Literal["raise", "reset"] = "raise",
+        on_invalid: Literal["raise", "reset", "previous"] = "raise",
         timeout: timedelta | None = None,
         lease_ttl: timedelta | None = DEFAULT_LEASE_TTL,
         on_owned: Literal["fail", "wait"] = "fail",
         lease_wait_timeout: timedelta | None = None,
+        history: int = DEFAULT_HISTORY,
         schema_version: int | None = None,
         migrations: Mapping[int, Migration] | None = None,
         configuration: Configuration | None = None,
     ) -> None:
         arguments = lifecycle_arguments(locals())
         check_arguments(**arguments)
+        self._history = check_history(history)
+        if on_invalid == "previous" and not self._history:
+            raise ConfigurationError(
+                "on_invalid='previous' loads an older version from the state's history, and history=0 keeps "
+                "none: keep some (history=3, say) or pass on_invalid='raise' or 'reset'"
+            )
         self._codec = StateCodec(default_state, key=persist_state_key)
         self._schema = Schema(schema_version, migrations)
         self._default_state = self._codec.copy(default_state)
@@ -124,6 +141,8 @@ class RecoverableState(StateLifecycle[TStateModel]):
     @property
     def current_value(self) -> TStateModel:
         """The state; mutate it in place, it is what gets saved.
+
+        `rollback()` replaces it with a new object: read it again afterwards rather than keeping it.
 
         Raises:
             StateNotInitializedError: `initialize()` has not been called yet.

@@ -85,8 +85,8 @@ def check_arguments(
         raise ConfigurationError(
             f"persistence_enabled must be True, False or 'explicit_only', not {persistence_enabled!r}"
         )
-    if on_invalid not in ("raise", "reset"):
-        raise ConfigurationError(f"on_invalid must be 'raise' or 'reset', not {on_invalid!r}")
+    if on_invalid not in ("raise", "reset", "previous"):
+        raise ConfigurationError(f"on_invalid must be 'raise', 'reset' or 'previous', not {on_invalid!r}")
     for label, value in (
         ("timeout", timeout),
         ("lease_ttl", lease_ttl),

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
+from recoverable._history import SavedVersion, read_version, saved_versions
 from recoverable._ownership import StateLease
 from recoverable._state_stop import STOP_EVENTS, StateStop
 from recoverable._state_store import check_lease_possible, check_not_emptied_by_crawlee, store_from_factory
@@ -59,7 +60,7 @@ class StateLifecycle(StateStop[TState]):
         logger: logging.Logger | None,
         key_value_store: KeyValueStore | None,
         event_manager: EventManager | None,
-        on_invalid: Literal["raise", "reset"],
+        on_invalid: Literal["raise", "reset", "previous"],
         timeout: timedelta | None,
         lease_ttl: timedelta | None,
         on_owned: Literal["fail", "wait"],
@@ -90,6 +91,8 @@ class StateLifecycle(StateStop[TState]):
         # What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or
         # None for no record); it may have landed all the same. Empty when there is no such write.
         self._unanswered: list[bytes | None] = []
+        self._save = 0
+        self._kept: dict[int, str] = {}
         self._lease_ttl = lease_ttl
         self._on_owned: Literal["fail", "wait"] = on_owned
         self._lease_wait_timeout = lease_wait_timeout
@@ -198,7 +201,7 @@ class StateLifecycle(StateStop[TState]):
         refused: StateOwnershipError | None = None
         if self._persistence_enabled:
             try:
-                await self._persist(mode="teardown")
+                await self._persist(mode="teardown", trigger="teardown")
             except StateOwnershipError as exc:
                 refused = exc  # another process owns the state now: say so once everything is let go
             except BaseException:
@@ -257,7 +260,10 @@ class StateLifecycle(StateStop[TState]):
             return
         if event_data is not None and event_data.is_migrating:
             self._log.info("saving state %r before a migration", self._key)
-        await self._persist(mode="explicit" if event_data is None else "event")
+        if event_data is None:
+            await self._persist(mode="explicit", trigger="manual")
+        else:
+            await self._persist(mode="event", trigger="migrating" if event_data.is_migrating else "periodic")
 
     async def reset(self) -> None:
         """Go back to a copy of the default state and delete the saved record.
@@ -290,6 +296,51 @@ class StateLifecycle(StateStop[TState]):
         if self._placeholder_version is not None and self._placeholder_version == self._version:
             return False  # only the JSON null this owner wrote to claim the missing record at a takeover
         return await self._key_value_store.record_exists(self._key)
+
+    async def history(self) -> list[SavedVersion]:
+        """The saved versions of the state, newest first: the current record, then those its history keeps.
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+            StorageError: The store could not be read.
+        """
+        kvs = self._history_store("list the history of")
+        return await self._with_timeout("listing of the history", saved_versions(kvs.client, self._key))
+
+    async def rollback(self, version: int) -> TState:
+        """Make saved version `version` (a number from `history()`) the state again, saved as a new save.
+
+        The version is loaded as at a start (upgraded when it is of an older schema version, validated
+        against the model), written over the record as a new save (trigger "rollback", fenced by the lease
+        like any save, the record it replaces kept in the history, so a rollback can itself be rolled back),
+        and becomes `current_value`, a new object.
+
+        Returns:
+            The state as restored.
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+            StateHistoryError: No such version is kept.
+            StateValidationError: The version does not load (not the model, damaged); nothing was written.
+            StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
+            StorageError: The store failed; the state in memory and in the store are as they were.
+        """
+        kvs = self._history_store("roll back")
+        async with self._persist_lock:
+            if self._released_for is not None:
+                raise self._released_error()
+            _, stored = await self._with_timeout(
+                "read of a saved version", read_version(kvs.client, self._key, version)
+            )
+            state = await self._reowned(kvs, await self._restored(kvs, stored, version))
+            data = self._codec.dump(state)
+            await self._check_ownership()
+            await self._write_record(kvs, data, "rollback")
+            self._last_persisted = data
+            self._state = state
+            self._adopt_decoded(state)
+        self._log.info("state %r in store %r was rolled back to version %d", self._key, kvs.label, version)
+        return state
 
     # --- internals --------------------------------------------------------------------------------
 

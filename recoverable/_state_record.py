@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
 
 from recoverable._collector import collector_paused
+from recoverable._history import checksum_of, damage_of, kept_key, kept_versions
 from recoverable._schema import SchemaProblem, backup_key
 from recoverable._timeout import bounded
 from recoverable.configuration import Configuration
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     import logging
     from collections.abc import Awaitable
 
+    from recoverable._history import Trigger
     from recoverable._ownership import StateLease
     from recoverable._schema import Schema
     from recoverable._state_codec import StateCodec
@@ -51,6 +54,15 @@ _CLAIM_ATTEMPTS = 5
 _NO_STATE = b"null"
 
 
+class _BadRecord(Exception):  # noqa: N818 - not an error of its own: `_invalid` decides what it becomes
+    """Why a record cannot be loaded, when the record itself is at fault (not the program reading it)."""
+
+    def __init__(self, problem: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.errors = errors or []
+
+
 def means_no_state(stored: StoredRecord) -> bool:
     """JSON null, or Crawlee's None value: what a reset in Crawlee leaves behind, read as "nothing saved"."""
     return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
@@ -63,7 +75,13 @@ class StateRecord(Generic[TStateModel]):
     _codec: StateCodec[TStateModel]
     _schema: Schema
     _default_state: TStateModel
-    _on_invalid: Literal["raise", "reset"]
+    _on_invalid: Literal["raise", "reset", "previous"]
+    _history: int = 0
+    """How many saved versions to keep beside the record (0: none, and the record is written as it always was)."""
+    _save: int = 0
+    """The highest save number the history of the record holds, as this process last saw it; 0 for none."""
+    _kept: dict[int, str]
+    """The keys of the copies the history keeps, by save number, as this process last saw them."""
     _log: logging.Logger
     _timeout: timedelta | None
     _configuration: Configuration | None
@@ -178,6 +196,7 @@ class StateRecord(Generic[TStateModel]):
         self._version = await kvs.client.set_record(
             key=self._key, value=data, content_type=self._schema.content_type, if_version=condition
         )
+        await self._keep(kvs, data, "upgrade")
         self._last_persisted = data
         self._upgraded = None
         self._log.info(
@@ -193,18 +212,38 @@ class StateRecord(Generic[TStateModel]):
         self._version = stored.version if stored is not None else None
         self._placeholder_version = None
         self._upgraded = None
+        await self._load_history(kvs)
         if stored is None or means_no_state(stored):
             self._last_persisted = None
             return self._codec.copy(self._default_state)
+        try:
+            state, upgraded = await self._decoded_state(kvs, stored)
+        except _BadRecord as bad:
+            return await self._invalid(kvs, stored, bad.problem, bad.errors)
+        if upgraded:
+            self._upgraded = stored
+            self._last_persisted = None
+        else:
+            self._last_persisted = stored.value
+        return state
+
+    async def _decoded_state(self, kvs: KeyValueStore, stored: StoredRecord) -> tuple[TStateModel, bool]:
+        """The state a record holds, and whether it was upgraded from an older schema version.
+
+        Raises:
+            _BadRecord: The record itself is bad (empty, not JSON, a checksum that does not match, not the model).
+            StateValidationError: The record is sound but this program cannot read it (a newer schema version, a
+                missing or failing migration): it is never set aside, whatever `on_invalid` says.
+        """
         if not stored.value.strip():
             what = "is empty" if not stored.value else "holds only white space"
-            return await self._invalid(kvs, stored, f"{what} ({len(stored.value)} bytes), not a saved state", [])
+            raise _BadRecord(f"{what} ({len(stored.value)} bytes), not a saved state")
         try:
             found = self._schema.version_of(stored.content_type)
             data = self._schema.upgrade(stored.value, found)
         except SchemaProblem as bad:
             if bad.in_record:
-                return await self._invalid(kvs, stored, str(bad), [])
+                raise _BadRecord(str(bad)) from bad
             raise StateValidationError(
                 f"saved state {self._key!r} in store {kvs.label!r} {bad}. The record was left untouched",
                 store=kvs.label,
@@ -229,17 +268,14 @@ class StateRecord(Generic[TStateModel]):
                     key=self._key,
                     errors=[dict(e) for e in errors],
                 ) from exc
-            return await self._invalid(kvs, stored, problem, errors)
-        if upgraded:
-            self._upgraded = stored
-            self._last_persisted = None
-        else:
-            self._last_persisted = stored.value
-        return state
+            raise _BadRecord(problem, [dict(e) for e in errors]) from exc
+        return state, bool(upgraded)
 
     async def _invalid(
         self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[dict[str, Any]]
     ) -> TStateModel:
+        if self._on_invalid == "previous":
+            return await self._fall_back(kvs, stored, problem, errors)
         if self._on_invalid == "reset":
             backup = suffixed_key(self._key, f".invalid-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
             await kvs.client.set_record(key=backup, value=stored.value, content_type=stored.content_type)
@@ -254,11 +290,159 @@ class StateRecord(Generic[TStateModel]):
             return self._codec.copy(self._default_state)
         raise StateValidationError(
             f"saved state {self._key!r} in store {kvs.label!r} {problem}. It was left untouched: fix or delete the "
-            "record, migrate it to the model, or pass on_invalid='reset' to start over (a backup copy is kept)",
+            "record, migrate it to the model, pass on_invalid='previous' to load the newest good version its "
+            "history keeps, or on_invalid='reset' to start over (a backup copy is kept either way)",
             store=kvs.label,
             key=self._key,
             errors=[dict(e) for e in errors],
         )
+
+    async def _fall_back(
+        self, kvs: KeyValueStore, stored: StoredRecord, problem: str, errors: list[dict[str, Any]]
+    ) -> TStateModel:
+        """`on_invalid="previous"`: set the bad record aside and put back the newest good version of the history.
+
+        The bad record is copied to `<key>.quarantine-<time>` first; the good version is then written over it
+        as a new save (trigger "rollback"), only over the very record found bad, so that a write landing in
+        between is loaded instead.
+
+        Raises:
+            StateValidationError: No version the history keeps loads either; nothing was written.
+            VersionConflictError: The record changed while it was being replaced (`_load` loads it again).
+        """
+        tried = 0
+        bad_checksum = checksum_of(stored.value)
+        for kept in await kept_versions(kvs.client, self._key):
+            if kept.checksum == bad_checksum:
+                continue  # the copy of the bad record itself
+            older = await kvs.client.get_record(key=kept.key)
+            if older is None:
+                continue
+            tried += 1
+            try:
+                if damage_of(kept, older) is not None:
+                    continue
+                state, upgraded = await self._decoded_state(kvs, older)
+            except (_BadRecord, StateValidationError):
+                continue
+            quarantine = suffixed_key(self._key, f".quarantine-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
+            await kvs.client.set_record(key=quarantine, value=stored.value, content_type=stored.content_type)
+            condition = stored.version if kvs.client.conditional_writes else None
+            reowned = await self._reowned(kvs, state)
+            data = older.value if reowned is state else self._codec.dump(reowned)
+            state = reowned
+            self._version = await kvs.client.set_record(
+                key=self._key, value=data, content_type=older.content_type, if_version=condition
+            )
+            await self._keep(kvs, data, "rollback")
+            self._log.warning(
+                "saved state %r in store %r %s; it was moved aside to %r, and version %d (saved %s, kept as %r) was "
+                "loaded and written back in its place",
+                self._key,
+                kvs.label,
+                problem,
+                quarantine,
+                kept.version,
+                kept.saved_at.isoformat(timespec="seconds"),
+                kept.key,
+            )
+            if upgraded:
+                self._upgraded = replace(older, key=self._key, version=self._version)
+                self._last_persisted = None
+            else:
+                self._last_persisted = data
+            self._adopt_decoded(state)
+            return state
+        raise StateValidationError(
+            f"saved state {self._key!r} in store {kvs.label!r} {problem}, and none of the {tried} older versions its "
+            "history keeps loads either. Nothing was changed: fix or delete the record, or pass on_invalid='reset' "
+            "to start over (a backup copy is kept)",
+            store=kvs.label,
+            key=self._key,
+            errors=errors,
+        )
+
+    def _history_store(self, action: str) -> KeyValueStore:
+        """The store of an initialized state with persistence, to read or roll back its history.
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+        """
+        if self._key_value_store is None or not getattr(self, "_initialized", False):
+            raise StateNotInitializedError(
+                f"cannot {action} state {self._key!r} before `initialize()` (or after `teardown()`), nor with "
+                "persistence_enabled=False"
+            )
+        return self._key_value_store
+
+    async def _restored(self, kvs: KeyValueStore, stored: StoredRecord, version: int) -> TStateModel:
+        """The state a saved version of the history holds, for a rollback.
+
+        Raises:
+            StateValidationError: It does not load; the message says why.
+        """
+        if means_no_state(stored):
+            return self._codec.copy(self._default_state)
+        try:
+            state, _ = await self._decoded_state(kvs, stored)
+        except _BadRecord as bad:
+            raise StateValidationError(
+                f"version {version} of state {self._key!r} in store {kvs.label!r} ({stored.key!r}) {bad.problem}. "
+                "Nothing was written: pick another version",
+                store=kvs.label,
+                key=self._key,
+                errors=bad.errors,
+            ) from bad
+        return state
+
+    async def _load_history(self, kvs: KeyValueStore) -> None:
+        """Learn which copies the history keeps and the highest save number, before a load."""
+        self._kept = {}
+        self._save = 0
+        if self._history:
+            kept = await kept_versions(kvs.client, self._key)
+            self._kept = {version.version: version.key for version in kept}
+            self._save = max(self._kept, default=0)
+
+    async def _reowned(self, kvs: KeyValueStore, state: TStateModel) -> TStateModel:  # noqa: ARG002 - a hook
+        """Hook: the state of an older version, made this process's own before it is written back (as it is here)."""
+        return state
+
+    def _adopt_decoded(self, state: TStateModel) -> None:
+        """Hook: make the state `_decoded_state` returned (and whatever it read beside) the one in memory."""
+
+    def _copy_kept(self, key: str, data: bytes) -> None:
+        """Hook: the history now keeps `data`, the record just written, under `key`."""
+
+    async def _copies_trimmed(self, kvs: KeyValueStore, keys: list[str]) -> None:
+        """Hook: the history no longer keeps the copies under `keys` (deleted)."""
+
+    async def _keep(self, kvs: KeyValueStore, data: bytes, trigger: Trigger) -> None:
+        """Copy the record just written (`data`) to the history, and delete the copies that fall out of it.
+
+        The copy is made only of the very version just written: when another process wrote the record in
+        between, nothing is copied (its own save keeps its own copy).
+        """
+        if not self._history:
+            return
+        number = self._save + 1
+        to_key = kept_key(self._key, number, trigger, data)
+        condition = self._version if kvs.client.conditional_writes else None
+        try:
+            await self._with_timeout(
+                "copy to the history", kvs.client.copy_record(key=self._key, to_key=to_key, if_version=condition)
+            )
+        except VersionConflictError:
+            return
+        self._save = number
+        self._kept[number] = to_key
+        self._copy_kept(to_key, data)
+        trimmed = []
+        for old in sorted(n for n in self._kept if n <= number - self._history):
+            await self._with_timeout("trim of the history", kvs.client.delete_record(key=self._kept[old]))
+            trimmed.append(self._kept.pop(old))
+        if trimmed:
+            await self._copies_trimmed(kvs, trimmed)
 
     async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
         """The state record changed under us: another process took the state over, or writes it regardless."""
@@ -381,12 +565,12 @@ class StateRecord(Generic[TStateModel]):
             except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
                 self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
 
-    async def _persist(self, *, mode: SaveMode) -> None:
+    async def _persist(self, *, mode: SaveMode, trigger: Trigger) -> None:
         kvs = self._store()
         async with self._persist_lock:
-            await self._persist_locked(kvs, mode=mode)
+            await self._persist_locked(kvs, mode=mode, trigger=trigger)
 
-    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode) -> None:
+    async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode, trigger: Trigger) -> None:
         data = self._codec.dump(self._current_state())
         if data == self._last_persisted:
             return  # nothing to save: nothing is lost either, whoever owns the state now
@@ -394,17 +578,22 @@ class StateRecord(Generic[TStateModel]):
             self._unsaved_after_hand_over(mode)
             return
         await self._check_ownership()
-        await self._write_record(kvs, data)
+        await self._write_record(kvs, data, trigger)
         self._last_persisted = data
 
-    async def _write_record(self, kvs: KeyValueStore, data: bytes) -> None:
-        """Write the state's record: fenced by the lease (`_fenced_write`), or as it is without one."""
+    async def _write_record(self, kvs: KeyValueStore, data: bytes, trigger: Trigger) -> None:
+        """Write the state's record: fenced by the lease (`_fenced_write`), or as it is without one.
+
+        With a history, the record written is then copied to the history, and the oldest copy beyond
+        `history` deleted.
+        """
         if self._lease is None:
             self._version = await self._with_timeout(
                 "save", kvs.client.set_record(key=self._key, value=data, content_type=self._schema.content_type)
             )
         else:
             await self._fenced_write(kvs, data)
+        await self._keep(kvs, data, trigger)
 
     async def _delete_locked(self) -> None:
         """Delete the state's record, fenced by the lease as a save is; the caller holds `_persist_lock`.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from recoverable._state_record import StateRecord
 from recoverable.errors import StateOwnershipError
 from recoverable.events import Event, EventAbortingData, EventData, EventExitData, EventMigratingData
+
+if TYPE_CHECKING:
+    from recoverable._history import Trigger
 
 __all__ = ["STOP_EVENTS", "StateStop"]
 
@@ -34,9 +37,10 @@ class StateStop(StateRecord[TStateModel]):
     _initialized: bool
 
     async def _on_stop_event(self, event_data: EventData) -> None:
-        await self._hand_over(_stop_cause(event_data))
+        migrating = not isinstance(event_data, (EventAbortingData, EventExitData))
+        await self._hand_over(_stop_cause(event_data), "migrating" if migrating else "teardown")
 
-    async def _hand_over(self, cause: str) -> None:
+    async def _hand_over(self, cause: str, trigger: Trigger) -> None:
         """Save one last time because the process is stopping, then let go of the lease (see "Stopping")."""
         if self._released_for is not None or not self._initialized or self._lease is None:
             return  # handed over already, torn down, or no lease to hand over (lease_ttl=None): saves go on
@@ -47,7 +51,7 @@ class StateStop(StateRecord[TStateModel]):
                 if self._released_for is not None or not self._initialized or self._lease is None:
                     return
                 try:
-                    await self._persist_locked(kvs, mode="explicit")
+                    await self._persist_locked(kvs, mode="explicit", trigger=trigger)
                     saved = True
                 except StateOwnershipError as exc:
                     self._log.error("the final save of state %r for %s was refused: %s", self._key, cause, exc)

@@ -22,7 +22,8 @@ RecoverableError
     ├── StateNotInitializedError    persist/read before initialize()
     ├── StateValidationError        the saved record does not fit the model, or is not JSON
     ├── StateTimeoutError           a load or a save took longer than its timeout
-    └── StateOwnershipError         another process owns the state (its lease is alive)
+    ├── StateOwnershipError         another process owns the state (its lease is alive)
+    └── StateHistoryError           a saved version asked for is not kept in the state's history
 ```
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "RecoverableError",
     "SerializationError",
     "StateError",
+    "StateHistoryError",
     "StateNotInitializedError",
     "StateOwnershipError",
     "StateTimeoutError",
@@ -209,3 +211,15 @@ class StateOwnershipError(StateError):
     def __init__(self, message: str, *, owner: str | None = None) -> None:
         super().__init__(message)
         self.owner = owner
+
+
+class StateHistoryError(StateError):
+    """A saved version that was asked for is not kept in the state's history (or the state keeps none).
+
+    Attributes:
+        key: The key of the state.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

@@ -49,12 +49,19 @@ def items(kvs: KeyValueStore, **kwargs: Any) -> RecoverableSet[str]:
     return RecoverableSet(persist_state_key="SEEN", key_value_store=kvs, event_manager=events(), **kwargs)
 
 
-async def records_of(kvs: KeyValueStore, key: str) -> tuple[Manifest, set[str]]:
-    """The manifest of the state `key` and the keys of its other records in the store."""
+async def records_of(kvs: KeyValueStore, key: str) -> tuple[Manifest, set[str], set[str]]:
+    """The manifest of the state `key`, the keys of its other records in the store (its history's copies
+    aside), and the records the manifest and those copies name."""
     record = await kvs.client.get_record(key=key)
     assert record is not None
-    side = {info.key for info in await kvs.list_keys(prefix=f"{key}.~")}
-    return Manifest.model_validate_json(record.value), side
+    manifest = Manifest.model_validate_json(record.value)
+    side = {info.key for info in await kvs.list_keys(prefix=f"{key}.~") if ".~history." not in info.key}
+    named = set(manifest.records())
+    for info in await kvs.list_keys(prefix=f"{key}.~history."):
+        copy = await kvs.client.get_record(key=info.key)
+        assert copy is not None
+        named |= Manifest.model_validate_json(copy.value).records()
+    return manifest, side, named
 
 
 async def test_entries_saved_over_many_saves_load_back_after_a_restart(
@@ -80,8 +87,9 @@ async def test_entries_saved_over_many_saves_load_back_after_a_restart(
                 urls.discard(f"https://example.com/{save}/0")
             await domains.persist_state()
             await seen.persist_state()
-        manifest, side = await records_of(kvs, HOSTILE_KEY)
-        assert side == manifest.records()
+        manifest, side, named = await records_of(kvs, HOSTILE_KEY)
+        assert side == named  # what neither the manifest nor a copy of the history names was deleted
+        assert manifest.records() <= side
         assert len(manifest.parts) > 2
         assert manifest.log[0].seq > 1  # compacted
 
@@ -119,16 +127,32 @@ async def test_a_stale_owners_late_save_never_lands(
     await new.teardown()
     async with keyed(other) as again:
         assert dict(again) == {"a": Domain(pages=1), "b": Domain(pages=2)}
-        manifest, side = await records_of(other, HOSTILE_KEY)
-        assert side == manifest.records()  # what the stale save wrote was collected at this load
+        _, side, named = await records_of(other, HOSTILE_KEY)
+        assert side == named  # what the stale save wrote was collected at this load
 
 
 async def test_reset_deletes_every_record(storage_client: StorageClient) -> None:
     kvs = await KeyValueStore.open(name=STORE, storage_client=storage_client)
-    async with keyed(kvs, persistence_enabled="explicit_only") as domains:
+    async with keyed(kvs, persistence_enabled="explicit_only", history=0) as domains:
         for i in range(40):
             domains[f"d{i}"] = Domain()
             await domains.persist_state()
         await domains.reset()
         assert [info.key for info in await kvs.list_keys()] == [HOSTILE_KEY + LEASE_SUFFIX]
     assert await kvs.list_keys() == []
+
+
+async def test_with_a_history_a_reset_keeps_the_copies_and_can_be_rolled_back(storage_client: StorageClient) -> None:
+    kvs = await KeyValueStore.open(name=STORE, storage_client=storage_client)
+    async with keyed(kvs, persistence_enabled="explicit_only") as domains:
+        for i in range(40):
+            domains[f"d{i}"] = Domain(pages=i)
+            await domains.persist_state()
+        await domains.reset()
+        assert len(domains) == 0
+        assert not await domains.has_persisted_state()
+        newest = (await domains.history())[0]
+        assert newest.version == 40
+        await domains.rollback(newest.version)
+    async with keyed(kvs) as again:
+        assert dict(again) == {f"d{i}": Domain(pages=i) for i in range(40)}

@@ -176,7 +176,12 @@ async def seen_of(
     assert raw is not None, f"the manifest {key!r} is missing"
     manifest = Manifest.model_validate_json(raw.value)
     expected: dict[str, object] = dict(expected_keyed(save)) if key == KEYED_KEY else dict.fromkeys(expected_set(save))
-    named = manifest.records()
+    # The records the manifest names, and those every copy its history keeps names (kept with them), and the copies.
+    named = set(manifest.records())
+    for copy in sorted(k for k in keys if k.startswith(f"{key}.~history.")):
+        kept = await kvs.client.get_record(key=copy)
+        assert kept is not None, copy
+        named |= Manifest.model_validate_json(kept.value).records() | {copy}
     orphans = {}
     for other in keys:
         match = _RECORD.fullmatch(other.removeprefix(key)) if other.startswith(key) else None

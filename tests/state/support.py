@@ -180,6 +180,11 @@ class InstrumentedKeyValueStoreClient(KeyValueStoreClient):
         return version
 
     @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        # The copy a save makes for the history is not a write of the state: it is neither counted nor failed.
+        return await self.inner.copy_record(key=key, to_key=to_key, if_version=if_version)
+
+    @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         deleted = await self.inner.delete_record(key=key, if_version=if_version)
         if self.answer_delay and not key.endswith(LEASE_SUFFIX):
@@ -248,5 +253,9 @@ async def open_instrumented_store(
 
 
 async def state_keys(kvs: KeyValueStore) -> list[str]:
-    """The keys of `kvs`, leaving out the ownership leases of open states."""
-    return [info.key for info in await kvs.list_keys() if not info.key.endswith(LEASE_SUFFIX)]
+    """The keys of `kvs`, leaving out the ownership leases of open states and the copies their histories keep."""
+    return [
+        info.key
+        for info in await kvs.list_keys()
+        if not info.key.endswith(LEASE_SUFFIX) and ".~history." not in info.key
+    ]

@@ -70,7 +70,8 @@ async def test_a_stale_owners_reset_never_deletes_the_new_owners_records(
             await thawed.wait()  # SIGSTOP here, SIGCONT after the takeover
         return await inner_delete(key=key, if_version=if_version)
 
-    stale = make_keyed(kvs, lease_ttl=SHORT_TTL, persistence_enabled="explicit_only")
+    # Without a history, whose copies would keep the records the reset deletes.
+    stale = make_keyed(kvs, lease_ttl=SHORT_TTL, persistence_enabled="explicit_only", history=0)
     await stale.initialize()
     stale["a"] = Domain(pages=1)
     await stale.persist_state()

@@ -1,0 +1,280 @@
+"""The history of a state record: its last saved versions, kept beside it, what each one was, and rolling back.
+
+A state with `history=N` (N > 0) keeps a copy of each of its last N saves. Right after a save lands, the
+record is copied (`KeyValueStoreClient.copy_record`, which most storage clients do without moving the
+bytes through the process: a hard link, a copy inside the server) to a key that says what the save was:
+
+    <key>.~history.<save>.<trigger>.<saved at, UTC>.<checksum>
+    CRAWL_STATE.~history.17.periodic.20261130T170000123456Z.0a1b2c3d
+
+and the copy that falls out of the last N is deleted. The record under `<key>` is written exactly as
+without a history (its content type included), so Crawlee and any other reader see no difference; and a
+listing of the store's keys tells the whole history without reading a record.
+
+The checksum is the CRC-32 of the bytes. A kept copy whose bytes no longer match it was damaged (or changed
+by hand) and is never loaded or rolled back to.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, get_args
+
+from recoverable.errors import ConfigurationError, StateHistoryError
+from recoverable.storages._validation import suffixed_key
+
+if TYPE_CHECKING:
+    from recoverable.storages._base import KeyValueStoreClient
+    from recoverable.storages._models import StoredRecord
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "MAX_HISTORY",
+    "KeptVersion",
+    "SavedVersion",
+    "Trigger",
+    "check_history",
+    "checksum_of",
+    "history_prefix",
+    "kept_key",
+    "kept_versions",
+    "read_version",
+    "rollback_record",
+    "saved_versions",
+]
+
+Trigger = Literal["periodic", "migrating", "teardown", "manual", "rollback", "upgrade"]
+"""What made a save: a PERSIST_STATE event, a migration (or another stop of the process), `teardown()`,
+`persist_state()`, a rollback (or the fall-back to a good version of `on_invalid="previous"`), or the
+write-back of a record upgraded to a newer schema version."""
+
+DEFAULT_HISTORY = 3
+"""How many saved versions a `RecoverableState` keeps unless `history=` says otherwise."""
+MAX_HISTORY = 1000
+"""The most saved versions a state may keep (`history=`)."""
+
+_INFIX = ".~history."
+_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_TAIL = re.compile(
+    r"(?P<save>[1-9][0-9]{0,17})\.(?P<trigger>" + "|".join(get_args(Trigger)) + r")\."
+    r"(?P<time>[0-9]{8}T[0-9]{12}Z)\.(?P<checksum>[0-9a-f]{8})"
+)
+_LONGEST_TAIL = f"{'9' * 18}.migrating.{'0' * 8}T{'0' * 12}Z.{'0' * 8}"
+
+
+@dataclass(frozen=True)
+class SavedVersion:
+    """One saved version of a state's record, as `RecoverableState.history()` and `recoverable history` list it.
+
+    Attributes:
+        version: The number of the save that wrote it, counting from 1 for the state's first save with a
+            history; 0 for a current record the history knows nothing of (written with `history=0`, by
+            Crawlee, by hand, or by a save whose copy to the history was cut short).
+        key: The record holding it: the state's own key for the current version when the history has no copy
+            of it, else `<key>.~history.<version>...`.
+        current: Whether its bytes are those under the state's key, the record a load gets.
+        saved_at: When it was saved (UTC); None when unknown.
+        trigger: What made the save (see `Trigger`); None when unknown.
+        size: Its size in bytes.
+        checksum: The CRC-32 of its bytes as 8 hex digits, as saved with it (computed from the bytes for a
+            current record the history has no copy of).
+    """
+
+    version: int
+    key: str
+    current: bool
+    saved_at: datetime | None
+    trigger: str | None
+    size: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class KeptVersion:
+    """A copy the history keeps, as its key describes it."""
+
+    version: int
+    key: str
+    trigger: str
+    saved_at: datetime
+    checksum: str
+    size: int
+
+    def describe(self, *, current: bool) -> SavedVersion:
+        """This copy as a saved version of the state."""
+        return SavedVersion(
+            version=self.version,
+            key=self.key,
+            current=current,
+            saved_at=self.saved_at,
+            trigger=self.trigger,
+            size=self.size,
+            checksum=self.checksum,
+        )
+
+
+def checksum_of(data: bytes) -> str:
+    """The checksum kept with a saved version: CRC-32, quick enough to cost a save next to nothing."""
+    return f"{zlib.crc32(data):08x}"
+
+
+def history_prefix(key: str) -> str:
+    """What the keys of every copy kept of the state saved under `key` start with (a long `key` is cut short)."""
+    return suffixed_key(key, _INFIX + _LONGEST_TAIL)[: -len(_LONGEST_TAIL)]
+
+
+def kept_key(key: str, version: int, trigger: Trigger, data: bytes, saved_at: datetime | None = None) -> str:
+    """The key of the copy of save number `version` of `data`, made by `trigger` at `saved_at` (now by default)."""
+    when = (saved_at or datetime.now(UTC)).strftime(_TIME_FORMAT)
+    return f"{history_prefix(key)}{version}.{trigger}.{when}.{checksum_of(data)}"
+
+
+async def kept_versions(client: KeyValueStoreClient, key: str) -> list[KeptVersion]:
+    """The copies the history of the state under `key` keeps, newest first (read from the keys alone)."""
+    prefix = history_prefix(key)
+    found: list[KeptVersion] = []
+    async for info in client.iterate_keys(prefix=prefix):
+        match = _TAIL.fullmatch(info.key, len(prefix))
+        if match is None:
+            continue  # another record whose key happens to start the same way
+        found.append(
+            KeptVersion(
+                version=int(match["save"]),
+                key=info.key,
+                trigger=match["trigger"],
+                saved_at=datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC),
+                checksum=match["checksum"],
+                size=info.size,
+            )
+        )
+    found.sort(key=lambda kept: (kept.version, kept.saved_at), reverse=True)
+    return found
+
+
+async def saved_versions(client: KeyValueStoreClient, key: str) -> list[SavedVersion]:
+    """Every saved version of the state under `key`, newest first: the current one, then the older ones kept."""
+    kept = await kept_versions(client, key)
+    current = await client.get_record(key=key)
+    if current is None:
+        return [version.describe(current=False) for version in kept]
+    checksum = checksum_of(current.value)
+    if kept and kept[0].checksum == checksum and kept[0].size == len(current.value):
+        return [kept[0].describe(current=True), *(version.describe(current=False) for version in kept[1:])]
+    unknown = SavedVersion(
+        version=0,
+        key=key,
+        current=True,
+        saved_at=None,
+        trigger=None,
+        size=len(current.value),
+        checksum=checksum,
+    )
+    return [unknown, *(version.describe(current=False) for version in kept)]
+
+
+def damage_of(kept: KeptVersion, stored: StoredRecord) -> str | None:
+    """Why a kept copy cannot be trusted (its bytes no longer match its checksum); None when it can."""
+    actual = checksum_of(stored.value)
+    if actual == kept.checksum:
+        return None
+    return (
+        f"does not match the checksum saved with it ({kept.checksum}; its bytes give {actual}): it was damaged, or "
+        "changed by hand"
+    )
+
+
+async def read_version(client: KeyValueStoreClient, key: str, version: int) -> tuple[SavedVersion, StoredRecord]:
+    """Saved version `version` of the state under `key` (0: the current record), and its record.
+
+    Raises:
+        StateHistoryError: No such version is kept (the message lists those that are), or the copy kept no
+            longer matches its checksum.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise StateHistoryError(f"a version is a save number, an int of at least 0, not {version!r}", key=key)
+    versions = await saved_versions(client, key)
+    for described in versions:
+        if described.version != version:
+            continue
+        stored = await client.get_record(key=described.key)
+        if stored is None:
+            break  # deleted since the listing: a save trimmed it
+        if not described.current or described.key != key:
+            kept = KeptVersion(
+                version=described.version,
+                key=described.key,
+                trigger=described.trigger or "",
+                saved_at=described.saved_at or datetime.now(UTC),
+                checksum=described.checksum,
+                size=described.size,
+            )
+            damage = damage_of(kept, stored)
+            if damage is not None:
+                raise StateHistoryError(f"version {version} of state {key!r} ({described.key!r}) {damage}", key=key)
+        return described, stored
+    listed = ", ".join(str(described.version) for described in versions) or "none"
+    raise StateHistoryError(
+        f"state {key!r} has no saved version {version}: the versions kept are {listed} (a state keeps its last "
+        "`history` saves)",
+        key=key,
+    )
+
+
+async def rollback_record(client: KeyValueStoreClient, key: str, version: int) -> SavedVersion:
+    """Write saved version `version` of the state under `key` over its record, as a new save kept in its history.
+
+    What `recoverable rollback` does, without the state's model: the bytes and content type of the version
+    are written as they are, only over the record as it was read here (a save landing in between wins, and
+    this raises), then copied to the history with the trigger `rollback`. The copies beyond the state's
+    `history` are trimmed by its next save. A state that is running keeps its own copy in memory and
+    overwrites this at its next save (or, with a lease, finds the record changed and stops): roll back a
+    state that no process holds.
+
+    Returns:
+        The version written, as it is now listed (current).
+
+    Raises:
+        StateHistoryError: No such version is kept, or its copy no longer matches its checksum.
+        VersionConflictError: The record changed while it was being rolled back; nothing was written.
+    """
+    _, stored = await read_version(client, key, version)
+    current = await client.get_record(key=key)
+    number = max((kept.version for kept in await kept_versions(client, key)), default=0) + 1
+    written = await client.set_record(
+        key=key,
+        value=stored.value,
+        content_type=stored.content_type,
+        if_version=None if current is None else current.version,
+        if_absent=current is None,
+    )
+    to_key = kept_key(key, number, "rollback", stored.value)
+    await client.copy_record(key=key, to_key=to_key, if_version=written)
+    for kept in await kept_versions(client, key):
+        if kept.key == to_key:
+            return kept.describe(current=True)
+    return SavedVersion(  # pragma: no cover - the copy was trimmed by a save landing just now
+        version=number,
+        key=key,
+        current=True,
+        saved_at=None,
+        trigger="rollback",
+        size=len(stored.value),
+        checksum=checksum_of(stored.value),
+    )
+
+
+def check_history(history: object) -> int:
+    """Refuse a `history=` that is not a count of versions to keep.
+
+    Raises:
+        ConfigurationError: It is not an int from 0 to `MAX_HISTORY`.
+    """
+    if isinstance(history, bool) or not isinstance(history, int) or not 0 <= history <= MAX_HISTORY:
+        raise ConfigurationError(
+            f"history must be the number of saved versions to keep, an int from 0 (none) to {MAX_HISTORY}, "
+            f"not {history!r}"
+        )
+    return history
