@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from recoverable._version import VERSION
+from recoverable.cli._history import diff, history, rollback
 from recoverable.cli._options import storage_options
 from recoverable.cli._output import describe_error, print_error
 from recoverable.cli._records import delete, get, keys, set_, stores
@@ -49,7 +50,7 @@ def cli(ctx: click.Context) -> None:
         raise click.UsageError("a command is required", ctx=ctx)
 
 
-for _command in (stores, keys, get, set_, delete, export, import_, copy, reset, lease, serve):
+for _command in (stores, keys, get, set_, delete, export, import_, copy, reset, lease, history, diff, rollback, serve):
     cli.add_command(_command)
 
 
