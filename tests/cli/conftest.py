@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,7 +14,6 @@ from cli._support import BACKENDS, Backend, Cli, make_backend
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
-    from pathlib import Path
 
 
 @pytest.fixture
@@ -69,3 +71,26 @@ async def make(tmp_path: Path) -> AsyncIterator[Callable[[str], Backend]]:
                 await backend.drop_stores()
         finally:
             backend.cleanup()
+
+
+@pytest.fixture
+def owner(python: str, child_env: dict[str, str], backend: Backend) -> Iterator[subprocess.Popen[str]]:
+    """A child process owning the state `STATE` of the store `backend.store()` (see _owner.py), once it is READY."""
+    process = subprocess.Popen(
+        [python, str(Path(__file__).with_name("_owner.py")), json.dumps(backend.spec), backend.store(), "STATE"],
+        env={**child_env, **backend.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if line != "READY\n":
+            process.kill()
+            pytest.fail(f"the owner did not start: {line!r} {process.communicate(timeout=30)}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,11 +20,10 @@ import pytest
 from recoverable._lease_record import LeaseRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from pathlib import Path
 
     from cli._support import Backend, Cli
 
-OWNER = Path(__file__).with_name("_owner.py")
 JSON = "application/json"
 
 
@@ -57,31 +55,6 @@ async def _keys(backend: Backend, name: str) -> dict[str, bytes]:
             assert record is not None
             found[info.key] = record.value
         return found
-
-
-@pytest.fixture
-def owner(python: str, child_env: dict[str, str], backend: Backend) -> Iterator[subprocess.Popen[str]]:
-    """A child process owning the state `STATE` of the store `backend.store()`, once it said READY."""
-    import json  # noqa: PLC0415
-
-    process = subprocess.Popen(
-        [python, str(OWNER), json.dumps(backend.spec), backend.store(), "STATE"],
-        env={**child_env, **backend.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if line != "READY\n":
-            process.kill()
-            pytest.fail(f"the owner did not start: {line!r} {process.communicate(timeout=30)}")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=30)
 
 
 async def test_a_live_owner_is_named_and_only_force_changes_its_state(
