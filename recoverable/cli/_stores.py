@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from recoverable.configuration import Configuration
     from recoverable.storages import KeyValueStoreClient, StorageClient
 
-__all__ = ["open_store", "store_label", "with_storage"]
+__all__ = ["open_store", "with_storage"]
 
 _T = TypeVar("_T")
 
@@ -75,11 +75,6 @@ async def open_store(client: StorageClient, reference: str, *, create: bool = Fa
     if create:
         return await client.open_key_value_store_client(name=reference)
     raise StoreNotFoundError(f"no store is named {reference!r}; `recoverable stores` lists them", store=reference)
-
-
-def store_label(reference: str) -> str:
-    """How messages name the store of a STORE argument."""
-    return f"store {reference!r}"
 
 
 def with_storage(
