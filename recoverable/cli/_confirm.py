@@ -130,7 +130,7 @@ async def check_states(
     if yes:
         return
     what = f"{'state record' if len(states) == 1 else f'{len(states)} state records'} {_named(states)} of {where}"
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():
         raise CommandError(
             f"this would {action} the {what}: pass --yes to do it without being asked (stdin is not a terminal, "
             "so the command cannot ask)"
