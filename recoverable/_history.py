@@ -4,8 +4,8 @@ A state with `history=N` (N > 0) keeps a copy of each of its last N saves. Right
 record is copied (`KeyValueStoreClient.copy_record`, which most storage clients do without moving the
 bytes through the process: a hard link, a copy inside the server) to a key that says what the save was:
 
-    <key>.~history.<save>.<trigger>.<saved at, UTC>.<checksum>
-    CRAWL_STATE.~history.17.periodic.20261130T170000123456Z.0a1b2c3d
+    <key>.history.<save>.<trigger>.<saved at, UTC>.<checksum>
+    CRAWL_STATE.history.17.periodic.20261130T170000123456Z.0a1b2c3d
 
 and the copy that falls out of the last N is deleted. The record under `<key>` is written exactly as
 without a history (its content type included), so Crawlee and any other reader see no difference; and a
@@ -56,7 +56,7 @@ DEFAULT_HISTORY = 3
 MAX_HISTORY = 1000
 """The most saved versions a state may keep (`history=`)."""
 
-_INFIX = ".~history."
+_INFIX = ".history."
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _TAIL = re.compile(
     r"(?P<save>[1-9][0-9]{0,17})\.(?P<trigger>" + "|".join(get_args(Trigger)) + r")\."
@@ -74,7 +74,7 @@ class SavedVersion:
             history; 0 for a current record the history knows nothing of (written with `history=0`, by
             Crawlee, by hand, or by a save whose copy to the history was cut short).
         key: The record holding it: the state's own key for the current version when the history has no copy
-            of it, else `<key>.~history.<version>...`.
+            of it, else `<key>.history.<version>...`.
         current: Whether its bytes are those under the state's key, the record a load gets.
         saved_at: When it was saved (UTC); None when unknown.
         trigger: What made the save (see `Trigger`); None when unknown.
