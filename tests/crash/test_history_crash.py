@@ -21,6 +21,7 @@ from state_crash_child import KEY, CrashState, open_store
 from test_state_crash import load_in_this_process, run_and_kill
 
 from recoverable import RecoverableState
+from recoverable._history import read_version
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -112,15 +113,17 @@ async def test_the_newest_copy_is_the_last_save_that_returned_or_the_one_cut_sho
 async def test_every_version_kept_after_the_kills_can_be_rolled_back_to(rounds: list[Seen], storage_dir: Path) -> None:
     last = rounds[-1]
     kvs = await open_store(str(storage_dir))
+    older = [version for version in last.versions if not version.current]
+    assert older
+    for version in older:
+        _, stored = await read_version(kvs.client, KEY, version.version)  # its checksum is checked
+        assert CrashState.model_validate_json(stored.value).counter == last.copies[version.key][1]
     state = RecoverableState(
         default_state=CrashState(), persist_state_key=KEY, key_value_store=kvs, persistence_enabled="explicit_only"
     )
     await state.initialize()
     try:
-        for version in reversed(last.versions):  # oldest first: each rollback trims the oldest copy
-            if version.current:
-                continue
-            restored = await state.rollback(version.version)
-            assert restored.counter == last.copies[version.key][1], version
+        restored = await state.rollback(older[-1].version)  # the oldest (a rollback trims the oldest copies)
+        assert restored.counter == last.copies[older[-1].key][1]
     finally:
         await state.teardown()
