@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from recoverable import RecoverableState
-from recoverable._history import kept_versions
+from recoverable._history import history_prefix, kept_versions
 from recoverable.events import EventManager
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ async def test_keys_with_wildcards_of_the_backends_list_only_their_own_copies(kv
     for index, key in enumerate(KEYS):
         kept = await kept_versions(kvs.client, key)
         assert [version.version for version in kept] == [2, 1], (key, [version.key for version in kept])
-        assert all(version.key.startswith(key + ".~history.") for version in kept), key
+        assert all(version.key.startswith(history_prefix(key)) for version in kept), key
         stored = await kvs.client.get_record(key=kept[0].key)
         assert stored is not None
         assert Crawl.model_validate_json(stored.value).pages == 10 * index + 2

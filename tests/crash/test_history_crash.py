@@ -21,7 +21,7 @@ from state_crash_child import KEY, CrashState, open_store
 from test_state_crash import load_in_this_process, run_and_kill
 
 from recoverable import RecoverableState
-from recoverable._history import read_version
+from recoverable._history import history_prefix, read_version
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 ROUNDS = 30
 HISTORY = 3  # the default, which state_crash_child.py keeps
-COPY = re.compile(r"\.~history\.(?P<save>[0-9]+)\.[a-z]+\.[0-9]{8}T[0-9]{12}Z\.(?P<checksum>[0-9a-f]{8})$")
+INFIX = history_prefix("A")[1:]
+COPY = re.compile(re.escape(INFIX) + r"(?P<save>[0-9]+)\.[a-z]+\.[0-9]{8}T[0-9]{12}Z\.(?P<checksum>[0-9a-f]{8})$")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ async def look(storage_dir: Path) -> tuple[list[SavedVersion], dict[str, tuple[i
         await state.teardown()
     copies: dict[str, tuple[int, int]] = {}
     for info in await kvs.list_keys():
-        if ".~history." not in info.key:
+        if INFIX not in info.key:
             continue
         match = COPY.search(info.key)
         assert match is not None, info.key

@@ -30,8 +30,9 @@ from typing import Any
 from owner_child import KEY, STORE, Progress, build_client, say
 
 from recoverable import EventManager, KeyValueStore, RecoverableState, StateOwnershipError
+from recoverable._history import history_prefix
 
-INFIX = ".~history."
+INFIX = history_prefix("A")[1:]
 
 
 class Freezer:

@@ -23,12 +23,13 @@ import services
 from test_two_processes import WAIT_SECS, Owner, http_server
 
 from recoverable import KeyValueStore
+from recoverable._history import history_prefix
 
 __all__ = ["http_server"]  # the fixture, used by `spec`
 
 CHILD = Path(__file__).with_name("history_owner_child.py")
 TTL_MS = 1500
-COPY = re.compile(r"\.~history\.(?P<save>[0-9]+)\.[a-z]+\.[0-9]{8}T[0-9]{12}Z\.[0-9a-f]{8}$")
+COPY = re.compile(re.escape(history_prefix("A")[1:]) + r"(?P<save>[0-9]+)\.[a-z]+\.[0-9]{8}T[0-9]{12}Z\.[0-9a-f]{8}$")
 
 
 @pytest.fixture(params=["file_system", "postgres", "redis", "http"])
@@ -55,7 +56,7 @@ async def _copies(spec: dict[str, Any]) -> list[tuple[int, str]]:
 
     async with build_client(spec) as client:
         kvs = await KeyValueStore.open(name=STORE, storage_client=client)
-        keys = [info.key for info in await kvs.list_keys() if info.key.startswith(KEY + ".~history.")]
+        keys = [info.key for info in await kvs.list_keys() if info.key.startswith(history_prefix(KEY))]
     found = []
     for key in keys:
         match = COPY.search(key)

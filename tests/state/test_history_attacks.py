@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from recoverable.storages import StorageClient
 
 JSON = "application/json"
-INFIX = ".~history."
+INFIX = history_prefix("A")[1:]  # what comes between a state key and the number of a copy
 
 
 class Crawl(BaseModel):
@@ -436,7 +436,7 @@ async def test_history_keys_are_prefixed_by_the_state_key_even_with_dots_percent
 ) -> None:
     """Held: keys that look like paths, escapes or other infixes keep histories of their own."""
     kvs = await KeyValueStore.open(name="odd-keys", storage_client=storage_client)
-    odd = ["a.b", "a.b.~history.", "100%2e%2e", "ключ/..\\日本", ".."]
+    odd = ["a.b", "a.b" + INFIX, "100%2e%2e", "ключ/..\\日本", ".."]
     for index, key in enumerate(odd):
         async with make_state(kvs, key=key) as state:
             await save_pages(state, *range(10 * index + 1, 10 * index + 5))
