@@ -46,7 +46,7 @@ def make_state(entries: int) -> BenchState:
 
 async def history_keys(store: KeyValueStore, key: str) -> list[str]:
     """The keys of the copies the history of `key` keeps."""
-    return [info.key for info in await store.list_keys(prefix=key + ".~history.")]
+    return [info.key for info in await store.list_keys(prefix=key + ".history.")]
 
 
 async def measure(store: KeyValueStore, entries: int, repeat: int) -> tuple[float, float, int]:

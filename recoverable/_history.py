@@ -4,8 +4,8 @@ A state with `history=N` (N > 0) keeps a copy of each of its last N saves. Right
 record is copied (`KeyValueStoreClient.copy_record`, which most storage clients do without moving the
 bytes through the process: a hard link, a copy inside the server) to a key that says what the save was:
 
-    <key>.~history.<save>.<trigger>.<saved at, UTC>.<checksum>
-    CRAWL_STATE.~history.17.periodic.20261130T170000123456Z.0a1b2c3d
+    <key>.history.<save>.<trigger>.<saved at, UTC>.<checksum>
+    CRAWL_STATE.history.17.periodic.20261130T170000123456Z.0a1b2c3d
 
 and the copy that falls out of the last N is deleted. The record under `<key>` is written exactly as
 without a history (its content type included), so Crawlee and any other reader see no difference; and a
@@ -17,14 +17,15 @@ by hand) and is never loaded or rolled back to.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, get_args
 
-from recoverable.errors import ConfigurationError, StateHistoryError
-from recoverable.storages._validation import suffixed_key
+from recoverable.errors import ConfigurationError, InvalidKeyError, StateHistoryError, VersionConflictError
 
 if TYPE_CHECKING:
     from recoverable.storages._base import KeyValueStoreClient
@@ -37,6 +38,7 @@ __all__ = [
     "SavedVersion",
     "Trigger",
     "check_history",
+    "check_state_key",
     "checksum_of",
     "history_prefix",
     "kept_key",
@@ -56,13 +58,23 @@ DEFAULT_HISTORY = 3
 MAX_HISTORY = 1000
 """The most saved versions a state may keep (`history=`)."""
 
-_INFIX = ".~history."
+_INFIX = ".history."
 _TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_MAX_SAVE_DIGITS = 15
+"""Save numbers have at most 15 digits: a copy planted with a larger one is not taken for a copy at all."""
 _TAIL = re.compile(
-    r"(?P<save>[1-9][0-9]{0,17})\.(?P<trigger>" + "|".join(get_args(Trigger)) + r")\."
+    rf"(?P<save>[1-9][0-9]{{0,{_MAX_SAVE_DIGITS - 1}}})\.(?P<trigger>{'|'.join(get_args(Trigger))})\."
     r"(?P<time>[0-9]{8}T[0-9]{12}Z)\.(?P<checksum>[0-9a-f]{8})"
 )
-_LONGEST_TAIL = f"{'9' * 18}.migrating.{'0' * 8}T{'0' * 12}Z.{'0' * 8}"
+COPY_KEY = re.compile(r".*" + re.escape(_INFIX) + _TAIL.pattern, re.DOTALL)
+"""The form of the key of a copy: a state's own key may not have it (`check_state_key`)."""
+_PLATFORM_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!-_.'()")
+_LONG_KEY = 100
+"""A state key longer than this (in characters the Apify platform accepts; any other counts as its UTF-8 bytes
+percent-encoded, three characters each) is named in its
+copies' keys by its first characters and a hash of all of it: copy keys stay short enough for every store (the
+platform's 256 characters, Crawlee's file names, no `.keys/` file on the file system) and long keys that share
+their first characters keep histories of their own."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class SavedVersion:
             history; 0 for a current record the history knows nothing of (written with `history=0`, by
             Crawlee, by hand, or by a save whose copy to the history was cut short).
         key: The record holding it: the state's own key for the current version when the history has no copy
-            of it, else `<key>.~history.<version>...`.
+            of it, else `<key>.history.<version>...`.
         current: Whether its bytes are those under the state's key, the record a load gets.
         saved_at: When it was saved (UTC); None when unknown.
         trigger: What made the save (see `Trigger`); None when unknown.
@@ -122,8 +134,32 @@ def checksum_of(data: bytes) -> str:
 
 
 def history_prefix(key: str) -> str:
-    """What the keys of every copy kept of the state saved under `key` start with (a long `key` is cut short)."""
-    return suffixed_key(key, _INFIX + _LONGEST_TAIL)[: -len(_LONGEST_TAIL)]
+    """What the keys of every copy kept of the state saved under `key` start with.
+
+    The state's key itself, or for a long key (see `_LONG_KEY`) its first characters and a hash of all of it.
+    """
+    if (
+        sum(1 if char in _PLATFORM_SAFE else 3 * len(char.encode("utf-8", "surrogatepass")) for char in key)
+        <= _LONG_KEY
+    ):
+        return key + _INFIX
+    start = "".join(char for char in key[:40] if char in _PLATFORM_SAFE)
+    digest = hashlib.blake2s(key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{start}.{digest}{_INFIX}"
+
+
+def check_state_key(key: str) -> None:
+    """Refuse a state key that has the form of a copy of another state's history (it would be taken for one).
+
+    Raises:
+        InvalidKeyError: It has that form.
+    """
+    if COPY_KEY.fullmatch(key):
+        raise InvalidKeyError(
+            f"persist_state_key {key!r} has the form of a copy kept in the history of another state "
+            "(`<key>.history.<save>.<trigger>.<time>.<checksum>`), and would be taken for one: use another key",
+            key=key,
+        )
 
 
 def kept_key(key: str, version: int, trigger: Trigger, data: bytes, saved_at: datetime | None = None) -> str:
@@ -140,12 +176,16 @@ async def kept_versions(client: KeyValueStoreClient, key: str) -> list[KeptVersi
         match = _TAIL.fullmatch(info.key, len(prefix))
         if match is None:
             continue  # another record whose key happens to start the same way
+        try:
+            saved_at = datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            continue  # no date: not a copy this library made
         found.append(
             KeptVersion(
                 version=int(match["save"]),
                 key=info.key,
                 trigger=match["trigger"],
-                saved_at=datetime.strptime(match["time"], _TIME_FORMAT).replace(tzinfo=UTC),
+                saved_at=saved_at,
                 checksum=match["checksum"],
                 size=info.size,
             )
@@ -161,7 +201,7 @@ async def saved_versions(client: KeyValueStoreClient, key: str) -> list[SavedVer
     if current is None:
         return [version.describe(current=False) for version in kept]
     checksum = checksum_of(current.value)
-    if kept and kept[0].checksum == checksum and kept[0].size == len(current.value):
+    if kept and kept[0].checksum == checksum:
         return [kept[0].describe(current=True), *(version.describe(current=False) for version in kept[1:])]
     unknown = SavedVersion(
         version=0,
@@ -251,7 +291,8 @@ async def rollback_record(client: KeyValueStoreClient, key: str, version: int) -
         if_absent=current is None,
     )
     to_key = kept_key(key, number, "rollback", stored.value)
-    await client.copy_record(key=key, to_key=to_key, if_version=written)
+    with contextlib.suppress(VersionConflictError):  # a save landed just after: it keeps its own copy
+        await client.copy_record(key=key, to_key=to_key, if_version=written)
     for kept in await kept_versions(client, key):
         if kept.key == to_key:
             return kept.describe(current=True)

@@ -248,7 +248,7 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
     async def _load_history(self, kvs: KeyValueStore) -> None:
         await super()._load_history(kvs)
         self._kept_records = {}
-        for key in self._kept.values():
+        for key in self._kept:
             stored = await kvs.client.get_record(key=key)
             try:
                 self._kept_records[key] = frozenset(self._codec.load(stored.value).records()) if stored else frozenset()

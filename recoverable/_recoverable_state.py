@@ -82,7 +82,7 @@ class RecoverableState(StateLifecycle[TStateModel]):
         on_owned: What `initialize()` does when another live process owns the state: "fail" raises
             `StateOwnershipError` at once, "wait" waits for the lease (up to `lease_wait_timeout`).
         lease_wait_timeout: Longest `on_owned="wait"` waits; None waits without end.
-        history: How many earlier saved versions to keep beside the record, as `<key>.~history.<n>`; 0 keeps
+        history: How many earlier saved versions to keep beside the record, as `<key>.history.<n>`; 0 keeps
             none, and then the record is written exactly as without history (plain `application/json`).
             Each save stamps its content type with its number, trigger, time and checksum (see
             docs/history.md); `history()` lists the versions and `rollback()` restores one.

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from recoverable._history import check_state_key
 from recoverable._ownership import LEASE_SUFFIX
 from recoverable.configuration import Configuration
 from recoverable.errors import ConfigurationError, InvalidKeyError
@@ -104,6 +105,7 @@ def check_arguments(
         configuration=configuration,
     )
     key = validate_key(persist_state_key)
+    check_state_key(key)
     if lease_ttl is not None and len(key) + len(LEASE_SUFFIX) > MAX_KEY_LENGTH:
         raise InvalidKeyError(
             f"persist_state_key of {len(key)} characters is too long for a state with a lease, whose "

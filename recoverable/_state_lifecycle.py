@@ -92,7 +92,7 @@ class StateLifecycle(StateStop[TState]):
         # None for no record); it may have landed all the same. Empty when there is no such write.
         self._unanswered: list[bytes | None] = []
         self._save = 0
-        self._kept: dict[int, str] = {}
+        self._kept: dict[str, int] = {}
         self._lease_ttl = lease_ttl
         self._on_owned: Literal["fail", "wait"] = on_owned
         self._lease_wait_timeout = lease_wait_timeout

@@ -80,8 +80,8 @@ class StateRecord(Generic[TStateModel]):
     """How many saved versions to keep beside the record (0: none, and the record is written as it always was)."""
     _save: int = 0
     """The highest save number the history of the record holds, as this process last saw it; 0 for none."""
-    _kept: dict[int, str]
-    """The keys of the copies the history keeps, by save number, as this process last saw them."""
+    _kept: dict[str, int]
+    """The keys of the copies the history keeps, with their save numbers, as this process last saw them."""
     _log: logging.Logger
     _timeout: timedelta | None
     _configuration: Configuration | None
@@ -141,8 +141,9 @@ class StateRecord(Generic[TStateModel]):
         """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
         for _ in range(_CLAIM_ATTEMPTS):
             stored = await kvs.client.get_record(key=self._key)
-            state = await self._from_record(kvs, stored)
             try:
+                # on_invalid="previous" writes back over the bad record only: a write landing first is loaded.
+                state = await self._from_record(kvs, stored)
                 if self._upgraded is not None:
                     # The conditional write of the upgraded record is a claim too: no stale write matches it.
                     await self._write_upgraded(kvs, self._upgraded, state)
@@ -397,12 +398,9 @@ class StateRecord(Generic[TStateModel]):
 
     async def _load_history(self, kvs: KeyValueStore) -> None:
         """Learn which copies the history keeps and the highest save number, before a load."""
-        self._kept = {}
-        self._save = 0
-        if self._history:
-            kept = await kept_versions(kvs.client, self._key)
-            self._kept = {version.version: version.key for version in kept}
-            self._save = max(self._kept, default=0)
+        # Listed even with history=0: copies kept by an earlier run with a history are trimmed at the next save.
+        self._kept = {version.key: version.version for version in await kept_versions(kvs.client, self._key)}
+        self._save = max(self._kept.values(), default=0)
 
     async def _reowned(self, kvs: KeyValueStore, state: TStateModel) -> TStateModel:  # noqa: ARG002 - a hook
         """Hook: the state of an older version, made this process's own before it is written back (as it is here)."""
@@ -421,26 +419,54 @@ class StateRecord(Generic[TStateModel]):
         """Copy the record just written (`data`) to the history, and delete the copies that fall out of it.
 
         The copy is made only of the very version just written: when another process wrote the record in
-        between, nothing is copied (its own save keeps its own copy).
+        between, nothing is copied (its own save keeps its own copy). The save has landed whatever happens
+        here: a copy or a deletion that fails is logged, never raised.
         """
-        if not self._history:
+        if self._history:
+            number = self._save + 1
+            to_key = kept_key(self._key, number, trigger, data)
+            condition = self._version if kvs.client.conditional_writes else None
+            try:
+                await self._with_timeout(
+                    "copy to the history", kvs.client.copy_record(key=self._key, to_key=to_key, if_version=condition)
+                )
+            except VersionConflictError:
+                return
+            except RecoverableError as exc:
+                self._log.warning(
+                    "state %r was saved, but its copy to the history failed (the history lacks this save): %s",
+                    self._key,
+                    exc,
+                )
+                return
+            self._save = number
+            self._kept[to_key] = number
+            self._copy_kept(to_key, data)
+        await self._trim(kvs)
+
+    async def _trim(self, kvs: KeyValueStore) -> None:
+        """Delete the copies beyond the last `history`, while this process still owns the state."""
+        limit = self._save - self._history
+        out = sorted((key for key, number in self._kept.items() if number <= limit), key=self._kept.__getitem__)
+        if not out:
             return
-        number = self._save + 1
-        to_key = kept_key(self._key, number, trigger, data)
-        condition = self._version if kvs.client.conditional_writes else None
         try:
-            await self._with_timeout(
-                "copy to the history", kvs.client.copy_record(key=self._key, to_key=to_key, if_version=condition)
-            )
-        except VersionConflictError:
+            # A process that lost the state (frozen, then resumed after a takeover) leaves the history to the
+            # new owner, which may keep more of it.
+            await self._check_ownership()
+        except StateOwnershipError:
             return
-        self._save = number
-        self._kept[number] = to_key
-        self._copy_kept(to_key, data)
         trimmed = []
-        for old in sorted(n for n in self._kept if n <= number - self._history):
-            await self._with_timeout("trim of the history", kvs.client.delete_record(key=self._kept[old]))
-            trimmed.append(self._kept.pop(old))
+        for key in out:
+            try:
+                await self._with_timeout("trim of the history", kvs.client.delete_record(key=key))
+            except RecoverableError as exc:
+                self._log.warning(
+                    "copy %r of state %r could not be deleted (tried at the next save): %s", key, self._key, exc
+                )
+                continue
+            del self._kept[key]
+            trimmed.append(key)
         if trimmed:
             await self._copies_trimmed(kvs, trimmed)
 

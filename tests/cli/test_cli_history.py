@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from recoverable import EventManager, KeyedRecoverableState, KeyValueStore, RecoverableState
 from recoverable._history import saved_versions
+from recoverable.cli import main
 
 if TYPE_CHECKING:
     import subprocess
@@ -145,3 +146,10 @@ async def test_rollback_refuses_a_live_owner_and_a_keyed_state(
     keyed_refused = cli("rollback", name, "COUNTS", str(versions[1]["version"]), "--yes", *args, env=env)
     assert keyed_refused.code == 1
     assert "is the manifest of a KeyedRecoverableState or RecoverableSet" in keyed_refused.error_line()
+
+
+@pytest.mark.parametrize("command", ["history", "diff", "rollback"])
+def test_the_history_commands_the_documentation_names_exist(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0, capsys.readouterr().err

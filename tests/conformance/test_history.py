@@ -49,7 +49,7 @@ async def test_history_rollback_and_fall_back_after_restarts(
             (3, False, "manual"),
         ]
         assert await state.rollback(3) == Crawl(pages=3)
-    kept = [info.key for info in await kvs.list_keys() if ".~history." in info.key]
+    kept = [info.key for info in await kvs.list_keys() if ".history." in info.key]
     assert len(kept) == 3
 
     # The record is damaged; the next start sets it aside and loads the newest good version.

@@ -55,9 +55,9 @@ async def records_of(kvs: KeyValueStore, key: str) -> tuple[Manifest, set[str], 
     record = await kvs.client.get_record(key=key)
     assert record is not None
     manifest = Manifest.model_validate_json(record.value)
-    side = {info.key for info in await kvs.list_keys(prefix=f"{key}.~") if ".~history." not in info.key}
+    side = {info.key for info in await kvs.list_keys(prefix=f"{key}.~") if ".history." not in info.key}
     named = set(manifest.records())
-    for info in await kvs.list_keys(prefix=f"{key}.~history."):
+    for info in await kvs.list_keys(prefix=f"{key}.history."):
         copy = await kvs.client.get_record(key=info.key)
         assert copy is not None
         named |= Manifest.model_validate_json(copy.value).records()

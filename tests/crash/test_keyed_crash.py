@@ -178,7 +178,7 @@ async def seen_of(
     expected: dict[str, object] = dict(expected_keyed(save)) if key == KEYED_KEY else dict.fromkeys(expected_set(save))
     # The records the manifest names, and those every copy its history keeps names (kept with them), and the copies.
     named = set(manifest.records())
-    for copy in sorted(k for k in keys if k.startswith(f"{key}.~history.")):
+    for copy in sorted(k for k in keys if k.startswith(f"{key}.history.")):
         kept = await kvs.client.get_record(key=copy)
         assert kept is not None, copy
         named |= Manifest.model_validate_json(kept.value).records() | {copy}

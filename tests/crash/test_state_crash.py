@@ -23,6 +23,7 @@ from crash_support import child_environment, read_line
 from state_crash_child import KEY, CrashState, open_store
 
 from recoverable import RecoverableState
+from recoverable._history import damage_of, kept_versions
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -41,12 +42,15 @@ class Round:
         persisted: The counters the child printed, each after its `persist_state()` returned.
         saved: The state this process loaded from the record after the kill.
         temp_files: Names of the temp files in the store folder after the round.
+        history: The copies the state's history keeps after the round, newest first: (save number, counter
+            of the state it holds, whether its bytes match its checksum).
     """
 
     loaded: int
     persisted: list[int]
     saved: CrashState
     temp_files: list[str]
+    history: list[tuple[int, int, bool]]
 
 
 async def run_and_kill(storage_dir: Path, round_: int) -> tuple[int, list[int]]:
@@ -76,6 +80,18 @@ async def run_and_kill(storage_dir: Path, round_: int) -> tuple[int, list[int]]:
     return int(loaded_line.removeprefix("loaded ")), [int(first_persisted), *map(int, complete)]
 
 
+async def history_in_this_process(storage_dir: Path) -> list[tuple[int, int, bool]]:
+    """The copies the state's history keeps: save number, the counter each holds, and whether it is whole."""
+    kvs = await open_store(str(storage_dir))
+    found = []
+    for kept in await kept_versions(kvs.client, KEY):
+        stored = await kvs.client.get_record(key=kept.key)
+        assert stored is not None, kept.key
+        counter = CrashState.model_validate_json(stored.value).counter
+        found.append((kept.version, counter, damage_of(kept, stored) is None))
+    return found
+
+
 async def load_in_this_process(storage_dir: Path) -> CrashState:
     """Load the record as the next program would (raising if it does not validate); check it writes nothing."""
     kvs = await open_store(str(storage_dir))
@@ -101,9 +117,10 @@ async def rounds(tmp_path_factory: pytest.TempPathFactory) -> list[Round]:
     seen: list[Round] = []
     for round_ in range(ROUNDS):
         loaded, persisted = await run_and_kill(storage_dir, round_)
+        history = await history_in_this_process(storage_dir)
         saved = await load_in_this_process(storage_dir)
         temp_files = sorted(p.name for p in store_dir.iterdir() if p.name.startswith(TEMP_PREFIX))
-        seen.append(Round(loaded=loaded, persisted=persisted, saved=saved, temp_files=temp_files))
+        seen.append(Round(loaded=loaded, persisted=persisted, saved=saved, temp_files=temp_files, history=history))
     return seen
 
 
@@ -119,6 +136,21 @@ async def test_sigkill_never_corrupts_loses_or_skips_a_persisted_state(rounds: l
         expected_start = seen.saved.counter
     assert len(rounds) == ROUNDS
     assert expected_start >= ROUNDS
+
+
+async def test_the_history_stays_whole_and_in_order_through_kills(rounds: list[Round]) -> None:
+    for round_, seen in enumerate(rounds):
+        numbers = [number for number, _, _ in seen.history]
+        counters = [counter for _, counter, _ in seen.history]
+        assert all(whole for _, _, whole in seen.history), (round_, seen.history)
+        # Three copies, and a fourth when the kill came between a copy and the trim it is followed by.
+        assert 1 <= len(seen.history) <= 4, (round_, seen.history)
+        assert numbers == sorted(set(numbers), reverse=True), (round_, seen.history)
+        assert counters == sorted(set(counters), reverse=True), (round_, seen.history)
+        # The newest copy is the record, or the save before it when the kill came between a write and its copy.
+        assert seen.saved.counter - 1 <= counters[0] <= seen.saved.counter, (round_, seen.saved.counter, counters)
+    # Numbering went on across the restarts: one number per save that was copied.
+    assert rounds[-1].history[0][0] >= rounds[-1].saved.counter - len(rounds)
 
 
 async def test_temp_files_of_interrupted_writes_do_not_pile_up(rounds: list[Round]) -> None:

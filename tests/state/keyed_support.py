@@ -59,13 +59,13 @@ async def record_json(kvs: KeyValueStore, key: str) -> Any:
 
 async def side_records(kvs: KeyValueStore, key: str = KEY) -> set[str]:
     """The keys of the records of the keyed state `key` other than its manifest, its lease and its history's copies."""
-    return {info.key for info in await kvs.list_keys(prefix=f"{key}.~") if ".~history." not in info.key}
+    return {info.key for info in await kvs.list_keys(prefix=f"{key}.~") if ".history." not in info.key}
 
 
 async def kept_records(kvs: KeyValueStore, key: str = KEY) -> set[str]:
     """The records named by the current manifest of the keyed state `key` and by every copy its history keeps."""
     named = (await manifest_of(kvs, key)).records() if await kvs.client.get_record(key=key) else set()
-    for info in await kvs.list_keys(prefix=f"{key}.~history."):
+    for info in await kvs.list_keys(prefix=f"{key}.history."):
         named |= (await manifest_of(kvs, info.key)).records()
     return named
 

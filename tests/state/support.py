@@ -257,5 +257,5 @@ async def state_keys(kvs: KeyValueStore) -> list[str]:
     return [
         info.key
         for info in await kvs.list_keys()
-        if not info.key.endswith(LEASE_SUFFIX) and ".~history." not in info.key
+        if not info.key.endswith(LEASE_SUFFIX) and ".history." not in info.key
     ]

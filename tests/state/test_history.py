@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,7 +51,7 @@ def make_state(
 
 
 async def history_keys(kvs: KeyValueStore) -> list[str]:
-    return [info.key for info in await kvs.list_keys() if ".~history." in info.key]
+    return [info.key for info in await kvs.list_keys() if ".history." in info.key]
 
 
 async def save_pages(state: RecoverableState[Crawl], *pages: int) -> None:
@@ -317,7 +318,7 @@ async def test_with_no_good_version_nothing_is_changed_and_the_error_says_so(kvs
     async with make_state(kvs) as state:
         await save_pages(state, 1)
     for info in await kvs.list_keys():
-        if ".~history." in info.key:
+        if ".history." in info.key:
             await kvs.client.set_record(key=info.key, value=b"[]", content_type=JSON)
     await kvs.client.set_record(key=KEY, value=b"garbage", content_type=JSON)
     keys_before = sorted(info.key for info in await kvs.list_keys())
@@ -383,3 +384,11 @@ async def test_rollback_record_writes_a_kept_version_as_a_new_save(kvs: KeyValue
         assert [v.version for v in await state.history()][:2] == [4, 3]
     with pytest.raises(StateHistoryError, match="no saved version 9"):
         await rollback_record(kvs.client, KEY, 9)
+
+
+async def test_the_keys_of_the_copies_are_keys_the_apify_platform_accepts(kvs: KeyValueStore) -> None:
+    async with make_state(kvs) as state:
+        await save_pages(state, 1, 2)
+        versions = await state.history()
+    platform_key = re.compile(r"[a-zA-Z0-9!\-_.'()]{1,256}")
+    assert all(platform_key.fullmatch(version.key) for version in versions), [v.key for v in versions]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 async def copies(kvs: KeyValueStore, key: str = KEY) -> list[str]:
-    return [info.key for info in await kvs.list_keys(prefix=f"{key}.~history.")]
+    return [info.key for info in await kvs.list_keys(prefix=f"{key}.history.")]
 
 
 async def test_rollback_restores_the_entries_of_an_older_save(
