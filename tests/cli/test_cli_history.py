@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from recoverable import EventManager, KeyedRecoverableState, KeyValueStore, RecoverableState
-from recoverable._history import saved_versions
+from recoverable._history import history_prefix, saved_versions
 from recoverable.cli import main
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ async def test_a_damaged_copy_is_never_rolled_back_to(cli: Cli, backend: Backend
     async with backend.new_client() as client:
         await _save_four_times(client, name)
         store = await client.open_key_value_store_client(name=name)
-        [copy] = [info.key async for info in store.iterate_keys(prefix="CRAWL.~history.3.")]
+        [copy] = [info.key async for info in store.iterate_keys(prefix=history_prefix("CRAWL") + "3.")]
         await store.set_record(key=copy, value=b'{"pages": 300, "seen": []}', content_type="application/json")
         before = await store.get_record(key="CRAWL")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from recoverable._history import history_prefix
 from recoverable._lease_record import LeaseRecord
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ async def test_force_resets_the_state_of_a_live_owner_and_its_death_is_seen(
     left = set(await _keys(backend, name))  # the lease stays beside it, and the copies the history keeps
     assert "STATE.lease" in left
     assert "STATE" not in left
-    assert all(key == "STATE.lease" or key.startswith("STATE.~history.") for key in left), left
+    assert all(key == "STATE.lease" or key.startswith(history_prefix("STATE")) for key in left), left
 
     owner.send_signal(signal.SIGKILL)
     owner.wait(timeout=30)
