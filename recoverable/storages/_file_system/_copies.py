@@ -8,11 +8,12 @@ of that name and version that has a tag is a copy, with version `<version>-<tag>
 tag. Each copy gets a new random tag, so the copy's version never equals the source's, nor a version the
 key had before, even when the same source file is linked to the same name again.
 
-The tag is written (durably) before the link is renamed into place: a crash in between leaves the old record
-and a tag that names a file version no record has, which the next writer removes. A tag goes when its file
-does (a write or delete of the key, a purge). Nothing here follows a symbolic link: the link is made of the
-name itself (never of what a symbolic link points to), and is checked to be the very file whose version was
-checked before it replaces anything.
+The tag is written (durably) before the link is renamed into place: a crash in between leaves the old
+record and a tag that names a file version no record has, which the next writer removes. A tag goes when
+its file does (a write or delete of the key, a purge). Nothing here follows a symbolic link: the link is made
+of the name itself (never of what a symbolic link points to), and is checked to be the very file whose
+version was checked before it replaces anything; a tag file that is a link, a folder or another special file
+is never read, and its record is refused, as one whose Crawlee sidecar is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from recoverable.storages._file_system._durable_writes import durable_write, rem
 from recoverable.storages._file_system._layout import COPY_PREFIX, TEMP_PREFIX, key_hash
 from recoverable.storages._file_system._no_follow import read_if_regular
 
-__all__ = ["LINKS_UNSUPPORTED", "link_temp", "read_tag", "remove_tag", "tag_name", "tagged", "write_tag"]
+__all__ = ["LINKS_UNSUPPORTED", "TagNotAFile", "link_temp", "read_tag", "remove_tag", "tag_name", "tagged", "write_tag"]
 
 _TAG_BYTES = 8
 _TAG_RE = re.compile(f"[0-9a-f]{{{2 * _TAG_BYTES}}}")
@@ -46,11 +47,27 @@ def tagged(version: str, tag: str | None) -> str:
     return version if tag is None else f"{version}-{tag}"
 
 
+class TagNotAFile(Exception):  # noqa: N818 - not an error of the library: the caller raises the refusal
+    """The tag file of a record is a link, a folder or another special file: the record is refused."""
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(name, what)
+        self.name = name
+        self.what = what
+
+
 def read_tag(record: str, version: str, folder: int) -> str | None:
-    """The tag of the record file `record` at `version` in the open folder, or None when it is no copy."""
-    found = read_if_regular(tag_name(record, version), folder)
-    if not isinstance(found, bytes):
-        return None  # none, or not a regular file: never followed, never trusted
+    """The tag of the record file `record` at `version` in the open folder, or None when it is no copy.
+
+    Raises:
+        TagNotAFile: The tag's file is a link, a folder or another special file (never followed).
+    """
+    name = tag_name(record, version)
+    found = read_if_regular(name, folder)
+    if isinstance(found, str):
+        raise TagNotAFile(name, found)
+    if found is None:
+        return None
     try:
         data = json.loads(found)
     except ValueError:

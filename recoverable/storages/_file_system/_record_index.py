@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from recoverable.storages._file_system._copies import read_tag, tag_name
+from recoverable.storages._file_system._copies import TagNotAFile, read_tag, tag_name
 from recoverable.storages._file_system._layout import (
     COPY_PREFIX,
     CRAWLEE_SIDECAR_SUFFIX,
@@ -183,13 +183,17 @@ def _note_files(records: dict[str, RecordFile], names: dict[str, os.DirEntry[str
             continue
         version = version_of(st)
         tag = None
-        if tags:
-            name = tag_name(record.name, version)
-            if name in tags:
-                tags.discard(name)
+        name = tag_name(record.name, version) if tags else None
+        if name is not None and name in tags:
+            tags.discard(name)
+            try:
                 tag = read_tag(record.name, version, dir_fd)
+            except TagNotAFile as exc:
+                record.refused, record.size = (exc.name, exc.what), 0
+                continue
         record.seen = (version, st.st_ctime_ns, tag)
-    return sorted(tags)
+    # A folder of that name is left alone: removing it is not the store's business, and would fail.
+    return sorted(name for name in tags if not names[name].is_dir(follow_symlinks=False))
 
 
 def _keep_newest(records: dict[str, RecordFile], key: str, record: RecordFile) -> None:

@@ -186,7 +186,9 @@ class StoreDir:
         except FileNotFoundError:
             return False
         try:
-            version = None if stat.st_size > max_size or is_stale(record, stat) else self.files.version(record, stat)
+            version = (
+                None if stat.st_size > max_size or is_stale(record, stat) else self.files.version(key, record, stat)
+            )
             if version is None:
                 return False
             data = read_all(fd, stat.st_size)
@@ -215,7 +217,7 @@ class StoreDir:
                         self._index.scan()
                 continue
             try:
-                version = self.files.version(record, stat, final=attempt == 2)  # noqa: PLR2004
+                version = self.files.version(key, record, stat, final=attempt == 2)  # noqa: PLR2004
                 if version is not None and not (is_stale(record, stat) and attempt < 2):  # noqa: PLR2004
                     data = read_all(fd, stat.st_size)
                     return StoredRecord(key=key, value=data, content_type=record.content_type, version=version)
@@ -283,7 +285,7 @@ class StoreDir:
                 what = what_is(sidecar, folder) if sidecar is not None else None
                 if sidecar is not None and what is not None:
                     raise self.files.refusal(sidecar, what, key=key)
-                actual = self.files.version(record, stat, folder)
+                actual = self.files.version(key, record, stat, folder)
         if if_absent and actual is not None:
             raise VersionConflictError.for_record(store=self.label, key=key, expected=None, actual=actual)
         if if_version is not None and actual != if_version:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from recoverable.errors import StorageBackendError
-from recoverable.storages._file_system._copies import read_tag, remove_tag, tagged
+from recoverable.storages._file_system._copies import TagNotAFile, read_tag, remove_tag, tagged
 from recoverable.storages._file_system._durable_writes import durable_write, remove_if_present
 from recoverable.storages._file_system._layout import KEYS_DIR, LONG_KEY_PREFIX, TEMP_PREFIX, key_hash
 from recoverable.storages._file_system._no_follow import (
@@ -134,7 +134,7 @@ class StoreFolder:
             os.close(fd)
 
     def version(
-        self, record: RecordFile, stat: os.stat_result, folder: int | None = None, *, final: bool = False
+        self, key: str, record: RecordFile, stat: os.stat_result, folder: int | None = None, *, final: bool = False
     ) -> str | None:
         """The version of `record`, whose file (open, or looked at) has `stat`: its file's, with its copy tag.
 
@@ -143,12 +143,18 @@ class StoreFolder:
         open (`folder`): nobody of this library changes a file meanwhile. A reader gives none, and gets None
         when the file lost its name before its tag was looked up (a tag goes with its file): then it reads
         again, and takes the version as it is at its `final` attempt.
+
+        Raises:
+            StorageBackendError: The file of its tag is a link, a folder or another special file.
         """
         version = version_of(stat)
         seen = record.seen
         if seen is not None and seen[0] == version and seen[1] == stat.st_ctime_ns:
             return tagged(version, seen[2])
-        tag = self.copy_tag(record.name, version, folder)
+        try:
+            tag = self.copy_tag(record.name, version, folder)
+        except TagNotAFile as exc:
+            raise self.refusal(exc.name, exc.what, key=key) from None
         if tag is None and folder is None and not final and self.replaced(record.name, stat):
             return None
         record.seen = (version, stat.st_ctime_ns, tag)
