@@ -170,7 +170,7 @@ def _note_files(records: dict[str, RecordFile], names: dict[str, os.DirEntry[str
     """Note in each record what its file is (`RecordFile.seen`), copy tag included; return the unused tags.
 
     The stat of each file is the one the scan took already (`os.DirEntry` keeps it); a tag file is read only
-    for a record whose file has one.
+    for a record whose file has one, or whose file changed since the listing.
     """
     tags = {name for name in names if name.startswith(COPY_PREFIX)}
     for record in records.values():
@@ -183,8 +183,11 @@ def _note_files(records: dict[str, RecordFile], names: dict[str, os.DirEntry[str
             continue
         version = version_of(st)
         tag = None
-        name = tag_name(record.name, version) if tags else None
-        if name is not None and name in tags:
+        # A file that took the name since the listing (a copy landing meanwhile) may have a tag the listing
+        # missed: its tag is written before the file is linked, so look for it.
+        replaced = entry.inode() != st.st_ino
+        name = tag_name(record.name, version) if tags or replaced else None
+        if name is not None and (replaced or name in tags):
             tags.discard(name)
             try:
                 tag = read_tag(record.name, version, dir_fd)

@@ -20,9 +20,11 @@ import pytest
 
 from recoverable.errors import StorageBackendError, VersionConflictError
 from recoverable.storages._file_system import _copies, _own_layout
+from recoverable.storages._file_system._copies import tagged
 from recoverable.storages._file_system._layout import COPY_PREFIX, TEMP_PREFIX
+from recoverable.storages._file_system._record_index import _note_files
 from recoverable.storages._file_system._store_dir import StoreDir
-from recoverable.storages._file_system._store_folder import StoreFolder
+from recoverable.storages._file_system._store_folder import RecordFile, StoreFolder
 from recoverable.storages._file_system._writers_lock import LockWait
 
 if TYPE_CHECKING:
@@ -602,3 +604,35 @@ async def test_a_read_meeting_a_rewrite_between_its_open_and_its_tag_reads_again
     assert record is not None
     assert (record.value, record.version) == (b"rewritten", rewritten[0])
     assert record.version not in (source, copied)
+
+
+async def test_a_scan_whose_listing_a_copy_overtook_still_finds_the_copy_s_tag(
+    storage_client: FileSystemStorageClient, folder: Path
+) -> None:
+    """A scan lists the folder, then looks at each file: a copy landing in between is a file the listing missed
+    the tag of. The scan must not note it untagged (its version would read as the source's, for as long as the
+    file stays)."""
+    store = await _store(storage_client)
+    await store.set_record(key="src", value=b"1", content_type=JSON)
+    await store.set_record(key="dst", value=b"old", content_type=JSON)
+    listing = _listing(folder)  # before the copy; each entry's stat is taken when the scan asks for it
+
+    copied = await store.copy_record(key="src", to_key="dst")
+
+    record = RecordFile("dst.json", JSON, 0, 0)
+    _note(record, listing, folder)
+    assert record.seen is not None
+    assert tagged(record.seen[0], record.seen[2]) == copied
+
+
+def _listing(folder: Path) -> dict[str, os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return {entry.name: entry for entry in entries}
+
+
+def _note(record: RecordFile, listing: dict[str, os.DirEntry[str]], folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _note_files({"dst": record}, listing, fd)
+    finally:
+        os.close(fd)
