@@ -297,6 +297,25 @@ class KeyedState(KeyedRecords[TEntries]):
             # Nor those a copy of the history keeps, so that a reset can be rolled back.
             await self._delete_records(self._store(), sorted(saved.records() - self._protected()))
 
+    async def rollback(self, version: int) -> None:
+        """Make saved version `version` (a number from `history()`) the state again, saved as a new save.
+
+        The manifest the history kept of that save is loaded as at a start, with every record it names; the
+        records are copied under new names, a manifest naming the copies is written as a new save (trigger
+        "rollback", fenced by the lease like any save, the manifest it replaces kept in the history), and
+        the entries in memory become those of that save: changes not saved yet are dropped. See
+        docs/history.md#keyed-states-and-sets.
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+            StateHistoryError: No such version is kept, or its copy no longer matches its checksum.
+            StateValidationError: The version does not load (a record it names is missing or does not fit);
+                nothing was written.
+            StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
+            StorageError: The store failed; the state in memory and in the store are as they were.
+        """
+        await self._rollback(version)
+
     def _empty(self) -> None:
         self._state = self._codec.copy(self._default_state)
         self._reset_memory(self._state)

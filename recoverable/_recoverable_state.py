@@ -148,3 +148,23 @@ class RecoverableState(StateLifecycle[TStateModel]):
             StateNotInitializedError: `initialize()` has not been called yet.
         """
         return self._current_state()
+
+    async def rollback(self, version: int) -> TStateModel:
+        """Make saved version `version` (a number from `history()`) the state again, saved as a new save.
+
+        The version is loaded as at a start (upgraded when it is of an older schema version, validated
+        against the model), written over the record as a new save (trigger "rollback", fenced by the lease
+        like any save, the record it replaces kept in the history, so a rollback can itself be rolled back),
+        and becomes `current_value`, a new object. See docs/history.md.
+
+        Returns:
+            The state as restored (the new `current_value`).
+
+        Raises:
+            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
+            StateHistoryError: No such version is kept, or its copy no longer matches its checksum.
+            StateValidationError: The version does not load (not the model); nothing was written.
+            StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
+            StorageError: The store failed; the state in memory and in the store are as they were.
+        """
+        return await self._rollback(version)

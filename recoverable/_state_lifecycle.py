@@ -307,21 +307,18 @@ class StateLifecycle(StateStop[TState]):
         kvs = self._history_store("list the history of")
         return await self._with_timeout("listing of the history", saved_versions(kvs.client, self._key))
 
-    async def rollback(self, version: int) -> TState:
-        """Make saved version `version` (a number from `history()`) the state again, saved as a new save.
+    async def _rollback(self, version: int) -> TState:
+        """Make saved version `version` the state again, saved as a new save; return the state as restored.
 
-        The version is loaded as at a start (upgraded when it is of an older schema version, validated
-        against the model), written over the record as a new save (trigger "rollback", fenced by the lease
-        like any save, the record it replaces kept in the history, so a rollback can itself be rolled back),
-        and becomes `current_value`, a new object.
-
-        Returns:
-            The state as restored.
+        The version is loaded as at a start (upgraded when it is of an older schema version, validated), written
+        over the record as a new save (trigger "rollback", fenced by the lease like any save, the record it
+        replaces kept in the history), and becomes the state in memory. The public `rollback()` of each kind
+        of state says what it returns.
 
         Raises:
             StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
-            StateHistoryError: No such version is kept.
-            StateValidationError: The version does not load (not the model, damaged); nothing was written.
+            StateHistoryError: No such version is kept, or its copy no longer matches its checksum.
+            StateValidationError: The version does not load; nothing was written.
             StateOwnershipError: Another process owns the state now, or this process handed it over at a stop.
             StorageError: The store failed; the state in memory and in the store are as they were.
         """

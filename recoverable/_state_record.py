@@ -1,28 +1,22 @@
-"""The record of a state in its store: loaded (upgraded, claimed at a takeover) and written fenced by the lease.
+"""The record of a state in its store: loaded (upgraded, claimed at a takeover, set aside when bad) and saved.
 
-`StateRecord` is the part of `RecoverableState` that talks to the store; `RecoverableState` adds the lifecycle,
-the events and the hand-over at a stop. Every write of the record is conditional on the version this process
-read or wrote last, so that a stale owner's write never lands over a new owner's (see docs/ownership.md).
+`StateRecord` is the part of a state that talks to the store, on top of its fenced writes (`StateFence`) and its
+history (`StateHistory`); `StateLifecycle` adds the lifecycle, the events and the hand-over at a stop.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
 from recoverable._collector import collector_paused
-from recoverable._history import checksum_of, damage_of, kept_key, kept_versions
+from recoverable._history import checksum_of, damage_of, kept_versions
 from recoverable._schema import SchemaProblem, backup_key
-from recoverable._timeout import bounded
-from recoverable.configuration import Configuration
+from recoverable._state_history import StateHistory
 from recoverable.errors import (
-    RecoverableError,
-    StateNotInitializedError,
     StateOwnershipError,
     StateValidationError,
     VersionConflictError,
@@ -31,21 +25,13 @@ from recoverable.storages._serialization import CRAWLEE_NONE, JSON
 from recoverable.storages._validation import suffixed_key
 
 if TYPE_CHECKING:
-    import asyncio
-    import logging
-    from collections.abc import Awaitable
-
     from recoverable._history import Trigger
-    from recoverable._ownership import StateLease
-    from recoverable._schema import Schema
-    from recoverable._state_codec import StateCodec
     from recoverable.storages import KeyValueStore
     from recoverable.storages._models import StoredRecord
 
 __all__ = ["SaveMode", "StateRecord", "means_no_state"]
 
 TStateModel = TypeVar("TStateModel")
-_T = TypeVar("_T")
 
 SaveMode = Literal["explicit", "event", "teardown"]
 """Who asked for a save: `persist_state()`, an event, or `teardown()` (what a save after a hand-over does)."""
@@ -68,74 +54,8 @@ def means_no_state(stored: StoredRecord) -> bool:
     return stored.value.strip() == _NO_STATE or (stored.content_type == CRAWLEE_NONE and not stored.value)
 
 
-class StateRecord(Generic[TStateModel]):
-    """Loading and fenced writing of one state's record; the base of `RecoverableState`, which sets the fields."""
-
-    _key: str
-    _codec: StateCodec[TStateModel]
-    _schema: Schema
-    _default_state: TStateModel
-    _on_invalid: Literal["raise", "reset", "previous"]
-    _history: int = 0
-    """How many saved versions to keep beside the record (0: none, and the record is written as it always was)."""
-    _save: int = 0
-    """The highest save number the history of the record holds, as this process last saw it; 0 for none."""
-    _kept: dict[str, int]
-    """The keys of the copies the history keeps, with their save numbers, as this process last saw them."""
-    _log: logging.Logger
-    _timeout: timedelta | None
-    _configuration: Configuration | None
-    _key_value_store: KeyValueStore | None
-    _lease: StateLease | None
-    _last_persisted: bytes | None
-    _version: str | None
-    _placeholder_version: str | None
-    """The version of the JSON null this process wrote to claim a missing record at a takeover."""
-    _upgraded: StoredRecord | None
-    """The record just loaded, when it was of an older schema version and was upgraded: it is written back."""
-    _state: TStateModel | None
-    _persist_lock: asyncio.Lock
-    _released_for: str | None
-    """Why the state was handed over at a stop: from then on it writes nothing. None until then."""
-    _warned_unsaved: bool
-    _unanswered: list[bytes | None]
-    """What a fenced save or reset that failed without an answer tried to leave in the store (bytes, or None
-    for no record); it may have landed all the same. Empty when there is no such write."""
-
-    def _current_state(self) -> TStateModel:
-        """The state in memory.
-
-        Raises:
-            StateNotInitializedError: `initialize()` has not been called yet.
-        """
-        if self._state is None:
-            raise StateNotInitializedError(
-                f"state {self._key!r} has not been initialized: "
-                "call `await state.initialize()` or use `async with state`"
-            )
-        return self._state
-
-    def _config(self) -> Configuration:
-        if self._configuration is None:
-            self._configuration = Configuration.from_env()
-        return self._configuration
-
-    def _store(self) -> KeyValueStore:
-        if self._key_value_store is None:
-            raise StateNotInitializedError(f"state {self._key!r} has not been initialized")
-        return self._key_value_store
-
-    async def _with_timeout(self, action: str, work: Awaitable[_T]) -> _T:
-        try:
-            within = self._timeout or self._config().state_timeout
-        except BaseException:
-            # `work` (a coroutine the caller made) will never run: close it, or Python warns at exit that it
-            # was never awaited, next to the real error (a bad RECOVERABLE_* variable, say).
-            if inspect.iscoroutine(work):
-                work.close()
-            raise
-        store = self._key_value_store.label if self._key_value_store else "?"
-        return await bounded(work, within=within, what=f"{action} of state {self._key!r} in store {store!r}")
+class StateRecord(StateHistory[TStateModel]):
+    """Loading and writing of one state's record; the base of `RecoverableState`, which sets the fields."""
 
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
         """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
@@ -363,19 +283,6 @@ class StateRecord(Generic[TStateModel]):
             errors=errors,
         )
 
-    def _history_store(self, action: str) -> KeyValueStore:
-        """The store of an initialized state with persistence, to read or roll back its history.
-
-        Raises:
-            StateNotInitializedError: Persistence is disabled, or `initialize()` has not been called.
-        """
-        if self._key_value_store is None or not getattr(self, "_initialized", False):
-            raise StateNotInitializedError(
-                f"cannot {action} state {self._key!r} before `initialize()` (or after `teardown()`), nor with "
-                "persistence_enabled=False"
-            )
-        return self._key_value_store
-
     async def _restored(self, kvs: KeyValueStore, stored: StoredRecord, version: int) -> TStateModel:
         """The state a saved version of the history holds, for a rollback.
 
@@ -396,200 +303,12 @@ class StateRecord(Generic[TStateModel]):
             ) from bad
         return state
 
-    async def _load_history(self, kvs: KeyValueStore) -> None:
-        """Learn which copies the history keeps and the highest save number, before a load."""
-        # Listed even with history=0: copies kept by an earlier run with a history are trimmed at the next save.
-        self._kept = {version.key: version.version for version in await kept_versions(kvs.client, self._key)}
-        self._save = max(self._kept.values(), default=0)
-
     async def _reowned(self, kvs: KeyValueStore, state: TStateModel) -> TStateModel:  # noqa: ARG002 - a hook
         """Hook: the state of an older version, made this process's own before it is written back (as it is here)."""
         return state
 
     def _adopt_decoded(self, state: TStateModel) -> None:
         """Hook: make the state `_decoded_state` returned (and whatever it read beside) the one in memory."""
-
-    def _copy_kept(self, key: str, data: bytes) -> None:
-        """Hook: the history now keeps `data`, the record just written, under `key`."""
-
-    async def _copies_trimmed(self, kvs: KeyValueStore, keys: list[str]) -> None:
-        """Hook: the history no longer keeps the copies under `keys` (deleted)."""
-
-    async def _keep(self, kvs: KeyValueStore, data: bytes, trigger: Trigger) -> None:
-        """Copy the record just written (`data`) to the history, and delete the copies that fall out of it.
-
-        The copy is made only of the very version just written: when another process wrote the record in
-        between, nothing is copied (its own save keeps its own copy). The save has landed whatever happens
-        here: a copy or a deletion that fails is logged, never raised.
-        """
-        if self._history:
-            number = self._save + 1
-            to_key = kept_key(self._key, number, trigger, data)
-            condition = self._version if kvs.client.conditional_writes else None
-            try:
-                await self._with_timeout(
-                    "copy to the history", kvs.client.copy_record(key=self._key, to_key=to_key, if_version=condition)
-                )
-            except VersionConflictError:
-                return
-            except RecoverableError as exc:
-                self._log.warning(
-                    "state %r was saved, but its copy to the history failed (the history lacks this save): %s",
-                    self._key,
-                    exc,
-                )
-                return
-            self._save = number
-            self._kept[to_key] = number
-            self._copy_kept(to_key, data)
-        await self._trim(kvs)
-
-    async def _trim(self, kvs: KeyValueStore) -> None:
-        """Delete the copies beyond the last `history`, while this process still owns the state."""
-        limit = self._save - self._history
-        out = sorted((key for key, number in self._kept.items() if number <= limit), key=self._kept.__getitem__)
-        if not out:
-            return
-        try:
-            # A process that lost the state (frozen, then resumed after a takeover) leaves the history to the
-            # new owner, which may keep more of it.
-            await self._check_ownership()
-        except StateOwnershipError:
-            return
-        trimmed = []
-        for key in out:
-            try:
-                await self._with_timeout("trim of the history", kvs.client.delete_record(key=key))
-            except RecoverableError as exc:
-                self._log.warning(
-                    "copy %r of state %r could not be deleted (tried at the next save): %s", key, self._key, exc
-                )
-                continue
-            del self._kept[key]
-            trimmed.append(key)
-        if trimmed:
-            await self._copies_trimmed(kvs, trimmed)
-
-    async def _overwritten(self, exc: VersionConflictError) -> StateOwnershipError:
-        """The state record changed under us: another process took the state over, or writes it regardless."""
-        message = (
-            f"state {self._key!r} in store {self._store().label!r} was written by someone else since this process "
-            f"loaded or saved it (expected version {exc.expected}, found {exc.actual}); refusing to overwrite it"
-        )
-        owner = None
-        if self._lease is not None:
-            owner = await self._lease.current_owner()
-            message += (
-                ". Its lease is still this process's: something wrote the record without taking its lease"
-                if owner is None
-                else f". Its lease is held by {owner}"
-            )
-            self._lease.lose(message, owner=owner)
-        return StateOwnershipError(message, owner=owner)
-
-    async def _check_ownership(self) -> None:
-        if self._lease is None:
-            return
-        try:
-            self._lease.ensure_valid()
-        except StateOwnershipError as exc:
-            if exc.owner is not None or self._lease.lost:
-                raise
-            expired = exc
-        else:
-            return
-        # The lease ran out while this process could not renew it (frozen, cut off). A read tells at once
-        # whether someone took the state over (then no write is worth waiting for); if not, a renewal written
-        # over the lease version this owner wrote last lands only when nobody took it over meanwhile.
-        with contextlib.suppress(RecoverableError):
-            if await self._lease.confirm():
-                await self._lease.renew()
-            else:
-                owner = await self._lease.current_owner()
-                self._lease.lose(f"the lease of state {self._key!r} was taken over by {owner}", owner=owner)
-        try:
-            self._lease.ensure_valid()
-        except StateOwnershipError as exc:
-            if exc.owner is not None:
-                raise  # lost just now: the error names who took the state over
-        else:
-            return  # renewed
-        owner = await self._lease.current_owner()
-        if owner is None:
-            raise expired
-        raise StateOwnershipError(f"{expired}. It is now held by {owner}", owner=owner) from None
-
-    async def _fenced_write(self, kvs: KeyValueStore, attempted: bytes | None) -> None:
-        """Leave `attempted` in the record (None: delete it), only over the version this process saw last."""
-        for attempt in range(2):
-            try:
-                if attempted is None:
-                    await self._with_timeout("reset", kvs.delete_value(self._key, if_version=self._version))
-                    self._version = None
-                else:
-                    self._version = await self._with_timeout(
-                        "save",
-                        kvs.client.set_record(
-                            key=self._key,
-                            value=attempted,
-                            content_type=self._schema.content_type,
-                            if_version=self._version,
-                            if_absent=self._version is None,
-                        ),
-                    )
-            except VersionConflictError as exc:
-                if attempt == 0 and await self._adopt_landed_write(kvs, attempted):
-                    if attempted is None and self._version is None:
-                        return  # deleted already
-                    continue
-                raise await self._overwritten(exc) from exc
-            except BaseException:
-                # Cancelled (a second signal, a timeout around the caller) included: the write may still land.
-                self._unanswered = [attempted]
-                raise
-            self._unanswered = []
-            return
-
-    async def _adopt_landed_write(self, kvs: KeyValueStore, attempted: bytes | None) -> bool:
-        """After a conflict: whether the record is what this process tried to leave there (None: no record).
-
-        A write of this process whose answer was lost (a timeout, a retry after a dropped connection) may
-        have landed; then the record holds what it wrote, is this process's to build on, and its version is
-        taken. Another writer's record is not.
-        """
-        current = await self._with_timeout("read", kvs.client.get_record(key=self._key))
-        found = None if current is None else current.value
-        if found != attempted and found not in self._unanswered:
-            return False
-        # A new owner that took over rewrote the record with the very bytes it loaded, which may be what this
-        # process wrote: the record is ours only while the lease still is, read after the record.
-        if self._lease is not None and not await self._with_timeout("check of the lease", self._lease.confirm()):
-            return False
-        self._version = None if current is None else current.version
-        self._unanswered = []
-        return True
-
-    def _abandon_lease(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            lease.abandon()
-
-    async def _release_lease(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            # A write that got no answer may still land: only a takeover (which rewrites the record) is safe
-            # from it, so such a lease is left to expire instead of being deleted.
-            let_expire = bool(self._unanswered)
-            if let_expire:
-                self._log.warning(
-                    "a write of state %r got no answer and may still land; its lease is left to expire instead of "
-                    "being released, so that the next owner takes it over safely",
-                    self._key,
-                )
-            try:
-                await lease.release(let_expire=let_expire)
-            except Exception:  # noqa: BLE001 - an unreleased lease only delays the next owner until it expires
-                self._log.exception("releasing the lease of state %r failed; it expires on its own", self._key)
 
     async def _persist(self, *, mode: SaveMode, trigger: Trigger) -> None:
         kvs = self._store()
@@ -661,11 +380,3 @@ class StateRecord(Generic[TStateModel]):
                 self._key,
                 self._released_for,
             )
-
-    def _released_error(self) -> StateOwnershipError:
-        return StateOwnershipError(
-            f"state {self._key!r} is no longer saved by this process: it made a last save and let go of its lease "
-            f"when the process began stopping ({self._released_for}), so that another process can take it over "
-            "without waiting. Changes made since are not saved. To carry on with the state in this process, call "
-            "teardown() and then initialize(), which takes the lease again and loads the last save"
-        )

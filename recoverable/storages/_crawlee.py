@@ -10,9 +10,9 @@ values) can live in it. Crawlee's store speaks Python values, not bytes, and kee
   content type and those bytes: equal content, equal version.
 - Writes give Crawlee the value decoded from the bytes (JSON parsed, text decoded, anything else as bytes) with
   the content type; JSON `null` becomes Crawlee's empty `application/x-none`. Both read as "no saved state".
-- Conditional writes and deletes (`if_version`, `if_absent`) are refused (`StorageError`): there is nothing to
-  check them against. `conditional_writes` is False, and `RecoverableState` refuses to take its one-owner lease
-  on such a store unless told `lease_ttl=None`.
+- Conditional writes, copies and deletes (`if_version`, `if_absent`) are refused (`StorageError`): there is
+  nothing to check them against. `conditional_writes` is False, and `RecoverableState` refuses to take its
+  one-owner lease on such a store unless told `lease_ttl=None`.
 - A record that Crawlee lists but returns no value for (its file system client reads a record it cannot decode
   as missing, logging a warning) raises `DeserializationError` instead of reading as "no record".
 - Keys `.` and `..`, and keys naming Crawlee's metadata files (`__metadata__.json`, `<key>.__metadata__.json`),
@@ -213,6 +213,14 @@ class CrawleeKeyValueStoreClient(KeyValueStoreClient):
             return _version(b"", CRAWLEE_NONE)
         data, stored_type = self._as_stored(decoded, key)
         return _version(data, stored_type)
+
+    @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` to `to_key` through Crawlee's store; refused with `if_version` (no versions)."""
+        key, to_key = self._check_key(key), self._check_key(to_key)
+        if if_version is not None:
+            raise self._unconditional(key, "copy")
+        return await super().copy_record(key=key, to_key=to_key)
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:

@@ -156,6 +156,32 @@ async def test_conditional_writes_and_path_like_keys_are_refused_by_crawlee_s_st
         assert [info.key for info in await store.list_keys()] == ["k"]
 
 
+async def test_copies_in_crawlee_s_store_are_unconditional(
+    crawlee_storage: CrawleeStorageClient, crawlee_configuration: CrawleeConfiguration
+) -> None:
+    factory = factory_of(crawlee_storage, crawlee_configuration)
+    state = RecoverableState(
+        default_state=Crawl(), persist_state_key=KEY, persist_state_kvs_factory=factory, lease_ttl=None
+    )
+    async with state:
+        store = state.key_value_store
+        assert store is not None
+        version = await store.set_value("k", {"v": 1})
+
+        copied = await store.client.copy_record(key="k", to_key="k.backup")
+
+        assert await store.get_value("k.backup") == {"v": 1}
+        record = await store.get_record("k.backup")
+        assert record is not None
+        assert record.version == copied
+        assert await store.client.copy_record(key="missing", to_key="k.backup") is None
+        with pytest.raises(StorageError, match="conditionally"):
+            await store.client.copy_record(key="k", to_key="k.other", if_version=version)
+        with pytest.raises(InvalidKeyError, match="Crawlee"):
+            await store.client.copy_record(key="k", to_key="k.__metadata__.json")
+        assert sorted(info.key for info in await store.list_keys()) == ["k", "k.backup"]
+
+
 async def test_a_record_crawlee_cannot_read_is_not_taken_for_no_state(
     crawlee_configuration: CrawleeConfiguration, tmp_path: Path
 ) -> None:

@@ -13,6 +13,8 @@ process, from 1), once:
 - `copy`: in the copy of the save to the history, right before the copy is written (the record it copies was
   read and its version checked), printing `FROZEN <key of the copy>`. A storage client that copies without
   writing the copy through `set_record` never gets there: the process prints `NOFREEZE` after three more saves.
+- `after_copy`: right after the copy to the history returned, before the trim that follows it, printing
+  `FROZEN <key of the copy>`.
 - `trim`: right before the first copy that fell out of the history is deleted, printing `FROZEN <its key>`.
 - `none`: never.
 """
@@ -64,7 +66,9 @@ class Freezer:
 
     async def copy_record(self, **kwargs: Any) -> str | None:
         self._stop_if("before_copy", kwargs["to_key"])
-        return await self._copy(**kwargs)
+        copied = await self._copy(**kwargs)
+        self._stop_if("after_copy", kwargs["to_key"])
+        return copied
 
 
 async def main(spec: dict[str, Any], ttl_ms: int, history: int, freeze: str, freeze_at: int) -> int:

@@ -127,6 +127,7 @@ class KeyValueStoreClient(ABC):
                 none; nothing was written.
             StorageBackendError: The backend failed; the record under `to_key` is the old one or the copy.
         """
+        validate_key(key)
         validate_key(to_key)
         record = await self.get_record(key=key)
         if if_version is not None and (record is None or record.version != if_version):

@@ -10,6 +10,7 @@ import aiofiles.os
 from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError
+from recoverable.storages._backend_errors import shown_key
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._file_system._writers_lock import LockWait
 from recoverable.storages._validation import validate_key
@@ -126,6 +127,21 @@ class FileSystemKeyValueStoreClient(KeyValueStoreClient):
                     key, value, content_type, if_version=if_version, if_absent=if_absent, wait=wait
                 ),
                 self._lock_timeout,
+            )
+
+    @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` to `to_key` as a hard link to its file, with a version of its own.
+
+        No byte is copied in this library's layout; in Crawlee's, or where the file system has no hard links,
+        the bytes are read and written again under the same lock (see `StoreDir.copy`).
+        """
+        validate_key(key, store=self._dir.label)
+        validate_key(to_key, store=self._dir.label)
+        self._check_alive()
+        with self._dir.backend.mapped(f"copy record {shown_key(key)!r} to", store=self._dir.label, key=to_key):
+            return await _locked(
+                lambda wait: self._dir.copy(key, to_key, if_version=if_version, wait=wait), self._lock_timeout
             )
 
     @override

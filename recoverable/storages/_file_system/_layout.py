@@ -15,6 +15,7 @@ key_value_stores/
   <store>/<key>.ct~<type>        any content type not in that table, percent-encoded after `ct~`
   <store>/.keys/<hash>           the full key of a record whose encoded key is too long for a file name
   <store>/.lock                  taken by writers (flock) so that conditional writes are atomic
+  <store>/.~copy.<hash>          the version tag of a record that `copy_record` made a hard link of another
 ```
 
 A store of Crawlee for Python (its `__metadata__.json` in Crawlee's spelling) keeps Crawlee's layout instead:
@@ -40,6 +41,7 @@ import string
 from urllib.parse import quote
 
 __all__ = [
+    "COPY_PREFIX",
     "CRAWLEE_SIDECAR_SUFFIX",
     "KEYS_DIR",
     "LOCK_FILE",
@@ -69,6 +71,7 @@ DEFAULT_STORE_DIR = "default"
 ALIAS_PREFIX = "_alias_"
 PENDING_PREFIX = ".~pending."
 LONG_KEY_PREFIX = ".~key."
+COPY_PREFIX = ".~copy."
 _MAX_FILE_NAME_BYTES = 255
 _MAX_ALIAS_ENCODED_BYTES = 200
 _MAX_NAME_BYTES = 240

@@ -3,7 +3,8 @@
 A change of the folder is seen two ways: every writer of this library bumps the generation counter kept in
 `.lock` (exact, whatever the clock's granularity), and the folder's modification time catches files added by
 other programs. A key whose file is a link, a folder or another special file stays in the index, marked
-refused: reading, writing or deleting it raises an error naming that file.
+refused: reading, writing or deleting it raises an error naming that file. Each record notes its file as the
+scan saw it, with its copy tag when it is a copy made as a hard link (`RecordFile.seen`, `_copies`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from recoverable.storages._file_system._copies import TagNotAFile, read_tag, tag_name
 from recoverable.storages._file_system._layout import (
+    COPY_PREFIX,
     CRAWLEE_SIDECAR_SUFFIX,
     METADATA_FILE,
     decode_stem,
@@ -19,7 +22,7 @@ from recoverable.storages._file_system._layout import (
     split_record_name,
 )
 from recoverable.storages._file_system._no_follow import not_a_file
-from recoverable.storages._file_system._store_folder import LongKeys, RecordFile
+from recoverable.storages._file_system._store_folder import LongKeys, RecordFile, version_of
 
 if TYPE_CHECKING:
     from recoverable.storages._file_system._crawlee_layout import CrawleeLayout
@@ -50,6 +53,8 @@ class RecordIndex:
         """Records of long keys whose `.keys/<hash>` file cannot be read safely, by hash: the key is unknown."""
         self._scanned_mtime_ns = -1
         self._seen_generation = -1
+        self._unused_tags: list[str] = []
+        """Copy tags (`_copies`) of no record file, seen by the last scan: left by a crash, or by another program."""
 
     def changed(self, folder: int | None = None) -> bool:
         """Whether the folder (open as `folder`, when a writer gives it) may have changed since the last scan."""
@@ -80,6 +85,15 @@ class RecordIndex:
         self._lock.set_generation(generation)
         self._seen_generation = generation
         self._scanned_mtime_ns = self._files.mtime_ns(folder)
+
+    def take_unused_tags(self) -> list[str]:
+        """The copy tags of no record file, for a holder of the writers' lock to remove; forgotten here.
+
+        Only a holder of the lock, after `fresh(folder)`, may remove them: the last scan then saw the folder as
+        it is, and no writer of this library is between writing a copy's tag and linking its file.
+        """
+        unused, self._unused_tags = self._unused_tags, []
+        return unused
 
     def note_own_change(self, folder: int) -> None:
         """Take the folder for scanned as it is now: the caller, holding the writers' lock, changed a file in it."""
@@ -141,13 +155,48 @@ class RecordIndex:
                         _keep_newest(records, key, record)
             finally:
                 long_keys.close()
+            unused_tags = _note_files(records, names, dir_fd)
         finally:
             os.close(dir_fd)
         self.records = records
         self._refused_long_keys = refused_long_keys
+        self._unused_tags = unused_tags
         self._scanned_mtime_ns = mtime_ns
         self._seen_generation = generation
         return records
+
+
+def _note_files(records: dict[str, RecordFile], names: dict[str, os.DirEntry[str]], dir_fd: int) -> list[str]:
+    """Note in each record what its file is (`RecordFile.seen`), copy tag included; return the unused tags.
+
+    The stat of each file is the one the scan took already (`os.DirEntry` keeps it); a tag file is read only
+    for a record whose file has one, or whose file changed since the listing.
+    """
+    tags = {name for name in names if name.startswith(COPY_PREFIX)}
+    for record in records.values():
+        entry = names.get(record.name)
+        if record.refused is not None or entry is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        version = version_of(st)
+        tag = None
+        # A file that took the name since the listing (a copy landing meanwhile) may have a tag the listing
+        # missed: its tag is written before the file is linked, so look for it.
+        replaced = entry.inode() != st.st_ino
+        name = tag_name(record.name, version) if tags or replaced else None
+        if name is not None and (replaced or name in tags):
+            tags.discard(name)
+            try:
+                tag = read_tag(record.name, version, dir_fd)
+            except TagNotAFile as exc:
+                record.refused, record.size = (exc.name, exc.what), 0
+                continue
+        record.seen = (version, st.st_ctime_ns, tag)
+    # A folder of that name is left alone: removing it is not the store's business, and would fail.
+    return sorted(name for name in tags if not names[name].is_dir(follow_symlinks=False))
 
 
 def _keep_newest(records: dict[str, RecordFile], key: str, record: RecordFile) -> None:

@@ -1,9 +1,10 @@
-"""One store folder of this process: reading, writing and deleting its records.
+"""One store folder of this process: reading, writing, copying and deleting its records.
 
 Everything here but `StoreDir.read_cached` runs in a worker thread; `FileSystemKeyValueStoreClient` calls it
 off the event loop. A `StoreDir` puts together the parts of a store folder: its files, reached without
 following a link (`StoreFolder`), the writers' lock (`WritersLock`), the index of keys to files
-(`RecordIndex`), Crawlee's layout (`CrawleeLayout`) and durable writes (`durable_write`).
+(`RecordIndex`), Crawlee's layout (`CrawleeLayout`), durable writes (`durable_write`) and copies made as hard
+links (`_copies`).
 """
 
 from __future__ import annotations
@@ -14,21 +15,21 @@ import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from recoverable.errors import VersionConflictError
-from recoverable.storages._file_system._crawlee_layout import CrawleeLayout, both_names_taken, holds_crawlee_record
-from recoverable.storages._file_system._durable_writes import durable_write, fsync_dir, remove_if_present
+from recoverable.storages._file_system._crawlee_layout import CrawleeLayout
+from recoverable.storages._file_system._durable_writes import fsync_dir, remove_if_present
 from recoverable.storages._file_system._errors import folder_backend
 from recoverable.storages._file_system._layout import (
+    COPY_PREFIX,
     KEYS_DIR,
     LONG_KEY_PREFIX,
     PENDING_PREFIX,
     TEMP_PREFIX,
-    encode_key,
-    extension_for,
 )
-from recoverable.storages._file_system._no_follow import not_a_file, read_all, what_is
+from recoverable.storages._file_system._no_follow import not_a_file, open_regular_file, read_all, what_is
+from recoverable.storages._file_system._own_layout import OwnLayout
 from recoverable.storages._file_system._record_index import RecordIndex
 from recoverable.storages._file_system._store_folder import (
     RecordFile,
@@ -42,7 +43,6 @@ from recoverable.storages._models import KeyInfo, StoredRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Literal
 
     from recoverable.storages._file_system._writers_lock import LockWait
 
@@ -93,6 +93,7 @@ class StoreDir:
         self._lock = threading.RLock()
         self._writers_lock = WritersLock(path, label=label)
         self._crawlee = CrawleeLayout(self.files)
+        self._own = OwnLayout(self.files, self._crawlee)
         self._index = RecordIndex(self.files, self._writers_lock, self._crawlee)
         self._swept_after = -1
         """The `WritersLock.replaced` count when temporary files were last swept; -1 before the first sweep."""
@@ -185,12 +186,15 @@ class StoreDir:
         except FileNotFoundError:
             return False
         try:
-            if stat.st_size > max_size or is_stale(record, stat):
+            version = (
+                None if stat.st_size > max_size or is_stale(record, stat) else self.files.version(key, record, stat)
+            )
+            if version is None:
                 return False
             data = read_all(fd, stat.st_size)
         finally:
             os.close(fd)
-        return StoredRecord(key=key, value=data, content_type=record.content_type, version=version_of(stat))
+        return StoredRecord(key=key, value=data, content_type=record.content_type, version=version)
 
     def read(self, key: str) -> StoredRecord | None:
         """Read the record of `key`, or None.
@@ -212,17 +216,17 @@ class StoreDir:
                     with self._lock:
                         self._index.scan()
                 continue
-            if is_stale(record, stat) and attempt < 2:  # noqa: PLR2004
-                # A Crawlee record file rewritten since the index saw it: its sidecar may name another type.
-                os.close(fd)
-                with self._lock:
-                    self._index.scan()
-                continue
             try:
-                data = read_all(fd, stat.st_size)
+                version = self.files.version(key, record, stat, final=attempt == 2)  # noqa: PLR2004
+                if version is not None and not (is_stale(record, stat) and attempt < 2):  # noqa: PLR2004
+                    data = read_all(fd, stat.st_size)
+                    return StoredRecord(key=key, value=data, content_type=record.content_type, version=version)
             finally:
                 os.close(fd)
-            return StoredRecord(key=key, value=data, content_type=record.content_type, version=version_of(stat))
+            # A Crawlee record file rewritten since the index saw it: its sidecar may name another type. Or a
+            # file replaced before its copy tag was looked up. Look again.
+            with self._lock:
+                self._index.scan()
         return None
 
     def exists(self, key: str) -> bool:
@@ -281,7 +285,7 @@ class StoreDir:
                 what = what_is(sidecar, folder) if sidecar is not None else None
                 if sidecar is not None and what is not None:
                     raise self.files.refusal(sidecar, what, key=key)
-                actual = version_of(stat)
+                actual = self.files.version(key, record, stat, folder)
         if if_absent and actual is not None:
             raise VersionConflictError.for_record(store=self.label, key=key, expected=None, actual=actual)
         if if_version is not None and actual != if_version:
@@ -293,6 +297,9 @@ class StoreDir:
         records = self._index.fresh(folder)
         crawlee = self._crawlee.store_metadata(folder)
         self._crawlee.tidy(folder)
+        for name in self._index.take_unused_tags():
+            # A crash between a copy's tag and its link: the tag names a file version no record has.
+            remove_if_present(name, folder)
         return records, crawlee
 
     def _end_write(self, crawlee: dict[str, Any] | None, folder: int) -> None:
@@ -321,66 +328,81 @@ class StoreDir:
         with self.write_lock(wait) as folder:
             records, crawlee = self._start_write(folder)
             old_stat = self._check(key, self._index.find(records, key), if_version, if_absent=if_absent, folder=folder)
-            after = old_stat.st_mtime_ns if old_stat is not None else None
-            name = self._crawlee.record_name(key, records) if crawlee is not None else None
-            if name is not None:
-                stat = self._crawlee.write(
-                    key,
-                    name,
-                    value=value,
-                    content_type=content_type,
-                    index=records,
-                    folder=folder,
-                    after_mtime_ns=after,
-                )
-            else:
-                stat = self._write_own(
-                    key, value, content_type, records, folder, crawlee=crawlee is not None, after_mtime_ns=after
-                )
+            stat = self._write_record(
+                key,
+                value,
+                content_type,
+                records=records,
+                crawlee=crawlee is not None,
+                folder=folder,
+                old_stat=old_stat,
+            )
             self._end_write(crawlee, folder)
         return version_of(stat)
 
-    def _write_own(
+    def _write_record(
         self,
         key: str,
         value: bytes,
         content_type: str,
-        records: dict[str, RecordFile],
-        folder: int,
         *,
+        records: dict[str, RecordFile],
         crawlee: bool,
-        after_mtime_ns: int | None,
+        folder: int,
+        old_stat: os.stat_result | None,
     ) -> os.stat_result:
-        """Write the record of `key` in this library's layout (`<key>.<extension>`); remove its older file."""
-        old = records.get(key)
-        name, hashed = self._own_name(key, content_type, folder, crawlee=crawlee)
-        if not crawlee and holds_crawlee_record(name, folder):
-            self._crawlee.move_to_own_layout(name, records, but=key, folder=folder)
-        if hashed:
-            self.files.remember_long_key(key, folder, flat=crawlee)
-        stat = durable_write(folder, name, value, after_mtime_ns=after_mtime_ns)
-        if old is not None and old.name != name:
-            remove_record_files(old, folder)
-            os.fsync(folder)
-        records[key] = RecordFile(name, content_type, stat.st_size, stat.st_mtime_ns)
-        return stat
+        """Write the record of `key` in the store's layout, once `_check` gave `old_stat`; return the file's stat."""
+        after = old_stat.st_mtime_ns if old_stat is not None else None
+        name = self._crawlee.record_name(key, records) if crawlee else None
+        if name is not None:
+            return self._crawlee.write(
+                key, name, value=value, content_type=content_type, index=records, folder=folder, after_mtime_ns=after
+            )
+        return self._own.write(key, value, content_type, records, folder, crawlee=crawlee, after_mtime_ns=after)
 
-    def _own_name(self, key: str, content_type: str, folder: int, *, crawlee: bool) -> tuple[str, bool]:
-        """The file of `key` in this library's layout, and whether it is the hashed form.
+    def copy(self, key: str, to_key: str, *, if_version: str | None, wait: LockWait) -> str | None:
+        """Copy the record of `key` to `to_key`, replacing it; return the copy's version, None when `key` has none.
 
-        In a Crawlee store a Crawlee record is never moved away: a key whose file name a Crawlee record holds
-        takes the hashed form instead (which no Crawlee record holds but by a collision of SHA-256).
+        The copy is a hard link to the source's file, with a tag of its own in its version (`_copies`): no byte
+        is copied. Otherwise the bytes are read and written as `write` does, under the same lock: in a store of
+        Crawlee (whose own writes need not replace a file), for a source in Crawlee's layout, when `to_key` is a
+        name of that file already, and on a file system without hard links. A write of this library replaces a
+        file, never changes it in place, so a write of either key leaves the other one as it was.
+
+        Raises:
+            VersionConflictError: `if_version` was given and the record of `key` has another version or none.
+            StorageBackendError: The file of either record is a link, a folder or another special file.
         """
-        extension = extension_for(content_type)
-        case_insensitive = self.files.case_insensitive
-        stem, hashed = encode_key(key, case_insensitive=case_insensitive, extension=extension)
-        name = f"{stem}.{extension}"
-        if crawlee and holds_crawlee_record(name, folder):
-            stem, hashed = encode_key(key, case_insensitive=case_insensitive, extension=extension, hashed=True)
-            name = f"{stem}.{extension}"
-            if holds_crawlee_record(name, folder):
-                raise both_names_taken(self.files, key)
-        return name, hashed
+        with self.write_lock(wait) as folder:
+            records, crawlee = self._start_write(folder)
+            source = self._index.find(records, key)
+            stat = self._check(key, source, if_version, if_absent=False, folder=folder)
+            if stat is None or source is None:
+                return None
+            old_stat = self._check(to_key, self._index.find(records, to_key), None, if_absent=False, folder=folder)
+            version = None
+            if crawlee is None and source.crawlee_sidecar is None and not _same_file(old_stat, stat):
+                version = self._own.link(to_key, source, stat, records, folder)
+            if version is None:
+                fd, opened = open_regular_file(source.name, folder, folder=self.path, store=self.label, key=key)
+                try:
+                    value = read_all(fd, opened.st_size) if _same_file(opened, stat) else None
+                finally:
+                    os.close(fd)
+                if value is None:
+                    raise self.files.replaced_while_copied(key, source.name)
+                written = self._write_record(
+                    to_key,
+                    value,
+                    source.content_type,
+                    records=records,
+                    crawlee=crawlee is not None,
+                    folder=folder,
+                    old_stat=old_stat,
+                )
+                version = version_of(written)
+            self._end_write(crawlee, folder)
+        return version
 
     def delete(self, key: str, *, if_version: str | None, wait: LockWait) -> bool:
         """Delete the record of `key`; return whether there was one.
@@ -408,7 +430,7 @@ class StoreDir:
             for record in self._index.fresh(folder).values():
                 remove_record_files(record, folder)
             for name in os.listdir(folder):
-                if name.startswith((LONG_KEY_PREFIX, PENDING_PREFIX)):
+                if name.startswith((LONG_KEY_PREFIX, PENDING_PREFIX, COPY_PREFIX)):
                     remove_if_present(name, folder)
             shutil.rmtree(KEYS_DIR, ignore_errors=True, dir_fd=folder)  # a link in its place is not followed
             os.fsync(folder)
@@ -429,3 +451,7 @@ class StoreDir:
         with self._writers_lock.threads_turn(), self._lock:
             self._writers_lock.close()
         shutil.rmtree(graveyard, ignore_errors=True)
+
+
+def _same_file(one: os.stat_result | None, other: os.stat_result) -> bool:
+    return one is not None and os.path.samestat(one, other)

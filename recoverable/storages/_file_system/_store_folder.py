@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from recoverable.errors import StorageBackendError
+from recoverable.storages._file_system._copies import TagNotAFile, read_tag, remove_tag, tagged
 from recoverable.storages._file_system._durable_writes import durable_write, remove_if_present
 from recoverable.storages._file_system._layout import KEYS_DIR, LONG_KEY_PREFIX, TEMP_PREFIX, key_hash
 from recoverable.storages._file_system._no_follow import (
@@ -32,8 +34,6 @@ from recoverable.storages._file_system._no_follow import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from recoverable.errors import StorageBackendError
-
 __all__ = ["LongKeys", "RecordFile", "StoreFolder", "is_stale", "remove_record_files", "version_of"]
 
 
@@ -48,6 +48,12 @@ class RecordFile:
     crawlee_sidecar: str | None = None
     refused: tuple[str, str] | None = None
     """When the record cannot be used: the path (in the store) of what is wrong, and what it is (a link...)."""
+    seen: tuple[str, int, str | None] | None = None
+    """The file as last looked at: its `version_of`, its inode's change time and its copy tag (`_copies`).
+
+    The tag holds while the file has that version and change time: making or removing another name of the
+    file (a copy, or the rewrite of the record it copies) changes the time, and the tag is looked up again.
+    """
 
 
 def version_of(stat: os.stat_result) -> str:
@@ -65,10 +71,12 @@ def is_stale(record: RecordFile, stat: os.stat_result) -> bool:
 
 
 def remove_record_files(record: RecordFile, folder: int) -> None:
-    """Remove the file of a record, then its Crawlee sidecar if it has one (the caller fsyncs the folder)."""
+    """Remove the file of a record, then its Crawlee sidecar or its copy tag, if any (the caller fsyncs the folder)."""
     remove_if_present(record.name, folder)
     if record.crawlee_sidecar is not None:
         remove_if_present(record.crawlee_sidecar, folder)
+    if record.seen is not None and record.seen[2] is not None:
+        remove_tag(record.name, record.seen[0], folder)
 
 
 class StoreFolder:
@@ -124,6 +132,63 @@ class StoreFolder:
             return read_all(fd, stat.st_size)
         finally:
             os.close(fd)
+
+    def version(
+        self, key: str, record: RecordFile, stat: os.stat_result, folder: int | None = None, *, final: bool = False
+    ) -> str | None:
+        """The version of `record`, whose file (open, or looked at) has `stat`: its file's, with its copy tag.
+
+        The tag (`_copies`) noted in `record.seen` holds while the file is the same and no other name of it
+        came or went; otherwise it is looked up again, and noted. A writer gives the store's folder it holds
+        open (`folder`): nobody of this library changes a file meanwhile. A reader gives none, and gets None
+        when the file lost its name before its tag was looked up (a tag goes with its file): then it reads
+        again, and takes the version as it is at its `final` attempt.
+
+        Raises:
+            StorageBackendError: The file of its tag is a link, a folder or another special file.
+        """
+        version = version_of(stat)
+        seen = record.seen
+        if seen is not None and seen[0] == version and seen[1] == stat.st_ctime_ns:
+            return tagged(version, seen[2])
+        try:
+            tag = self.copy_tag(record.name, version, folder)
+        except TagNotAFile as exc:
+            raise self.refusal(exc.name, exc.what, key=key) from None
+        if tag is None and folder is None and not final and self.replaced(record.name, stat):
+            return None
+        record.seen = (version, stat.st_ctime_ns, tag)
+        return tagged(version, tag)
+
+    def copy_tag(self, name: str, version: str, folder: int | None) -> str | None:
+        """The copy tag of the record file `name` at `version` (`_copies.read_tag`); `folder`: the open store folder."""
+        if folder is not None:
+            return read_tag(name, version, folder)
+        dir_fd = self.open()
+        try:
+            return read_tag(name, version, dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def replaced(self, name: str, stat: os.stat_result) -> bool:
+        """Whether the file `name` of the store is no longer the file of `stat` (replaced or removed since)."""
+        dir_fd = self.open()
+        try:
+            current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        finally:
+            os.close(dir_fd)
+        return not os.path.samestat(current, stat)
+
+    def replaced_while_copied(self, key: str, name: str) -> StorageBackendError:
+        """The error for a record file that another program replaced while the store copied it (under its lock)."""
+        return StorageBackendError(
+            f"record {key!r} of key-value store {self.label!r}: its file {self.path / name} was replaced by another "
+            "program while it was being copied; copy it again",
+            store=self.label,
+            key=key,
+        )
 
     def what_is(self, name: str) -> str | None:
         """What the file `name` of the store is when not a regular file; "" when it does not exist."""

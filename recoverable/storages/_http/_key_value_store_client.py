@@ -199,6 +199,13 @@ class HttpKeyValueStoreClient(KeyValueStoreClient):
         return VersionConflictError.for_record(store=self._label, key=key, expected=if_version, actual=actual)
 
     @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` to `to_key`: read and written again, as the KV API v2 has no copy."""
+        validate_key(key, store=self._label)
+        validate_key(to_key, store=self._label)
+        return await super().copy_record(key=key, to_key=to_key, if_version=if_version)
+
+    @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         validate_key(key, store=self._label)
         self._check_alive()

@@ -107,6 +107,26 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         return version
 
     @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` to `to_key`: the copy shares the source's bytes object, with a new version."""
+        validate_key(key, store=self._label())
+        validate_key(to_key, store=self._label())
+        self._check_alive()
+        self._check_condition(key, if_version, if_absent=False)
+        source = self._records.get(key)
+        if source is None:
+            return None
+        version = str(self._next_version())
+        if to_key not in self._records:
+            bisect.insort(self._sorted_keys, to_key)
+        # Bytes are immutable: the two records can share one object.
+        self._records[to_key] = StoredRecord(
+            key=to_key, value=source.value, content_type=source.content_type, version=version
+        )
+        self._touch(modified=True)
+        return version
+
+    @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:
         validate_key(key, store=self._label())
         self._check_alive()

@@ -10,6 +10,7 @@ from typing_extensions import override
 
 import recoverable.storages._redis._scripts as scripts
 from recoverable.errors import StoreNotFoundError, VersionConflictError
+from recoverable.storages._backend_errors import shown_key
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
 from recoverable.storages._redis._layout import lex_range
@@ -166,6 +167,33 @@ class RedisKeyValueStoreClient(KeyValueStoreClient):
         if status == scripts.CONFLICT:
             actual = answer[1] or None
             raise self._conflict(key, None if if_absent and actual else if_version, actual)
+        version: bytes = answer[1]
+        return version.decode()
+
+    @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` to `to_key` inside the server: one script, the value never sent."""
+        validate_key(key, store=self._label())
+        validate_key(to_key, store=self._label())
+        answer = await self._run(
+            scripts.COPY,
+            [self._keys.meta, self._keys.keys, self._keys.record(key), self._keys.record(to_key)],
+            [
+                to_key.encode("utf-8"),
+                "0" if if_version is None else "1",
+                "" if if_version is None else if_version,
+                now_micros(),
+            ],
+            action=f"copy record {shown_key(key)!r} to",
+            key=to_key,
+        )
+        status = answer[0]
+        if status == scripts.STORE_GONE:
+            raise self._gone()
+        if status == scripts.CONFLICT:
+            raise self._conflict(key, if_version, answer[1] or None)
+        if len(answer) == 1:
+            return None
         version: bytes = answer[1]
         return version.decode()
 

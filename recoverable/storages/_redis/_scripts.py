@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from recoverable.storages._redis._dependency import redis_asyncio
 
 __all__ = [
+    "COPY",
     "DELETE",
     "GET",
     "LIST",
@@ -118,6 +119,33 @@ local version = redis.call('HINCRBY', KEYS[1], 'counter', 1)
 redis.call('HSET', KEYS[3], 'v', ARGV[2], 'ct', ARGV[3], 'ver', version)
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('HSET', KEYS[1], 'modified_at', ARGV[7])
+return {1, tostring(version)}
+"""
+)
+
+COPY = Script(
+    """
+-- KEYS: meta, keys, source record, destination record. ARGV: destination key, check the version ('1'/'0'),
+-- the expected version, now. Returns {1, new version}, {1} when there is no source record (nothing written),
+-- {0, the source's current version}, or {-1}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local current = redis.call('HGET', KEYS[3], 'ver')
+if ARGV[2] == '1' and current ~= ARGV[3] then return {0, current or ''} end
+if not current then return {1} end
+local version = redis.call('HINCRBY', KEYS[1], 'counter', 1)
+if KEYS[3] ~= KEYS[4] then
+  -- COPY duplicates the record inside the server, and is what reaches the AOF and the replicas: not the value.
+  local copied = redis.pcall('COPY', KEYS[3], KEYS[4], 'REPLACE')
+  if type(copied) == 'table' and copied.err then
+    -- A server older than 6.2 has no COPY: the fields go through the script instead.
+    local r = redis.call('HMGET', KEYS[3], 'v', 'ct')
+    redis.call('DEL', KEYS[4])
+    redis.call('HSET', KEYS[4], 'v', r[1], 'ct', r[2])
+  end
+end
+redis.call('HSET', KEYS[4], 'ver', version)
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('HSET', KEYS[1], 'modified_at', ARGV[4])
 return {1, tostring(version)}
 """
 )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import override
 
 from recoverable.errors import StoreNotFoundError, VersionConflictError
+from recoverable.storages._backend_errors import shown_key
 from recoverable.storages._base import KeyValueStoreClient
 from recoverable.storages._models import KeyInfo, KeyValueStoreMetadata, StoredRecord
 from recoverable.storages._sql._dependency import sqlalchemy
@@ -225,6 +226,40 @@ class SqlKeyValueStoreClient(KeyValueStoreClient):
         _, actual = current
         expected = None if if_absent else if_version
         raise VersionConflictError.for_record(store=self._label(), key=key, expected=expected, actual=actual)
+
+    @override
+    async def copy_record(self, *, key: str, to_key: str, if_version: str | None = None) -> str | None:
+        """Copy the record under `key` to `to_key` with one statement: the value never leaves the database.
+
+        The statement runs after the store's counter is taken, in the same transaction, as the other writes
+        do: on PostgreSQL its snapshot is then taken once the store's row is locked, so it reads the source as
+        the last write left it.
+        """
+        validate_key(key, store=self._label())
+        validate_key(to_key, store=self._label())
+        params = self._params(key) | {
+            "p_to_key_hash": key_hash(to_key),
+            "p_to_key_head": key_head(to_key),
+            "p_to_key": to_key,
+            "p_if_version": if_version,
+        }
+        statement = self._driver.copy if if_version is None else self._driver.copy_if_version
+        with self._backend.mapped(f"copy record {shown_key(key)!r} to", store=self._label(), key=to_key):
+            try:
+                async with self._db.transaction() as transaction:
+                    params["p_version"] = await self._bump(transaction)
+                    row = await transaction.fetch(statement, params)
+                    if row is None:
+                        # Rolls back the counter taken: nothing was copied.
+                        actual = await self._current_version(transaction, key)
+                        raise VersionConflictError.for_record(
+                            store=self._label(), key=key, expected=if_version, actual=actual
+                        )
+            except VersionConflictError:
+                if if_version is None:
+                    return None  # no record under `key`
+                raise
+        return str(row[0])
 
     @override
     async def delete_record(self, *, key: str, if_version: str | None = None) -> bool:

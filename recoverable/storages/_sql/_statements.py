@@ -149,6 +149,8 @@ class DriverStatements:
     upsert: DriverStatement
     insert_if_absent: DriverStatement
     update_if_version: DriverStatement
+    copy: DriverStatement
+    copy_if_version: DriverStatement
     delete: DriverStatement
     delete_if_version: DriverStatement
     delete_all: DriverStatement
@@ -184,6 +186,8 @@ class Statements:
 
         def driver(statement: sqlalchemy.ClauseElement) -> DriverStatement:
             return DriverStatement.compile(statement, dialect)
+
+        copy, copy_if_version = _copies(tables, dialect.name)
 
         return cls(
             metadata=sqlalchemy.select(stores.c.modified_at, stores.c.accessed_at).where(this_store),
@@ -222,6 +226,8 @@ class Statements:
                     .values(**record_values)
                     .returning(records.c.version)
                 ),
+                copy=driver(copy),
+                copy_if_version=driver(copy_if_version),
                 delete=driver(sqlalchemy.delete(records).where(this_record).returning(records.c.version)),
                 delete_if_version=driver(
                     sqlalchemy.delete(records)
@@ -233,3 +239,34 @@ class Statements:
                 single=SingleStatementWrites.build(tables, dialect) if dialect.name == "postgresql" else None,
             ),
         )
+
+
+def _copies(tables: Tables, dialect: str) -> tuple[sqlalchemy.ClauseElement, sqlalchemy.ClauseElement]:
+    """The copy of a record to another key inside the database, unconditional and with a version check.
+
+    One INSERT ... SELECT ... ON CONFLICT DO UPDATE: the value goes from row to row without leaving the
+    database. It writes the version `p_version` (taken from the store's counter before, in the same
+    transaction) and returns it; no row comes back when there is no record to copy, or the check failed.
+    Parameters: the source's `p_store_id`, `p_key_hash` (and `p_if_version`), the destination's
+    `p_to_key_hash`, `p_to_key_head`, `p_to_key`.
+    """
+    records = tables.records
+    source = records.alias("source")
+    columns = ["store_id", "key_hash", "key_head", "key", "value", "content_type", "version", "size"]
+    given = {"key_hash": "to_key_hash", "key_head": "to_key_head", "key": "to_key", "version": "version"}
+    row = sqlalchemy.select(
+        *(_p(given[name], records.c[name].type) if name in given else source.c[name] for name in columns)
+    ).where(
+        source.c.store_id == _p("store_id", records.c.store_id.type),
+        source.c.key_hash == _p("key_hash", records.c.key_hash.type),
+    )
+    statements = []
+    for selected in (row, row.where(source.c.version == _p("if_version", records.c.version.type))):
+        insert = insert_for(dialect, records).from_select(columns, selected)
+        statements.append(
+            insert.on_conflict_do_update(
+                index_elements=["store_id", "key_hash"],
+                set_={name: insert.excluded[name] for name in _RECORD_COLUMNS},
+            ).returning(records.c.version)
+        )
+    return statements[0], statements[1]
