@@ -93,6 +93,7 @@ async def test_a_store_crawlee_made_and_this_library_wrote_is_read_by_both(
         state.current_value.pages_done = 3
         state.current_value.seen.append("https://example.com/")
         await state.persist_state()
+        kept = (await state.history())[0].key  # the copy its history keeps: a record Crawlee reads too
 
     expected = {
         "CRAWLEE_STATE": {"requestsFinished": 8},
@@ -104,6 +105,7 @@ async def test_a_store_crawlee_made_and_this_library_wrote_is_read_by_both(
         "bytes of ours": b"\x00\x01",
         "a/b": {"deep": True},
         "STATE": {"pages_done": 3, "seen": ["https://example.com/"]},
+        kept: {"pages_done": 3, "seen": ["https://example.com/"]},
     }
     assert await _crawlee_sees(await _crawlee(storage_dir, **crawlee_store)) == expected
     reopened = await KeyValueStore.open(storage_client=restart(), **our_store)
