@@ -268,11 +268,11 @@ async def rollback_record(client: KeyValueStoreClient, key: str, version: int) -
 
     What `recoverable rollback` does for a `RecoverableState`, without its model (not for the manifest of a
     keyed state or set, whose records a rollback copies under new names: their own `rollback()` does that).
-    The bytes and content type of the version are written as they are, only over the record as it was read here (a save landing in between wins, and
-    this raises), then copied to the history with the trigger `rollback`. The copies beyond the state's
-    `history` are trimmed by its next save. A state that is running keeps its own copy in memory and
-    overwrites this at its next save (or, with a lease, finds the record changed and stops): roll back a
-    state that no process holds.
+    The bytes and content type of the version are written as they are, only over the record as it was read
+    here (a save landing in between wins, and this raises), then copied to the history with the trigger
+    `rollback`. The copies beyond the state's `history` are trimmed by its next save. A state that is running
+    keeps its own copy in memory and overwrites this at its next save (or, with a lease, finds the record
+    changed and stops): roll back a state that no process holds.
 
     Returns:
         The version written, as it is now listed (current).
