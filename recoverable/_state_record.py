@@ -57,6 +57,9 @@ def means_no_state(stored: StoredRecord) -> bool:
 class StateRecord(StateHistory[TStateModel]):
     """Loading and writing of one state's record; the base of `RecoverableState`, which sets the fields."""
 
+    _loaded_bytes: bytes | None = None
+    """The record as loaded, until the first save compares the state with it (`_same_as_loaded`)."""
+
     async def _load(self, kvs: KeyValueStore) -> TStateModel:
         """Load the saved state; after a takeover, also make the version loaded one no stale write can match."""
         for _ in range(_CLAIM_ATTEMPTS):
@@ -130,6 +133,7 @@ class StateRecord(StateHistory[TStateModel]):
         )
 
     async def _from_record(self, kvs: KeyValueStore, stored: StoredRecord | None) -> TStateModel:
+        self._loaded_bytes = None
         self._version = stored.version if stored is not None else None
         self._placeholder_version = None
         self._upgraded = None
@@ -145,7 +149,7 @@ class StateRecord(StateHistory[TStateModel]):
             self._upgraded = stored
             self._last_persisted = None
         else:
-            self._last_persisted = stored.value
+            self._last_persisted = self._loaded_bytes = stored.value
         return state
 
     async def _decoded_state(self, kvs: KeyValueStore, stored: StoredRecord) -> tuple[TStateModel, bool]:
@@ -232,6 +236,7 @@ class StateRecord(StateHistory[TStateModel]):
             VersionConflictError: The record changed while it was being replaced (`_load` loads it again).
         """
         tried = 0
+        skipped: list[str] = []
         bad_checksum = checksum_of(stored.value)
         for kept in await kept_versions(kvs.client, self._key):
             if kept.checksum == bad_checksum:
@@ -240,11 +245,17 @@ class StateRecord(StateHistory[TStateModel]):
             if older is None:
                 continue
             tried += 1
+            damage = damage_of(kept, older)
+            if damage is not None:
+                skipped.append(f"version {kept.version} {damage}")
+                continue
             try:
-                if damage_of(kept, older) is not None:
-                    continue
                 state, upgraded = await self._decoded_state(kvs, older)
-            except (_BadRecord, StateValidationError):
+            except _BadRecord as bad:
+                skipped.append(f"version {kept.version} {bad.problem}")
+                continue
+            except StateValidationError as exc:
+                skipped.append(f"version {kept.version}: {exc}")
                 continue
             quarantine = suffixed_key(self._key, f".quarantine-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
             await kvs.client.set_record(key=quarantine, value=stored.value, content_type=stored.content_type)
@@ -258,7 +269,7 @@ class StateRecord(StateHistory[TStateModel]):
             await self._keep(kvs, data, "rollback")
             self._log.warning(
                 "saved state %r in store %r %s; it was moved aside to %r, and version %d (saved %s, kept as %r) was "
-                "loaded and written back in its place",
+                "loaded and written back in its place%s",
                 self._key,
                 kvs.label,
                 problem,
@@ -266,6 +277,7 @@ class StateRecord(StateHistory[TStateModel]):
                 kept.version,
                 kept.saved_at.isoformat(timespec="seconds"),
                 kept.key,
+                "".join(f"; passed over: {reason}" for reason in skipped),
             )
             if upgraded:
                 self._upgraded = replace(older, key=self._key, version=self._version)
@@ -317,7 +329,7 @@ class StateRecord(StateHistory[TStateModel]):
 
     async def _persist_locked(self, kvs: KeyValueStore, *, mode: SaveMode, trigger: Trigger) -> None:
         data = self._codec.dump(self._current_state())
-        if data == self._last_persisted:
+        if data == self._last_persisted or self._same_as_loaded(data):
             return  # nothing to save: nothing is lost either, whoever owns the state now
         if self._released_for is not None:
             self._unsaved_after_hand_over(mode)
@@ -325,6 +337,26 @@ class StateRecord(StateHistory[TStateModel]):
         await self._check_ownership()
         await self._write_record(kvs, data, trigger)
         self._last_persisted = data
+
+    def _same_as_loaded(self, data: bytes) -> bool:
+        """Whether `data`, the first JSON since the load to differ from the record loaded, is the same state.
+
+        When it is, `data` becomes the bytes later saves compare with. A set is written in its order of
+        iteration, which changes from one process to the next: the record a process loads and the JSON it makes
+        of the very same state may differ. Compared once per load, as states: a run that changed nothing saves
+        nothing, and its history keeps no copy of it.
+        """
+        loaded, self._loaded_bytes = self._loaded_bytes, None
+        if loaded is None or loaded != self._last_persisted:
+            return False
+        try:
+            with collector_paused():
+                same = bool(self._codec.load(loaded) == self._current_state())
+        except (ValidationError, ValueError):
+            return False
+        if same:
+            self._last_persisted = data
+        return same
 
     async def _write_record(self, kvs: KeyValueStore, data: bytes, trigger: Trigger) -> None:
         """Write the state's record: fenced by the lease (`_fenced_write`), or as it is without one.

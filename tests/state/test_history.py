@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import zlib
@@ -304,14 +305,19 @@ async def test_a_bad_record_is_quarantined_and_the_newest_good_version_loaded(
     assert restored.value == b'{"pages":2,"urls":[]}'
 
 
-async def test_a_damaged_copy_is_passed_over_for_an_older_good_one(kvs: KeyValueStore) -> None:
+async def test_a_damaged_copy_is_passed_over_for_an_older_good_one(
+    kvs: KeyValueStore, caplog: pytest.LogCaptureFixture
+) -> None:
     async with make_state(kvs) as state:
         await save_pages(state, 1, 2, 3)
         versions = {v.version: v for v in await state.history()}
     await kvs.client.set_record(key=versions[3].key, value=b'{"pages":33,"urls":[]}', content_type=JSON)
     await kvs.client.set_record(key=KEY, value=b"garbage", content_type=JSON)
-    async with make_state(kvs, on_invalid="previous") as state:
-        assert state.current_value.pages == 2
+    with caplog.at_level(logging.WARNING, logger="recoverable.state"):
+        async with make_state(kvs, on_invalid="previous") as state:
+            assert state.current_value.pages == 2
+    # The warning says which version was passed over, and why.
+    assert "passed over: version 3 does not match the checksum saved with it" in caplog.text
 
 
 async def test_with_no_good_version_nothing_is_changed_and_the_error_says_so(kvs: KeyValueStore) -> None:
@@ -392,3 +398,35 @@ async def test_the_keys_of_the_copies_are_keys_the_apify_platform_accepts(kvs: K
         versions = await state.history()
     platform_key = re.compile(r"[a-zA-Z0-9!\-_.'()]{1,256}")
     assert all(platform_key.fullmatch(version.key) for version in versions), [v.key for v in versions]
+
+
+class Seen(BaseModel):
+    seen: set[str] = set()
+
+
+async def test_a_run_that_changed_nothing_saves_nothing_though_its_sets_iterate_in_another_order(
+    kvs: KeyValueStore,
+) -> None:
+    urls = [f"https://example.com/{i}" for i in range(40)]
+    # As another process wrote it: the same set, in an order this process would not iterate it in.
+    order = sorted(urls, key=lambda url: url[::-1])
+    await kvs.client.set_record(key=KEY, value=json.dumps({"seen": order}).encode(), content_type=JSON)
+    before = await kvs.client.get_record(key=KEY)
+    assert before is not None
+    state = RecoverableState(
+        default_state=Seen(), persist_state_key=KEY, key_value_store=kvs, event_manager=quiet_event_manager()
+    )
+    async with state:
+        assert state.current_value.seen == set(urls)
+        assert kvs.client is not None
+        await state.persist_state()
+    after = await kvs.client.get_record(key=KEY)
+    assert after is not None
+    assert after.version == before.version, "a run that changed nothing wrote the record"
+    assert await history_keys(kvs) == []
+    async with state:
+        state.current_value.seen.add("https://example.com/new")
+    assert await history_keys(kvs) != []  # a real change is saved, and kept
+    stored = await kvs.client.get_record(key=KEY)
+    assert stored is not None
+    assert "https://example.com/new" in json.loads(stored.value)["seen"]
