@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import pydantic_core
 from pydantic import ValidationError
 
 from recoverable._collector import collector_paused
@@ -47,6 +48,12 @@ class _BadRecord(Exception):  # noqa: N818 - not an error of its own: `_invalid`
         super().__init__(problem)
         self.problem = problem
         self.errors = errors or []
+
+
+def _fields(data: bytes) -> object:
+    """The names of the fields a JSON object holds (a record written before a field was added lacks it)."""
+    value = pydantic_core.from_json(data, allow_inf_nan=True)
+    return sorted(value) if isinstance(value, dict) else None
 
 
 def means_no_state(stored: StoredRecord) -> bool:
@@ -351,7 +358,7 @@ class StateRecord(StateHistory[TStateModel]):
             return False
         try:
             with collector_paused():
-                same = bool(self._codec.load(loaded) == self._current_state())
+                same = bool(self._codec.load(loaded) == self._current_state()) and _fields(loaded) == _fields(data)
         except (ValidationError, ValueError):
             return False
         if same:

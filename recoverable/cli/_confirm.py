@@ -9,6 +9,7 @@ is gone, no longer keeps anyone out.
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -19,7 +20,7 @@ from recoverable._lease_record import LeaseRecord, decode_lease
 from recoverable._ownership import LEASE_SUFFIX
 from recoverable._processes import LeaseStatus, lease_status
 from recoverable.cli._output import CommandError, counted
-from recoverable.storages._validation import MAX_KEY_LENGTH
+from recoverable.storages._validation import MAX_KEY_LENGTH, validate_key
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -62,6 +63,7 @@ async def read_lease(store: KeyValueStoreClient, key: str) -> LeaseView:
     Raises:
         StorageError: The store could not be read.
     """
+    validate_key(key, store=None)
     beside = lease_key(key)
     stored = None if beside is None else await store.get_record(key=beside)
     if stored is None:
@@ -82,6 +84,7 @@ async def states_among(store: KeyValueStoreClient, keys: Iterable[str], present:
     """
     states: dict[str, None] = {}
     for key in keys:
+        validate_key(key)  # named as given, before any key made from it (its lease's) is
         if key.endswith(LEASE_SUFFIX):
             states[key.removesuffix(LEASE_SUFFIX)] = None
             continue
@@ -136,5 +139,14 @@ async def check_states(
             "so the command cannot ask)"
         )
     owners = f" (--force: {counted(len(owned), 'live owner')} will lose {'its state' if len(owned) == 1 else 'theirs'})"
-    if not click.confirm(f"{action.capitalize()} the {what}{owners if owned else ''}?", default=False, err=True):
+    # The question is asked inside the event loop, whose handler of SIGINT only cancels the task (which a
+    # blocked read ignores): while it waits, Ctrl-C interrupts the read itself, as in any program.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        confirmed = click.confirm(
+            f"{action.capitalize()} the {what}{owners if owned else ''}?", default=False, err=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    if not confirmed:
         raise CommandError("nothing was changed: not confirmed")

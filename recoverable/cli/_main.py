@@ -67,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(exc.exit_code) from None
     except click.UsageError as exc:
         _usage_error(exc, "recoverable")
+    except BrokenPipeError:  # `--help` or `--version` into a reader that went away
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of the output went away: no message (nobody reads it), no error at exit either; status 141."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return _BROKEN_PIPE
 
 
 def _usage_error(exc: click.UsageError, command: str) -> NoReturn:
@@ -89,9 +97,7 @@ def _invoke(ctx: click.Context) -> int:
     except click.Abort:
         message, status = "aborted: nothing more was done", 1
     except BrokenPipeError:
-        # The reader went away: no message (there is nobody to read it), and no error at exit either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return _BROKEN_PIPE
+        return _reader_gone()
     except (RecoverableError, OSError) as exc:
         message, status = describe_error(exc), 1
     except KeyboardInterrupt:

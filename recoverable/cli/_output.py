@@ -47,9 +47,16 @@ def stderr_console() -> Console:
     return _console(sys.stderr)
 
 
+class _Console(Console):
+    """A rich console whose broken pipe is the command's to handle (`main` ends with 141), not rich's (1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def _console(file: Any) -> Console:
     terminal = file.isatty()
-    return Console(file=file, highlight=False, width=None if terminal else _PIPED_WIDTH, soft_wrap=not terminal)
+    return _Console(file=file, highlight=False, width=None if terminal else _PIPED_WIDTH, soft_wrap=not terminal)
 
 
 def counted(number: int, thing: str) -> str:

@@ -54,8 +54,8 @@ def stores(ctx: click.Context, *, as_json: bool) -> None:
         return
     table = Table("id", "name", "created", "modified", box=box.SIMPLE_HEAD, caption=counted(len(found), "store"))
     for metadata in found:
-        name = Text(metadata.name) if metadata.name else Text("(no name)", style="dim")
-        table.add_row(metadata.id, name, _when(metadata.created_at), _when(metadata.modified_at))
+        name = Text(printable(metadata.name)) if metadata.name else Text("(no name)", style="dim")
+        table.add_row(Text(printable(metadata.id)), name, _when(metadata.created_at), _when(metadata.modified_at))
     stdout_console().print(table)
 
 
@@ -94,7 +94,14 @@ def _decoded(record: StoredRecord) -> tuple[str, object]:
         value = record.value
     if isinstance(value, bytes):
         return "base64", base64.b64encode(value).decode("ascii")
-    return ("text" if isinstance(value, str) and not is_json(record.content_type) else "json"), value
+    if isinstance(value, str) and not is_json(record.content_type):
+        return "text", value
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        # JSON that strict readers refuse (NaN, Infinity, a lone surrogate): given as its text instead.
+        return "text", record.value.decode("utf-8", "backslashreplace")
+    return "json", value
 
 
 @click.command()
@@ -143,7 +150,10 @@ def get(ctx: click.Context, store: str, key: str, *, as_json: bool) -> None:
     if isinstance(value, str) and not is_json(record.content_type):
         console.print(Text(printable(value, newlines=True)))
     elif not isinstance(value, bytes):
-        console.print(RichJSON.from_data(value, indent=2))
+        # json.dumps escapes the controls below U+0020 only: DEL and the C1 controls (U+0080 to U+009F, some of
+        # which terminals act on) are escaped too, as JSON escapes.
+        text = _C1.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(value, indent=2, ensure_ascii=False))
+        console.print(RichJSON(text))
     else:
         raise CommandError(
             f"record {key!r} of store {store!r} is binary ({record.content_type}, {record.size:,} bytes) and is not "
@@ -152,19 +162,32 @@ def get(ctx: click.Context, store: str, key: str, *, as_json: bool) -> None:
         )
 
 
+_C1 = re.compile(r"[\x7f-\x9f]")
+
+
 def content_type_of(data: bytes) -> str:
     """The content type `set` gives bytes when none is given: JSON if they are JSON, text if UTF-8 text, else binary."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return BINARY
-    try:
-        json.loads(text)
-    except ValueError:
-        pass
-    else:
+    if is_strict_json(text):
         return JSON
     return BINARY if _NOT_TEXT.search(text) else TEXT
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def is_strict_json(text: str | bytes) -> bool:
+    """Whether `text` is JSON as every reader takes it: no NaN or Infinity, no lone surrogate escapes."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def _value_of(value: str | None, file: BinaryIO | None) -> bytes:
@@ -174,6 +197,8 @@ def _value_of(value: str | None, file: BinaryIO | None) -> bytes:
         return file.read()
     assert value is not None  # noqa: S101 - checked above
     if value == "-":
+        if sys.stdin is None:
+            raise CommandError("the value is - (stdin), and this command has no stdin: give VALUE or --file FILE")
         return sys.stdin.buffer.read()
     return value.encode("utf-8", "surrogateescape")
 
@@ -216,11 +241,11 @@ def set_(
             content_type = normalize_content_type(content_type)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--content-type") from None
-    if is_json(content_type):
-        try:
-            json.loads(data)
-        except ValueError as exc:
-            raise CommandError(f"the value is not JSON ({exc}), so it cannot be stored as {content_type}") from None
+    if is_json(content_type) and not is_strict_json(data):
+        raise CommandError(
+            f"the value is not JSON (NaN, Infinity and lone surrogates are not either), so it cannot be stored as "
+            f"{content_type}"
+        )
 
     async def work(client: StorageClient) -> str:
         opened = await open_store(client, store, create=True)

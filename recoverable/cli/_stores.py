@@ -9,6 +9,7 @@ when there is none; the others never create one (the default store excepted, whi
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, TypeVar
 
 from recoverable.cli._options import open_storage, storage_configuration
@@ -91,6 +92,9 @@ def with_storage(
         RecoverableError: What `work` raised.
     """
     settings = configuration if configuration is not None else storage_configuration(ctx)
+    # What a client logs on its way (each retry of a request, say) is for programs' logs: a command says what
+    # went wrong once, in its one line on stderr.
+    logging.getLogger("recoverable").setLevel(logging.ERROR)
 
     async def run() -> _T:
         async with open_storage(settings) as client:

@@ -36,6 +36,7 @@ from recoverable.storages._validation import DEFAULT_ALIAS, validate_store_name
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from recoverable.configuration import Configuration
     from recoverable.storages import KeyValueStoreClient, StorageClient
 
 __all__ = ["copy", "export", "import_"]
@@ -227,9 +228,8 @@ def copy(ctx: click.Context, store: str, destination: str, *, overwrite: bool, y
         source = await open_store(client, store)
         async with open_storage(target_settings) as target_client:
             target = await open_store(target_client, destination, create=True)
-            if (
-                target_settings == source_settings
-                and (await target.get_metadata()).id == (await source.get_metadata()).id
+            if _same_storage(source_settings, target_settings) and (
+                (await target.get_metadata()).id == (await source.get_metadata()).id
             ):
                 raise CommandError(f"{store!r} and {destination!r} are the same store: nothing to copy")
             return await _transfer(
@@ -238,3 +238,12 @@ def copy(ctx: click.Context, store: str, destination: str, *, overwrite: bool, y
 
     copied, vanished = with_storage(ctx, work, configuration=source_settings)
     click.echo(f"copied {_summary(copied, vanished)} of store {store!r} into store {destination!r}")
+
+
+def _same_storage(one: Configuration, other: Configuration) -> bool:
+    """Whether two settings reach the same storage: the same ones, or one folder spelt two ways."""
+    if one == other:
+        return True
+    if one.storage_client != other.storage_client or one.storage_client != "file_system":
+        return False
+    return Path(one.storage_dir).resolve() == Path(other.storage_dir).resolve()
