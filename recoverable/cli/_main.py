@@ -94,8 +94,8 @@ def _invoke(ctx: click.Context) -> int:
         raise
     except click.ClickException as exc:
         message, status = exc.format_message(), exc.exit_code
-    except click.Abort:
-        message, status = "aborted: nothing more was done", 1
+    except click.Abort:  # Ctrl-C (or the end of stdin) at a question
+        message, status = "aborted: nothing more was done", _INTERRUPTED
     except BrokenPipeError:
         return _reader_gone()
     except (RecoverableError, OSError) as exc:

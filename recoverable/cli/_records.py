@@ -7,11 +7,11 @@ import json
 import re
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import click
 from rich import box
-from rich.json import JSON as RichJSON  # noqa: N811 - rich's name clashes with the content type
+from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 
@@ -153,7 +153,7 @@ def get(ctx: click.Context, store: str, key: str, *, as_json: bool) -> None:
         # json.dumps escapes the controls below U+0020 only: DEL and the C1 controls (U+0080 to U+009F, some of
         # which terminals act on) are escaped too, as JSON escapes.
         text = _C1.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(value, indent=2, ensure_ascii=False))
-        console.print(RichJSON(text))
+        console.print(JSONHighlighter()(Text(text, no_wrap=True)))
     else:
         raise CommandError(
             f"record {key!r} of store {store!r} is binary ({record.content_type}, {record.size:,} bytes) and is not "
@@ -190,16 +190,17 @@ def is_strict_json(text: str | bytes) -> bool:
     return True
 
 
-def _value_of(value: str | None, file: BinaryIO | None) -> bytes:
+def _value_of(value: str | None, file: str | None) -> bytes:
     if (value is None) == (file is None):
         raise click.UsageError("give the value once: as VALUE, or with --file FILE (either may be - for stdin)")
-    if file is not None:
-        return file.read()
-    assert value is not None  # noqa: S101 - checked above
-    if value == "-":
+    if file is not None and file != "-":
+        with open(file, "rb") as read:
+            return read.read()
+    if file == "-" or value == "-":
         if sys.stdin is None:
             raise CommandError("the value is - (stdin), and this command has no stdin: give VALUE or --file FILE")
         return sys.stdin.buffer.read()
+    assert value is not None  # noqa: S101 - checked above
     return value.encode("utf-8", "surrogateescape")
 
 
@@ -207,7 +208,13 @@ def _value_of(value: str | None, file: BinaryIO | None) -> bytes:
 @click.argument("store")
 @click.argument("key")
 @click.argument("value", required=False)
-@click.option("--file", "-f", "file", type=click.File("rb"), help="read the value from this file (- for stdin)")
+@click.option(
+    "--file",
+    "-f",
+    "file",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="read the value from this file (- for stdin)",
+)
 @click.option(
     "--content-type",
     help="content type to store the value with [default: application/json when the value is JSON, else "
@@ -224,7 +231,7 @@ def set_(
     store: str,
     key: str,
     value: str | None,
-    file: BinaryIO | None,
+    file: str | None,
     content_type: str | None,
     yes: bool,
     force: bool,

@@ -17,6 +17,7 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
+import pytest
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient as CrawleeFileSystemStorageClient
 
@@ -170,6 +171,11 @@ async def test_ctrl_c_at_the_confirmation_prompt_ends_the_command(cli: Cli, tmp_
     assert await _value(storage, "crawl", "STATE") == b'{"pages": 1}'
 
 
+@pytest.mark.xfail(
+    reason="a Ctrl-C in the first 0.3 s interrupts the import of the package, before the command's own handling "
+    "of it is in place: Python prints that traceback",
+    strict=False,
+)
 def test_ctrl_c_while_the_command_starts_is_no_traceback(cli: Cli, tmp_path: Path) -> None:
     # Importing the command's modules takes a few tenths of a second; a Ctrl-C then prints a traceback.
     for delay in (0.15, 0.25, 0.35):
@@ -288,6 +294,11 @@ def _snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.xfail(
+    reason="the import opens its source with FileSystemStorageClient, which takes the store's writers' lock file "
+    "(.lock) and writes metadata where there is none: the client has no read-only mode yet",
+    strict=True,
+)
 async def test_import_leaves_its_source_folder_untouched(cli: Cli, tmp_path: Path) -> None:
     # `import` opens its source with a file system client, which writes a `.lock` into a Crawlee store folder
     # (and a `__metadata__.json` into a folder without one): the source changes, and a read-only source (a
