@@ -17,7 +17,6 @@ by hand) and is never loaded or rolled back to.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import zlib
@@ -194,10 +193,13 @@ async def kept_versions(client: KeyValueStoreClient, key: str) -> list[KeptVersi
     return found
 
 
-async def saved_versions(client: KeyValueStoreClient, key: str) -> list[SavedVersion]:
-    """Every saved version of the state under `key`, newest first: the current one, then the older ones kept."""
-    kept = await kept_versions(client, key)
-    current = await client.get_record(key=key)
+async def _listing(client: KeyValueStoreClient, key: str) -> tuple[list[KeptVersion], StoredRecord | None]:
+    """The copies the history of the state under `key` keeps, newest first, and its current record."""
+    return await kept_versions(client, key), await client.get_record(key=key)
+
+
+def _described(kept: list[KeptVersion], current: StoredRecord | None, key: str) -> list[SavedVersion]:
+    """The saved versions a listing tells of, newest first: the current one, then the older ones kept."""
     if current is None:
         return [version.describe(current=False) for version in kept]
     checksum = checksum_of(current.value)
@@ -215,13 +217,18 @@ async def saved_versions(client: KeyValueStoreClient, key: str) -> list[SavedVer
     return [unknown, *(version.describe(current=False) for version in kept)]
 
 
-def damage_of(kept: KeptVersion, stored: StoredRecord) -> str | None:
-    """Why a kept copy cannot be trusted (its bytes no longer match its checksum); None when it can."""
+async def saved_versions(client: KeyValueStoreClient, key: str) -> list[SavedVersion]:
+    """Every saved version of the state under `key`, newest first: the current one, then the older ones kept."""
+    return _described(*await _listing(client, key), key)
+
+
+def damage_of(checksum: str, stored: StoredRecord) -> str | None:
+    """Why a kept copy cannot be trusted (its bytes no longer match `checksum`, kept with it); None when it can."""
     actual = checksum_of(stored.value)
-    if actual == kept.checksum:
+    if actual == checksum:
         return None
     return (
-        f"does not match the checksum saved with it ({kept.checksum}; its bytes give {actual}): it was damaged, or "
+        f"does not match the checksum saved with it ({checksum}; its bytes give {actual}): it was damaged, or "
         "changed by hand"
     )
 
@@ -233,25 +240,33 @@ async def read_version(client: KeyValueStoreClient, key: str, version: int) -> t
         StateHistoryError: No such version is kept (the message lists those that are), or the copy kept no
             longer matches its checksum.
     """
+    _check_version(version, key)
+    return await _read(client, key, version, *await _listing(client, key))
+
+
+def _check_version(version: object, key: str) -> None:
+    """Refuse a version that is no save number.
+
+    Raises:
+        StateHistoryError: It is not an int of at least 0.
+    """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise StateHistoryError(f"a version is a save number, an int of at least 0, not {version!r}", key=key)
-    versions = await saved_versions(client, key)
+
+
+async def _read(
+    client: KeyValueStoreClient, key: str, version: int, kept: list[KeptVersion], current: StoredRecord | None
+) -> tuple[SavedVersion, StoredRecord]:
+    """Saved version `version` among those of a listing (`_listing`), and its record, checked as `read_version` says."""
+    versions = _described(kept, current, key)
     for described in versions:
         if described.version != version:
             continue
         stored = await client.get_record(key=described.key)
         if stored is None:
             break  # deleted since the listing: a save trimmed it
-        if not described.current or described.key != key:
-            kept = KeptVersion(
-                version=described.version,
-                key=described.key,
-                trigger=described.trigger or "",
-                saved_at=described.saved_at or datetime.now(UTC),
-                checksum=described.checksum,
-                size=described.size,
-            )
-            damage = damage_of(kept, stored)
+        if described.key != key:
+            damage = damage_of(described.checksum, stored)
             if damage is not None:
                 raise StateHistoryError(f"version {version} of state {key!r} ({described.key!r}) {damage}", key=key)
         return described, stored
@@ -281,9 +296,10 @@ async def rollback_record(client: KeyValueStoreClient, key: str, version: int) -
         StateHistoryError: No such version is kept, or its copy no longer matches its checksum.
         VersionConflictError: The record changed while it was being rolled back; nothing was written.
     """
-    _, stored = await read_version(client, key, version)
-    current = await client.get_record(key=key)
-    number = max((kept.version for kept in await kept_versions(client, key)), default=0) + 1
+    _check_version(version, key)
+    kept, current = await _listing(client, key)
+    _, stored = await _read(client, key, version, kept, current)
+    number = max((copy.version for copy in kept), default=0) + 1
     written = await client.set_record(
         key=key,
         value=stored.value,
@@ -291,17 +307,18 @@ async def rollback_record(client: KeyValueStoreClient, key: str, version: int) -
         if_version=None if current is None else current.version,
         if_absent=current is None,
     )
-    to_key = kept_key(key, number, "rollback", stored.value)
-    with contextlib.suppress(VersionConflictError):  # a save landed just after: it keeps its own copy
+    made = datetime.now(UTC)
+    to_key = kept_key(key, number, "rollback", stored.value, made)
+    kept_as: tuple[str, datetime | None] = (to_key, made)
+    try:
         await client.copy_record(key=key, to_key=to_key, if_version=written)
-    for kept in await kept_versions(client, key):
-        if kept.key == to_key:
-            return kept.describe(current=True)
-    return SavedVersion(  # pragma: no cover - the copy was trimmed by a save landing just now
+    except VersionConflictError:  # a save landed just after: it keeps its own copy, and this one is not kept
+        kept_as = (key, None)
+    return SavedVersion(
         version=number,
-        key=key,
+        key=kept_as[0],
         current=True,
-        saved_at=None,
+        saved_at=kept_as[1],
         trigger="rollback",
         size=len(stored.value),
         checksum=checksum_of(stored.value),

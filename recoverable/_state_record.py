@@ -252,7 +252,7 @@ class StateRecord(StateHistory[TStateModel]):
             if older is None:
                 continue
             tried += 1
-            damage = damage_of(kept, older)
+            damage = damage_of(kept.checksum, older)
             if damage is not None:
                 skipped.append(f"version {kept.version} {damage}")
                 continue

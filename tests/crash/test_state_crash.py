@@ -88,7 +88,7 @@ async def history_in_this_process(storage_dir: Path) -> list[tuple[int, int, boo
         stored = await kvs.client.get_record(key=kept.key)
         assert stored is not None, kept.key
         counter = CrashState.model_validate_json(stored.value).counter
-        found.append((kept.version, counter, damage_of(kept, stored) is None))
+        found.append((kept.version, counter, damage_of(kept.checksum, stored) is None))
     return found
 
 
