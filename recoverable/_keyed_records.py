@@ -66,6 +66,8 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
     """The entries `_decoded_state` read, until `_adopt_decoded` makes them the state's."""
     _kept_records: dict[str, frozenset[str]]
     """The records each manifest copy the history keeps names, by the copy's key: kept while it is."""
+    _unnamed: set[str]
+    """The records of copies the history no longer keeps, until the save that trimmed them deletes them."""
 
     def _hash_of(self, key: Any) -> int:
         try:
@@ -234,11 +236,16 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
         except ValidationError:  # pragma: no cover - a manifest this process wrote always loads
             self._kept_records[key] = frozenset()
 
-    async def _copies_trimmed(self, kvs: KeyValueStore, keys: list[str]) -> None:
-        dropped: set[str] = set()
+    def _copies_trimmed(self, keys: list[str]) -> None:
+        # Their records are deleted by the save once it made its manifest the current one (`_unneeded`): the
+        # trim runs before, while the state in memory still names the manifest the save replaces.
         for key in keys:
-            dropped |= self._kept_records.pop(key, frozenset())
-        await self._delete_records(kvs, sorted(dropped - self._protected()))
+            self._unnamed |= self._kept_records.pop(key, frozenset())
+
+    def _unneeded(self, replaced: Manifest) -> list[str]:
+        """The records nothing names any more once the current manifest replaced `replaced`: to be deleted."""
+        unneeded, self._unnamed = (replaced.records() | self._unnamed) - self._protected(), set()
+        return sorted(unneeded)
 
     def _protected(self) -> set[str]:
         """The records no deletion may touch: those of the current manifest and of every copy the history keeps."""
@@ -248,6 +255,7 @@ class KeyedRecords(StateLifecycle[Manifest], Generic[TEntries]):
     async def _load_history(self, kvs: KeyValueStore) -> None:
         await super()._load_history(kvs)
         self._kept_records = {}
+        self._unnamed = set()
         for key in self._kept:
             stored = await kvs.client.get_record(key=key)
             try:

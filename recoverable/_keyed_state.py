@@ -90,6 +90,7 @@ class KeyedState(KeyedRecords[TEntries]):
         self._setup(**arguments)
         self._size_changes = 0
         self._kept_records = {}
+        self._unnamed = set()
         self._reset_memory(self._default_state)
 
     # --- entries ---------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class KeyedState(KeyedRecords[TEntries]):
             self._parts.splits_paused = False
         self._state = saved
         self._last_persisted = record
-        await self._delete_records(kvs, sorted(manifest.records() - self._protected()))
+        await self._delete_records(kvs, self._unneeded(manifest))
 
     def _next_manifest(self, manifest: Manifest, parts: list[PartRef], log: LogRef) -> Manifest:
         """The manifest of a save: its parts, and the changelog records some part does not hold yet."""

@@ -59,7 +59,7 @@ class StateHistory(StateFence[TStateModel]):
     def _copy_kept(self, key: str, data: bytes) -> None:
         """Hook: the history now keeps `data`, the record just written, under `key`."""
 
-    async def _copies_trimmed(self, kvs: KeyValueStore, keys: list[str]) -> None:
+    def _copies_trimmed(self, keys: list[str]) -> None:
         """Hook: the history no longer keeps the copies under `keys` (deleted)."""
 
     async def _keep(self, kvs: KeyValueStore, data: bytes, trigger: Trigger) -> None:
@@ -115,4 +115,4 @@ class StateHistory(StateFence[TStateModel]):
             del self._kept[key]
             trimmed.append(key)
         if trimmed:
-            await self._copies_trimmed(kvs, trimmed)
+            self._copies_trimmed(trimmed)
