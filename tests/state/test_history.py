@@ -7,7 +7,7 @@ import logging
 import re
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import BaseModel
@@ -16,49 +16,15 @@ from recoverable import KeyedRecoverableState, RecoverableSet, RecoverableState
 from recoverable._history import kept_key, rollback_record
 from recoverable.errors import ConfigurationError, StateHistoryError, StateValidationError
 from recoverable.events import Event, EventMigratingData
+from state.history_support import JSON, Crawl, make_state, save_pages
 from state.support import KEY, emit_persist_state, quiet_event_manager
 
 if TYPE_CHECKING:
-    from recoverable.events import EventManager
     from recoverable.storages import KeyValueStore
-
-JSON = "application/json"
-
-
-class Crawl(BaseModel):
-    pages: int = 0
-    urls: list[str] = []
-
-
-def make_state(
-    kvs: KeyValueStore,
-    *,
-    history: int = 3,
-    on_invalid: Literal["raise", "reset", "previous"] = "raise",
-    manager: EventManager | None = None,
-    lease_ttl: timedelta | None = timedelta(seconds=30),
-    **more: Any,
-) -> RecoverableState[Crawl]:
-    return RecoverableState(
-        default_state=Crawl(),
-        persist_state_key=KEY,
-        key_value_store=kvs,
-        event_manager=manager or quiet_event_manager(),
-        history=history,
-        on_invalid=on_invalid,
-        lease_ttl=lease_ttl,
-        **more,
-    )
 
 
 async def history_keys(kvs: KeyValueStore) -> list[str]:
     return [info.key for info in await kvs.list_keys() if ".history." in info.key]
-
-
-async def save_pages(state: RecoverableState[Crawl], *pages: int) -> None:
-    for count in pages:
-        state.current_value.pages = count
-        await state.persist_state()
 
 
 # --- keeping ---------------------------------------------------------------------------------------------

@@ -8,60 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from pydantic import BaseModel
 
-from recoverable import RecoverableState
 from recoverable._history import history_prefix, kept_key
 from recoverable.errors import InvalidKeyError, StateHistoryError, StateOwnershipError, StorageBackendError
 from recoverable.events import Event, EventMigratingData
 from recoverable.storages import FileSystemStorageClient, KeyValueStore
+from state.history_support import JSON, Crawl, make_state, save_pages
 from state.support import KEY, quiet_event_manager
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from recoverable.events import EventManager
     from recoverable.storages import StorageClient
 
-JSON = "application/json"
 INFIX = history_prefix("A")[1:]  # what comes between a state key and the number of a copy
-
-
-class Crawl(BaseModel):
-    pages: int = 0
-    urls: list[str] = []
-
-
-def make_state(
-    kvs: KeyValueStore,
-    *,
-    key: str = KEY,
-    history: int = 3,
-    on_invalid: Literal["raise", "reset", "previous"] = "raise",
-    manager: EventManager | None = None,
-    lease_ttl: timedelta | None = timedelta(seconds=30),
-    **more: Any,
-) -> RecoverableState[Crawl]:
-    return RecoverableState(
-        default_state=Crawl(),
-        persist_state_key=key,
-        key_value_store=kvs,
-        event_manager=manager or quiet_event_manager(),
-        history=history,
-        on_invalid=on_invalid,
-        lease_ttl=lease_ttl,
-        **more,
-    )
-
-
-async def save_pages(state: RecoverableState[Crawl], *pages: int) -> None:
-    for count in pages:
-        state.current_value.pages = count
-        await state.persist_state()
 
 
 def dump(pages: int) -> bytes:
