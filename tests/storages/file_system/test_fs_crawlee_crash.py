@@ -23,6 +23,7 @@ import pytest
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient as CrawleeFileSystemStorageClient
 
+from recoverable._history import history_prefix
 from recoverable.storages import KeyValueStore
 
 if TYPE_CHECKING:
@@ -78,6 +79,10 @@ async def _crawlee(storage_dir: Path) -> CrawleeStore:
     return await CrawleeFileSystemStorageClient().create_kvs_client(configuration=configuration)
 
 
+COPIES = history_prefix("STATE")
+"""What the keys of the copies of the state's saves start with."""
+
+
 def _whole_big(value: Any) -> bool:
     return isinstance(value, dict) and value.get("pad") == "x" * (value["i"] % 7 * 50_000)
 
@@ -99,10 +104,11 @@ async def _crawlee_reads(storage_dir: Path, *, settled: bool) -> dict[str, Any]:
     for info in [info async for info in store.iterate_keys()]:
         record = await store.get_value(key=info.key)
         if record is None:
-            # A key whose first write or delete was cut short (a sidecar without its file), or the record
-            # whose content type was changing, read as its old type (text read as JSON fails in Crawlee).
+            # A key whose first write or delete was cut short (a sidecar without its file): a `new-` key, or a
+            # copy the state's history was making of a save, each a key of its own; or the record whose content
+            # type was changing, read as its old type (text read as JSON fails in Crawlee).
             assert not settled, f"Crawlee lists {info.key!r} but cannot read it"
-            assert info.key.startswith("new-") or info.key == "flip", info.key
+            assert info.key.startswith(("new-", COPIES)) or info.key == "flip", info.key
             continue
         seen[info.key] = record.value
     assert _whole_big(seen["big"]), str(seen["big"])[:80]
@@ -115,6 +121,8 @@ async def _crawlee_reads(storage_dir: Path, *, settled: bool) -> dict[str, Any]:
     for key, value in seen.items():
         if key.startswith("new-"):  # killed between its write and its delete
             assert value == [int(key[4:])]
+        if key.startswith(COPIES):  # a copy the history keeps of a save: that save, whole
+            assert _whole_state(value), key
     return seen
 
 
