@@ -329,9 +329,11 @@ class StateLifecycle(StateStop[TState]):
             _, stored = await self._with_timeout(
                 "read of a saved version", read_version(kvs.client, self._key, version)
             )
-            state = await self._reowned(kvs, await self._restored(kvs, stored, version))
-            data = self._codec.dump(state)
+            restored = await self._restored(kvs, stored, version)
+            # Checked before any write: a process that lost the state copies no record for a save it cannot make.
             await self._check_ownership()
+            state = await self._reowned(kvs, restored)
+            data = self._codec.dump(state)
             await self._write_record(kvs, data, "rollback")
             self._last_persisted = data
             self._state = state
